@@ -1,0 +1,111 @@
+"""The pika adapter: connection parameters, error mapping and the reconnect policy.
+
+pika's exceptions stop here; callers see BrokerUnavailable with where and what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import pika
+import pika.exceptions
+import tenacity
+
+from cajasync.errors import BrokerUnavailable
+from cajasync.settings import Settings
+
+log = logging.getLogger(__name__)
+
+HOW_TO_START = (
+    "start one with `docker compose up -d rabbitmq` (compose.yaml) "
+    "or `rabbitmq-server -detached`, or point CAJASYNC_BROKER_URL at yours"
+)
+
+PIKA_ERRORS: tuple[type[BaseException], ...] = (
+    pika.exceptions.AMQPError,
+    ConnectionError,
+    OSError,
+)
+
+
+def parameters(url: str, *, heartbeat: int = 30) -> pika.URLParameters:
+    """Connection parameters for `url`, with a heartbeat and short connect timeouts."""
+    params = pika.URLParameters(url)
+    params.heartbeat = heartbeat
+    params.blocked_connection_timeout = 60
+    params.socket_timeout = 5
+    params.connection_attempts = 1
+    return params
+
+
+def describe(url: str) -> str:
+    """`host:port` of a broker URL, without credentials, for messages."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5672}"
+
+
+def username(url: str) -> str:
+    """The broker user of a URL (what RabbitMQ checks `user_id` against)."""
+    return urlsplit(url).username or "guest"
+
+
+@contextmanager
+def broker_errors(url: str, doing: str) -> Iterator[None]:
+    """Turn pika and socket errors into BrokerUnavailable naming the broker and the action."""
+    try:
+        yield
+    except pika.exceptions.ProbableAuthenticationError as exc:
+        raise BrokerUnavailable(
+            f"RabbitMQ at {describe(url)} refused the credentials while {doing}"
+        ) from exc
+    except PIKA_ERRORS as exc:
+        raise BrokerUnavailable(
+            f"RabbitMQ at {describe(url)} is unreachable while {doing} ({exc!r}); {HOW_TO_START}"
+        ) from exc
+
+
+def connect(url: str, *, doing: str = "connecting") -> pika.BlockingConnection:
+    """A blocking connection, or BrokerUnavailable."""
+    with broker_errors(url, doing):
+        return pika.BlockingConnection(parameters(url))
+
+
+@contextmanager
+def blocking_channel(url: str, *, doing: str = "talking to the broker") -> Iterator[Any]:
+    """A channel on a fresh blocking connection, closed on exit."""
+    connection = connect(url, doing=doing)
+    try:
+        with broker_errors(url, doing):
+            yield connection.channel()
+    finally:
+        close_quietly(connection)
+
+
+def close_quietly(connection: Any) -> None:
+    """Close a pika connection, ignoring a connection that is already gone."""
+    try:
+        if connection is not None and connection.is_open:
+            connection.close()
+    except PIKA_ERRORS:
+        log.debug("connection already closed", exc_info=True)
+
+
+def reconnect_policy(settings: Settings, *, what: str) -> tenacity.Retrying:
+    """The one retry policy for broker sessions: exponential backoff, forever, logged."""
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(BrokerUnavailable),
+        wait=tenacity.wait_exponential(
+            multiplier=settings.retry_initial_s, max=settings.retry_max_s
+        ),
+        before_sleep=lambda state: log.warning(
+            "%s: broker unavailable (%s), retrying in %.1fs",
+            what,
+            state.outcome.exception() if state.outcome else "?",
+            state.upcoming_sleep,
+        ),
+        reraise=True,
+    )

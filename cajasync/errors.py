@@ -1,0 +1,35 @@
+"""Every error a caller of cajasync sees. Library exceptions stop at the adapters."""
+
+from __future__ import annotations
+
+
+class CajasyncError(Exception):
+    """Raised when cajasync cannot do what was asked; the base of all cajasync errors."""
+
+
+class ConfigError(CajasyncError):
+    """Raised when a setting is missing or malformed."""
+
+
+class BrokerUnavailable(CajasyncError):
+    """Raised when the RabbitMQ broker cannot be reached or dropped the connection."""
+
+
+class StoreError(CajasyncError):
+    """Raised when a terminal or server database cannot be opened or is not initialised."""
+
+
+class NotInitialised(StoreError):
+    """Raised when a terminal database has not been set up with `cajasync terminal init`."""
+
+
+class InvalidMessage(CajasyncError):
+    """Raised when a message cannot be decoded or fails validation."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UnknownOperation(CajasyncError):
+    """Raised when an op id given by a caller is not in the terminal outbox."""

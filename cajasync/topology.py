@@ -1,0 +1,75 @@
+"""The broker topology of DESIGN.md, declared idempotently."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from schemas.topics import DOWN_TOPIC_SCOPES, TABLE_KINDS, TABLE_TOPICS
+
+UP_EXCHANGE: Final = "cajasync.up"
+DOWN_EXCHANGE: Final = "cajasync.down"
+DEAD_EXCHANGE: Final = "cajasync.dlx"
+OPS_QUEUE: Final = "cajasync.ops"
+REQUESTS_QUEUE: Final = "cajasync.requests"
+DEAD_QUEUE: Final = "cajasync.dead"
+DELIVERY_LIMIT: Final = 5
+
+QUORUM: Final[dict[str, Any]] = {"x-queue-type": "quorum"}
+
+
+def op_routing_key(terminal: str, topic: str) -> str:
+    return f"op.{terminal}.{topic}"
+
+
+def terminal_routing_key(terminal: str) -> str:
+    return f"t.{terminal}"
+
+
+def terminal_queue(terminal: str) -> str:
+    return f"cajasync.t.{terminal}"
+
+
+def change_bindings(terminal: str, location: str, pos: str, kind: str) -> list[str]:
+    """Change-event routing keys a terminal's queue is bound to, by its scopes and kind."""
+    scope_names = {"all": "all", "loc": f"loc.{location}", "pos": f"pos.{pos}"}
+    keys = []
+    for topic, scope in DOWN_TOPIC_SCOPES.items():
+        if topic in TABLE_TOPICS and kind not in TABLE_KINDS:
+            continue
+        keys.append(f"chg.{topic}.{scope_names[scope]}")
+    keys.append(f"chg.*.term.{terminal}")
+    return keys
+
+
+def declare_server(channel: Any) -> list[str]:
+    """Declare exchanges and server queues; return what was declared, for display."""
+    channel.exchange_declare(UP_EXCHANGE, "topic", durable=True)
+    channel.exchange_declare(DOWN_EXCHANGE, "topic", durable=True)
+    channel.exchange_declare(DEAD_EXCHANGE, "fanout", durable=True)
+    channel.queue_declare(DEAD_QUEUE, durable=True, arguments=QUORUM)
+    channel.queue_bind(DEAD_QUEUE, DEAD_EXCHANGE)
+    channel.queue_declare(
+        OPS_QUEUE,
+        durable=True,
+        arguments={
+            **QUORUM,
+            "x-dead-letter-exchange": DEAD_EXCHANGE,
+            "x-delivery-limit": DELIVERY_LIMIT,
+        },
+    )
+    channel.queue_bind(OPS_QUEUE, UP_EXCHANGE, routing_key="op.#")
+    channel.queue_declare(REQUESTS_QUEUE, durable=True, arguments=QUORUM)
+    channel.queue_bind(REQUESTS_QUEUE, UP_EXCHANGE, routing_key="req.#")
+    return [UP_EXCHANGE, DOWN_EXCHANGE, DEAD_EXCHANGE, OPS_QUEUE, REQUESTS_QUEUE, DEAD_QUEUE]
+
+
+def declare_terminal(channel: Any, terminal: str, location: str, pos: str, kind: str) -> str:
+    """Declare the exchanges a terminal needs and its own inbox queue with its bindings."""
+    channel.exchange_declare(UP_EXCHANGE, "topic", durable=True)
+    channel.exchange_declare(DOWN_EXCHANGE, "topic", durable=True)
+    queue = terminal_queue(terminal)
+    channel.queue_declare(queue, durable=True, arguments=QUORUM)
+    channel.queue_bind(queue, DOWN_EXCHANGE, routing_key=terminal_routing_key(terminal))
+    for key in change_bindings(terminal, location, pos, kind):
+        channel.queue_bind(queue, DOWN_EXCHANGE, routing_key=key)
+    return queue

@@ -1,0 +1,1 @@
+"""Alembic migration trees: `terminal` (POS database) and `server` (server store)."""

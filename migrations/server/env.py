@@ -1,0 +1,3 @@
+from migrations.run import run
+
+run()

@@ -1,0 +1,16 @@
+"""The terminal side going up: outbox table, POS-facing write API, and the relay."""
+
+from outbox.identity import TerminalIdentity, load_identity, save_identity
+from outbox.orm import track
+from outbox.record import Recorded, record, record_new_version, record_weekly_file
+
+__all__ = [
+    "Recorded",
+    "TerminalIdentity",
+    "load_identity",
+    "record",
+    "record_new_version",
+    "record_weekly_file",
+    "save_identity",
+    "track",
+]

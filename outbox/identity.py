@@ -1,0 +1,79 @@
+"""Who this terminal is: one row written by `cajasync terminal init`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import msgspec
+import sqlalchemy as sa
+
+from cajasync.errors import ConfigError, NotInitialised
+from outbox.tables import terminal as terminal_table
+from schemas.topics import TERMINAL_KINDS
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+class TerminalIdentity(msgspec.Struct, frozen=True):
+    terminal: str
+    location: str
+    pos: str
+    kind: str
+
+
+def check_identity(identity: TerminalIdentity) -> None:
+    """Raise ConfigError when an id cannot be used in routing keys or a kind is unknown."""
+    for name in ("terminal", "location", "pos"):
+        value = getattr(identity, name)
+        if not _ID.match(value):
+            raise ConfigError(
+                f"{name} {value!r} must be 1-32 letters, digits, '-' or '_' (no dots or spaces)"
+            )
+    if identity.kind not in TERMINAL_KINDS:
+        raise ConfigError(f"kind {identity.kind!r} must be one of {', '.join(TERMINAL_KINDS)}")
+
+
+def save_identity(connection: sa.Connection, identity: TerminalIdentity) -> None:
+    """Write the identity; re-running with the same terminal id only updates location/pos/kind."""
+    check_identity(identity)
+    current = connection.execute(sa.select(terminal_table).where(terminal_table.c.id == 1)).first()
+    values = {
+        "terminal": identity.terminal,
+        "location": identity.location,
+        "pos": identity.pos,
+        "kind": identity.kind,
+    }
+    if current is None:
+        connection.execute(
+            terminal_table.insert().values(
+                id=1, last_seq=0, created_at=dt.datetime.now(dt.UTC), **values
+            )
+        )
+    elif current.terminal != identity.terminal:
+        raise ConfigError(
+            f"this database belongs to terminal {current.terminal}, not {identity.terminal}; "
+            "a terminal's id never changes (its seq numbers are tied to it)"
+        )
+    else:
+        connection.execute(terminal_table.update().where(terminal_table.c.id == 1).values(values))
+
+
+def load_identity(connection: sa.Connection) -> TerminalIdentity:
+    """The terminal's identity, or NotInitialised with what to run."""
+    try:
+        row = connection.execute(
+            sa.select(
+                terminal_table.c.terminal,
+                terminal_table.c.location,
+                terminal_table.c.pos,
+                terminal_table.c.kind,
+            ).where(terminal_table.c.id == 1)
+        ).first()
+    except sa.exc.OperationalError as exc:
+        raise NotInitialised(
+            "this database has no cajasync tables; run `cajasync terminal init` first"
+        ) from exc
+    if row is None:
+        raise NotInitialised("this terminal has no identity; run `cajasync terminal init` first")
+    return TerminalIdentity(row.terminal, row.location, row.pos, row.kind)

@@ -1,0 +1,137 @@
+"""The POS-facing write API: append an operation to the outbox in the caller's transaction.
+
+The caller owns the transaction: cajasync never commits. If the POS rolls back its sale,
+the outbox row and its seq vanish with it, so `seq` stays contiguous.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from cajasync.errors import NotInitialised, UnknownOperation
+from outbox.tables import PENDING, outbox, terminal
+from schemas.codec import encode
+from schemas.envelope import OpEnvelope
+from schemas.ops import Operation, WeeklyFileChunk, topic_of
+from schemas.validation import file_sha256
+
+WEEKLY_CHUNK_SIZE = 256 * 1024
+
+
+class Recorded(NamedTuple):
+    """Where an operation landed in the outbox."""
+
+    seq: int
+    op_id: uuid.UUID
+    version: int
+
+
+def record(
+    target: sa.Connection | Session,
+    operation: Operation,
+    *,
+    op_id: uuid.UUID | None = None,
+    now: dt.datetime | None = None,
+) -> Recorded:
+    """Append `operation` to the outbox inside the caller's open transaction.
+
+    Without `op_id` this is a new operation (version 1). With the `op_id` of an operation
+    already recorded, it is a new version of it (a void or a correction) and is queued
+    again, whether or not the earlier version was sent.
+    """
+    connection = _connection(target)
+    if op_id is None:
+        op_id, version = uuid.uuid4(), 1
+    else:
+        version = _next_version(connection, op_id)
+    seq, terminal_id = _next_seq(connection)
+    recorded_at = now or dt.datetime.now(dt.UTC)
+    envelope = OpEnvelope(
+        terminal=terminal_id,
+        seq=seq,
+        op_id=op_id,
+        version=version,
+        recorded_at=recorded_at,
+        op=operation,
+    )
+    connection.execute(
+        outbox.insert(),
+        {
+            "seq": seq,
+            "op_id": str(op_id),
+            "version": version,
+            "topic": topic_of(operation),
+            "body": encode(envelope),
+            "recorded_at": recorded_at,
+            "state": PENDING,
+            "attempts": 0,
+        },
+    )
+    return Recorded(seq, op_id, version)
+
+
+def record_new_version(
+    target: sa.Connection | Session, op_id: uuid.UUID, operation: Operation
+) -> Recorded:
+    """Record a corrected or voided operation; UnknownOperation if `op_id` was never recorded."""
+    if _next_version(_connection(target), op_id) == 1:
+        raise UnknownOperation(f"operation {op_id} is not in this terminal's outbox")
+    return record(target, operation, op_id=op_id)
+
+
+def record_weekly_file(
+    target: sa.Connection | Session,
+    *,
+    week: str,
+    file_name: str,
+    content: bytes,
+    chunk_size: int = WEEKLY_CHUNK_SIZE,
+) -> list[Recorded]:
+    """Record a weekly fiscal file as chunks the server reassembles and checks by sha256."""
+    digest = file_sha256(content)
+    count = max(1, -(-len(content) // chunk_size))
+    return [
+        record(
+            target,
+            WeeklyFileChunk(
+                week=week,
+                file_name=file_name,
+                size=len(content),
+                sha256=digest,
+                chunk_index=index,
+                chunk_count=count,
+                data=content[index * chunk_size : (index + 1) * chunk_size],
+            ),
+        )
+        for index in range(count)
+    ]
+
+
+def _connection(target: sa.Connection | Session) -> sa.Connection:
+    if isinstance(target, Session):
+        return target.connection()
+    return target
+
+
+def _next_seq(connection: sa.Connection) -> tuple[int, str]:
+    row = connection.execute(
+        terminal.update()
+        .where(terminal.c.id == 1)
+        .values(last_seq=terminal.c.last_seq + 1)
+        .returning(terminal.c.last_seq, terminal.c.terminal)
+    ).first()
+    if row is None:
+        raise NotInitialised("this terminal has no identity; run `cajasync terminal init` first")
+    return int(row.last_seq), str(row.terminal)
+
+
+def _next_version(connection: sa.Connection, op_id: uuid.UUID) -> int:
+    latest = connection.execute(
+        sa.select(sa.func.max(outbox.c.version)).where(outbox.c.op_id == str(op_id))
+    ).scalar()
+    return 1 if latest is None else int(latest) + 1

@@ -1,0 +1,46 @@
+"""msgpack on the wire, JSON for display; one decoder per union, built once at import."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from cajasync.errors import InvalidMessage
+from schemas.envelope import DownMessage, OpEnvelope
+
+_encoder = msgspec.msgpack.Encoder()
+_json_encoder = msgspec.json.Encoder()
+_up_decoder = msgspec.msgpack.Decoder(OpEnvelope)
+_down_decoder: msgspec.msgpack.Decoder[DownMessage] = msgspec.msgpack.Decoder(DownMessage)
+
+
+def encode(message: Any) -> bytes:
+    """Encode any schema Struct as msgpack."""
+    return _encoder.encode(message)
+
+
+def decode_op(body: bytes) -> OpEnvelope:
+    """Decode an up operation; a bad body raises InvalidMessage with the decoder's reason."""
+    try:
+        return _up_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise InvalidMessage(f"undecodable operation: {exc}") from exc
+
+
+def decode_down(body: bytes) -> DownMessage:
+    """Decode a receipt or request from the server."""
+    try:
+        return _down_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise InvalidMessage(f"undecodable server message: {exc}") from exc
+
+
+def to_json(message: Any) -> bytes:
+    """Encode a Struct (or builtins holding Structs) as JSON for display."""
+    return _json_encoder.encode(message)
+
+
+def to_builtins(message: Any) -> Any:
+    """Plain dicts/lists/strings for rich tables and `--json` output."""
+    return msgspec.to_builtins(message)

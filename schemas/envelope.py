@@ -1,0 +1,58 @@
+"""The envelope every up operation travels in, and the receipts and requests that answer it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Literal
+
+import msgspec
+
+from schemas.ops import Operation
+
+TerminalId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+Seq = Annotated[int, msgspec.Meta(ge=1)]
+Version = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class OpEnvelope(msgspec.Struct, frozen=True, kw_only=True):
+    """An operation as recorded in a terminal outbox and published to `cajasync.up`.
+
+    `seq` is contiguous per terminal (every outbox row, every version, gets the next one);
+    `(op_id, version)` identifies one version of one operation across all terminals.
+    """
+
+    terminal: TerminalId
+    seq: Seq
+    op_id: uuid.UUID
+    version: Version
+    recorded_at: dt.datetime
+    op: Operation
+
+
+class ReceiptItem(msgspec.Struct, frozen=True, kw_only=True):
+    """The server's verdict on one outbox row."""
+
+    op_id: uuid.UUID | None
+    version: int | None
+    seq: int | None
+    status: Literal["acked", "rejected"]
+    reason: str = ""
+
+
+class Receipt(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="receipt"):
+    """A batch of verdicts for one terminal."""
+
+    terminal: TerminalId
+    items: list[ReceiptItem]
+
+
+class ReplayRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="replay"):
+    """The server is missing `from_seq..to_seq` (inclusive) of a terminal: publish them again."""
+
+    terminal: TerminalId
+    from_seq: Seq
+    to_seq: Seq
+
+
+DownMessage = Receipt | ReplayRequest
