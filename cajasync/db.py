@@ -84,3 +84,31 @@ def current_revision(engine: Engine, tree: Tree) -> str | None:
         if not sa.inspect(connection).has_table(table):
             return None
         return connection.execute(sa.text(f"SELECT version_num FROM {table}")).scalar()  # noqa: S608
+
+
+INIT_HINT: dict[Tree, str] = {
+    "terminal": "cajasync terminal init --db {target} --id ... --location ... --pos ...",
+    "server": "cajasync server init --db {target}",
+}
+
+
+def open_database(target: str, tree: Tree) -> Engine:
+    """An engine on an existing, initialised database; StoreError saying what to run if not.
+
+    Unlike `make_engine`, a missing SQLite file is an error here: opening it would create
+    an empty database and hide a typo in the path.
+    """
+    url = database_url(target)
+    hint = INIT_HINT[tree].format(target=target)
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise StoreError(f"no {tree} database at {path}; create it with `{hint}`")
+    engine = make_engine(target)
+    try:
+        revision = current_revision(engine, tree)
+    except sa.exc.DBAPIError as exc:
+        raise StoreError(f"cannot open {tree} database {target}: {exc.orig}") from exc
+    if revision is None:
+        raise StoreError(f"{target} is not a cajasync {tree} database; initialise it with `{hint}`")
+    return engine

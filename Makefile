@@ -1,0 +1,37 @@
+# make demo   set everything up and run a live store day against the local broker
+# make test   lint, type-check and run the whole test suite (what CI runs)
+# make bench  run the benchmarks (results table + bench/results/*.json)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test lint bench services clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+services:
+	@.ci/services rabbitmq postgresql
+
+demo: setup
+	@.ci/services rabbitmq || true
+	$(BIN)/cajasync demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: setup services lint
+	$(BIN)/pytest
+
+bench: setup services
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) demo-data bench/results .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,55 @@
+"""`cajasync`: the command line, a thin layer over the library."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from cajasync import __version__
+from cajasync.errors import CajasyncError
+from cli.demo import demo
+from cli.pending import pending
+from cli.queues import queues
+from cli.server import server
+from cli.terminal import terminal
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cajasync")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Synchronize point-of-sale terminals (cajas) with the back-office server."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose < 2:
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
+
+
+cli.add_command(server)
+cli.add_command(terminal)
+cli.add_command(pending)
+cli.add_command(queues)
+cli.add_command(demo)
+
+
+def main() -> None:
+    """Entry point: cajasync errors become one line on stderr and exit status 1."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except CajasyncError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Options shared by commands; each maps to a CAJASYNC_* variable like the library settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from cajasync.settings import DEFAULT_BROKER_URL, Settings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def broker_option(func: F) -> F:
+    return click.option(
+        "--broker-url",
+        envvar="CAJASYNC_BROKER_URL",
+        default=DEFAULT_BROKER_URL,
+        show_default=True,
+        help="RabbitMQ URL.",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
+
+
+def terminal_db_option(func: F) -> F:
+    return click.option(
+        "--db",
+        envvar="CAJASYNC_TERMINAL_DB",
+        required=True,
+        help="Terminal database: a SQLite file path (or URL). [env CAJASYNC_TERMINAL_DB]",
+    )(func)
+
+
+def server_db_option(func: F) -> F:
+    return click.option(
+        "--db",
+        envvar="CAJASYNC_SERVER_DB",
+        required=True,
+        help="Server store: a SQLite path or postgresql:// URL. [env CAJASYNC_SERVER_DB]",
+    )(func)
+
+
+def until_idle_option(func: F) -> F:
+    return click.option(
+        "--until-idle",
+        type=click.FloatRange(min=0.1),
+        default=None,
+        metavar="SECONDS",
+        help="Exit once nothing happened for this long (default: run until Ctrl-C).",
+    )(func)
+
+
+def settings_for(broker_url: str, **overrides: Any) -> Settings:
+    return load_settings(broker_url=broker_url, **overrides)

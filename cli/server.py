@@ -1,0 +1,69 @@
+"""`cajasync server …`: the back-office side."""
+
+from __future__ import annotations
+
+import click
+
+from cajasync.db import open_database
+from cli.options import (
+    broker_option,
+    json_option,
+    server_db_option,
+    settings_for,
+    until_idle_option,
+)
+from cli.output import console, emit_json, table
+from cli.progress import live_stats
+
+
+@click.group()
+def server() -> None:
+    """Run and inspect the server inbox."""
+
+
+@server.command("init")
+@server_db_option
+@broker_option
+@click.option("--no-broker", is_flag=True, help="Only migrate the database.")
+def init(db: str, broker_url: str, no_broker: bool) -> None:
+    """Create or migrate the server store and declare the broker topology (idempotent)."""
+    from inbox.setup import init_server
+
+    init_server(db, settings_for(broker_url), declare=not no_broker)
+    console.print(f"server store ready at {db}" + ("" if no_broker else "; topology declared"))
+
+
+@server.command("run")
+@server_db_option
+@broker_option
+@until_idle_option
+def run(db: str, broker_url: str, until_idle: float | None) -> None:
+    """Ingest operations, send receipts and ask terminals to replay gaps."""
+    from inbox.server import run_server
+
+    engine = open_database(db, "server")
+    with live_stats("server") as on_progress:
+        stats = run_server(engine, settings_for(broker_url), until_idle=until_idle, on_progress=on_progress)
+    console.print(f"server stopped: {stats}")
+
+
+@server.command("stats")
+@server_db_option
+@json_option
+def stats(db: str, as_json: bool) -> None:
+    """Per terminal: highest contiguous seq held and operations held per topic."""
+    from inbox.server import server_stats
+
+    data = server_stats(open_database(db, "server"))
+    if as_json:
+        emit_json(data)
+        return
+    topics = sorted({t for row in data["terminals"] for t in row["topics"]})
+    table(
+        "Server store",
+        ["terminal", "contiguous seq", "max seq", *topics],
+        [
+            [row["terminal"], row["contiguous_seq"], row["max_seq"], *(row["topics"].get(t, 0) for t in topics)]
+            for row in data["terminals"]
+        ],
+    )
