@@ -22,8 +22,8 @@ from sqlalchemy.engine import Engine
 
 from cajasync import topology
 from cajasync.broker import blocking_channel
-from cajasync.errors import BrokerUnavailable
 from cajasync.db import make_engine
+from cajasync.errors import BrokerUnavailable
 from cajasync.netcut import NetCut
 from cajasync.settings import Settings
 from outbox.identity import TerminalIdentity
@@ -116,13 +116,24 @@ def run_demo(
         tills.append(Till(identity, engine, plan.sales_per_till, plan.payments_per_till, settings))
     cut_till = tills[1]
     cut_till.netcut = _netcut_for(settings)
-    cut_till.settings = settings.with_overrides(broker_url=_via(settings.broker_url, cut_till.netcut.port))
+    cut_till.settings = settings.with_overrides(
+        broker_url=_via(settings.broker_url, cut_till.netcut.port)
+    )
 
     state = DemoState(tills, make_engine(server_url))
     stop = threading.Event()
-    workers = [threading.Thread(target=run_server, args=(state.server_engine, settings), kwargs={"stop": stop}, daemon=True)]
+    workers = [
+        threading.Thread(
+            target=run_server,
+            args=(state.server_engine, settings),
+            kwargs={"stop": stop},
+            daemon=True,
+        )
+    ]
     workers += [
-        threading.Thread(target=run_terminal, args=(t.engine, t.settings), kwargs={"stop": stop}, daemon=True)
+        threading.Thread(
+            target=run_terminal, args=(t.engine, t.settings), kwargs={"stop": stop}, daemon=True
+        )
         for t in tills
     ]
     workers += [threading.Thread(target=_sell, args=(t, plan), daemon=True) for t in tills]
@@ -134,7 +145,12 @@ def run_demo(
         _day(state, cut_till, plan, on_tick)
         state.phase = "settling"
         state.note("day over: waiting for every till to be acknowledged")
-        _wait(lambda: all(_pending(t.engine) == 0 for t in tills), plan.settle_timeout_s, state, on_tick)
+        _wait(
+            lambda: all(_pending(t.engine) == 0 for t in tills),
+            plan.settle_timeout_s,
+            state,
+            on_tick,
+        )
         state.phase = "closed"
         if on_tick:
             on_tick(state)
@@ -147,7 +163,9 @@ def run_demo(
     return final_table(state)
 
 
-def _day(state: DemoState, cut_till: Till, plan: DemoPlan, on_tick: Callable[[DemoState], None] | None) -> None:
+def _day(
+    state: DemoState, cut_till: Till, plan: DemoPlan, on_tick: Callable[[DemoState], None] | None
+) -> None:
     assert cut_till.netcut is not None
     while not all(t.done.is_set() for t in state.tills):
         progress = cut_till.sold / max(1, cut_till.sales)
@@ -183,7 +201,12 @@ def _sell(till: Till, plan: DemoPlan) -> None:
     till.done.set()
 
 
-def _wait(done: Callable[[], bool], timeout: float, state: DemoState, on_tick: Callable[[DemoState], None] | None) -> None:
+def _wait(
+    done: Callable[[], bool],
+    timeout: float,
+    state: DemoState,
+    on_tick: Callable[[DemoState], None] | None,
+) -> None:
     deadline = time.monotonic() + timeout
     while not done() and time.monotonic() < deadline:
         if on_tick:
@@ -193,7 +216,11 @@ def _wait(done: Callable[[], bool], timeout: float, state: DemoState, on_tick: C
 
 def _pending(engine: Engine) -> int:
     with engine.connect() as connection:
-        return int(connection.execute(sa.select(sa.func.count()).where(outbox.c.state != ACKED)).scalar_one())
+        return int(
+            connection.execute(
+                sa.select(sa.func.count()).where(outbox.c.state != ACKED)
+            ).scalar_one()
+        )
 
 
 def till_counts(till: Till) -> dict[str, dict[str, int]]:
@@ -209,7 +236,9 @@ def till_counts(till: Till) -> dict[str, dict[str, int]]:
         for topic, row_state, rows, _ops in connection.execute(query):
             counts.setdefault(topic, {})[row_state] = int(rows)
         for topic, ops in connection.execute(
-            sa.select(outbox.c.topic, sa.func.count(sa.distinct(outbox.c.op_id))).group_by(outbox.c.topic)
+            sa.select(outbox.c.topic, sa.func.count(sa.distinct(outbox.c.op_id))).group_by(
+                outbox.c.topic
+            )
         ):
             counts.setdefault(topic, {})["operations"] = int(ops)
     return counts
@@ -218,7 +247,9 @@ def till_counts(till: Till) -> dict[str, dict[str, int]]:
 def final_table(state: DemoState) -> list[TopicRow]:
     from inbox.server import server_stats
 
-    held = {row["terminal"]: row["topics"] for row in server_stats(state.server_engine)["terminals"]}
+    held = {
+        row["terminal"]: row["topics"] for row in server_stats(state.server_engine)["terminals"]
+    }
     rows = []
     for till in state.tills:
         counts = till_counts(till)
@@ -253,4 +284,7 @@ def _delete_queues(settings: Settings, tills: list[Till]) -> None:
             for till in tills:
                 channel.queue_delete(topology.terminal_queue(till.identity.terminal))
     except BrokerUnavailable:
-        log.warning("could not remove the demo queues; delete cajasync.t.*-%s by hand", tills[0].identity.terminal[-4:])
+        log.warning(
+            "could not remove the demo queues; delete cajasync.t.*-%s by hand",
+            tills[0].identity.terminal[-4:],
+        )

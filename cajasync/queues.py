@@ -112,7 +112,7 @@ def _from_amqp(settings: Settings, terminals: Sequence[str]) -> list[QueueInfo]:
                 try:
                     ok = channel.queue_declare(name, passive=True).method
                 except pika.exceptions.ChannelClosedByBroker as exc:
-                    if exc.reply_code != 404:  # noqa: PLR2004 - NOT_FOUND: not declared yet
+                    if exc.reply_code != 404:
                         raise
                     channel = channel.connection.channel()
                     continue

@@ -24,14 +24,18 @@ from cli.output import console, table
     show_default=True,
     help="Where the server and terminal SQLite files go (recreated).",
 )
-@click.option("--sales", type=click.IntRange(min=10), default=120, show_default=True, help="Sales per till.")
+@click.option(
+    "--sales", type=click.IntRange(min=10), default=120, show_default=True, help="Sales per till."
+)
 @broker_option
 def demo(directory: Path, sales: int, broker_url: str) -> None:
     """A store day: a server and three tills, one cut off the network for a while."""
     settings = settings_for(broker_url, gap_grace_s=2.0, resend_after_s=10.0)
     plan = DemoPlan(sales_per_till=sales, payments_per_till=max(1, sales // 20))
     with Live(Text("opening the store…"), console=console, refresh_per_second=4) as live:
-        rows = run_demo(directory, settings, plan=plan, on_tick=lambda state: live.update(_view(state)))
+        rows = run_demo(
+            directory, settings, plan=plan, on_tick=lambda state: live.update(_view(state))
+        )
     table(
         "End of day: terminal vs server",
         ["terminal", "topic", "recorded on terminal", "held by server", "pending"],
@@ -40,9 +44,13 @@ def demo(directory: Path, sales: int, broker_url: str) -> None:
     pending = sum(r.pending for r in rows)
     missing = sum(r.recorded - r.held for r in rows)
     if pending or missing:
-        console.print(f"[red]{pending} operations still pending, {missing} not held by the server[/red]")
+        console.print(
+            f"[red]{pending} operations still pending, {missing} not held by the server[/red]"
+        )
         raise SystemExit(1)
-    console.print("[green]all operations acknowledged: nothing pending, nothing lost, nothing twice[/green]")
+    console.print(
+        "[green]all operations acknowledged: nothing pending, nothing lost, nothing twice[/green]"
+    )
 
 
 def _view(state: DemoState) -> Group:
@@ -51,10 +59,16 @@ def _view(state: DemoState) -> Group:
         grid.add_column(name, justify="left" if name in ("till", "kind", "network") else "right")
     for till in state.tills:
         counts = till_counts(till)
-        total = {s: sum(c.get(s, 0) for c in counts.values()) for s in ("pending", "sent", "acked", "rejected")}
+        total = {
+            s: sum(c.get(s, 0) for c in counts.values())
+            for s in ("pending", "sent", "acked", "rejected")
+        }
         network = "[green]online[/green]" if till.online else "[red]OFFLINE[/red]"
         grid.add_row(
-            till.identity.terminal, till.identity.kind, network, f"{till.sold}/{till.sales}",
+            till.identity.terminal,
+            till.identity.kind,
+            network,
+            f"{till.sold}/{till.sales}",
             *(str(total[s]) for s in ("pending", "sent", "acked", "rejected")),
         )
     return Group(grid, Text("\n".join(state.events[-6:]), style="dim"))

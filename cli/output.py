@@ -25,7 +25,9 @@ def emit_json(data: Any) -> None:
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Print a table; numbers right-aligned, None as an em dash."""
     out = Table(title=title, title_justify="left", header_style="bold")
-    numeric = [bool(rows) and all(isinstance(r[i], int | float) for r in rows) for i in range(len(columns))]
+    numeric = [
+        bool(rows) and all(isinstance(r[i], int | float) for r in rows) for i in range(len(columns))
+    ]
     for name, right in zip(columns, numeric, strict=True):
         out.add_column(name, justify="right" if right else "left")
     for row in rows:

@@ -24,7 +24,9 @@ def pending() -> None:
 @click.option("--state", type=click.Choice([s for s in STATES if s != "acked"]))
 @click.option("--limit", type=click.IntRange(min=1), default=None)
 @json_option
-def list_cmd(db: str, topic: str | None, state: str | None, limit: int | None, as_json: bool) -> None:
+def list_cmd(
+    db: str, topic: str | None, state: str | None, limit: int | None, as_json: bool
+) -> None:
     """List every operation not yet acked (never sent, sent, rejected), oldest first."""
     ops = list_pending(open_database(db, "terminal"), topic=topic, state=state, limit=limit)
     if as_json:
@@ -34,8 +36,16 @@ def list_cmd(db: str, topic: str | None, state: str | None, limit: int | None, a
         f"Operaciones Pendientes ({len(ops)})",
         ["seq", "topic", "op_id", "v", "state", "attempts", "recorded", "last error"],
         [
-            [o.seq, o.topic, o.op_id, o.version, o.state, o.attempts,
-             o.recorded_at.strftime("%Y-%m-%d %H:%M:%S"), o.last_error]
+            [
+                o.seq,
+                o.topic,
+                o.op_id,
+                o.version,
+                o.state,
+                o.attempts,
+                o.recorded_at.strftime("%Y-%m-%d %H:%M:%S"),
+                o.last_error,
+            ]
             for o in ops
         ],
     )
@@ -58,4 +68,6 @@ def _uuid(value: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not an op id (a UUID)", param_hint="OP_IDS") from None
+        raise click.BadParameter(
+            f"{value!r} is not an op id (a UUID)", param_hint="OP_IDS"
+        ) from None

@@ -22,7 +22,9 @@ def live_stats(label: str) -> Iterator[Callable[[Any], None]]:
     with Live(Text(f"{label}: starting…"), console=console, refresh_per_second=4) as live:
 
         def update(stats: Any) -> None:
-            fields = msgspec.structs.asdict(stats) if isinstance(stats, msgspec.Struct) else vars(stats)
+            fields = (
+                msgspec.structs.asdict(stats) if isinstance(stats, msgspec.Struct) else vars(stats)
+            )
             live.update(Text(f"{label}: " + "  ".join(f"{k} {v}" for k, v in fields.items())))
 
         yield update

@@ -18,7 +18,12 @@ from cli.output import emit_json, table
     show_default=True,
     help="RabbitMQ management API, for rates.",
 )
-@click.option("--terminal", "terminals", multiple=True, help="Also show this terminal's queue (AMQP fallback).")
+@click.option(
+    "--terminal",
+    "terminals",
+    multiple=True,
+    help="Also show this terminal's queue (AMQP fallback).",
+)
 @json_option
 def queues(broker_url: str, management_url: str, terminals: tuple[str, ...], as_json: bool) -> None:
     """Each cajasync queue: ready, unacked, consumers, and rates where the API answers."""
@@ -30,5 +35,8 @@ def queues(broker_url: str, management_url: str, terminals: tuple[str, ...], as_
     table(
         f"cajasync queues (from {source})",
         ["queue", "ready", "unacked", "consumers", "publish/s", "deliver/s", "ack/s"],
-        [[q.name, q.ready, q.unacked, q.consumers, q.publish_rate, q.deliver_rate, q.ack_rate] for q in rows],
+        [
+            [q.name, q.ready, q.unacked, q.consumers, q.publish_rate, q.deliver_rate, q.ack_rate]
+            for q in rows
+        ],
     )

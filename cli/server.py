@@ -43,7 +43,9 @@ def run(db: str, broker_url: str, until_idle: float | None) -> None:
 
     engine = open_database(db, "server")
     with live_stats("server") as on_progress:
-        stats = run_server(engine, settings_for(broker_url), until_idle=until_idle, on_progress=on_progress)
+        stats = run_server(
+            engine, settings_for(broker_url), until_idle=until_idle, on_progress=on_progress
+        )
     console.print(f"server stopped: {stats}")
 
 
@@ -63,7 +65,12 @@ def stats(db: str, as_json: bool) -> None:
         "Server store",
         ["terminal", "contiguous seq", "max seq", *topics],
         [
-            [row["terminal"], row["contiguous_seq"], row["max_seq"], *(row["topics"].get(t, 0) for t in topics)]
+            [
+                row["terminal"],
+                row["contiguous_seq"],
+                row["max_seq"],
+                *(row["topics"].get(t, 0) for t in topics),
+            ]
             for row in data["terminals"]
         ],
     )

@@ -47,7 +47,9 @@ def run(db: str, broker_url: str, until_idle: float | None) -> None:
 
     engine = open_database(db, "terminal")
     with live_stats("terminal") as on_progress:
-        stats = run_terminal(engine, settings_for(broker_url), until_idle=until_idle, on_progress=on_progress)
+        stats = run_terminal(
+            engine, settings_for(broker_url), until_idle=until_idle, on_progress=on_progress
+        )
     console.print(f"terminal stopped: {stats}")
 
 
@@ -72,7 +74,12 @@ def simulate_cmd(
     from outbox.simulate import simulate
 
     engine = open_database(db, "terminal")
-    columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        *Progress.get_default_columns()[:1],
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("recording", total=sales + payments)
         result = simulate(
@@ -87,5 +94,3 @@ def simulate_cmd(
         )
     recorded = ", ".join(f"{n} {topic}" for topic, n in sorted(result.recorded.items()))
     console.print(f"recorded {recorded} ({result.voided} sales voided as new versions)")
-
-

@@ -8,7 +8,7 @@ from alembic import context
 def run() -> None:
     connection = context.config.attributes.get("connection")
     if connection is None:
-        raise RuntimeError("run migrations through cajasync.db.upgrade(), which passes a connection")
+        raise RuntimeError("run migrations with cajasync.db.upgrade(), which passes a connection")
     context.configure(
         connection=connection,
         version_table=context.config.get_main_option("version_table") or "alembic_version",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 import sqlalchemy as sa
@@ -105,7 +106,7 @@ def _state(name: str) -> str:
     return name
 
 
-def _pending_op(row: sa.Row[tuple[object, ...]]) -> PendingOp:
+def _pending_op(row: Any) -> PendingOp:
     sent = row.sent_at
     return PendingOp(
         op_id=row.op_id,

@@ -74,12 +74,102 @@ class SimulationResult(msgspec.Struct):
     voided: int
 
 
+class TicketMaker:
+    """Builds realistic operations (no I/O); deterministic for a given seed."""
+
+    def __init__(self, *, seed: int | None = None, book: str = "B-0001") -> None:
+        self.random = random.Random(seed)
+        self.book = book
+
+    def sales(self, count: int) -> list[Sale]:
+        """`count` sales numbered from 1, for load tests and benchmarks."""
+        return [self.make_sale(number) for number in range(1, count + 1)]
+
+    def make_sale(self, number: int) -> Sale:
+        lines = [self.make_line() for _ in range(self.random.randint(1, 6))]
+        totals = SaleTotals.of(lines)
+        return Sale(
+            book=self.book,
+            number=number,
+            date=dt.datetime.now(dt.UTC),
+            seller=self.random.choice(SELLERS),
+            customer=self.random.choice(CUSTOMERS),
+            lines=lines,
+            payments=self.make_payments(totals.total),
+            totals=totals,
+        )
+
+    def make_line(self) -> SaleLine:
+        code, name, price, rate = self.random.choice(PRODUCTS)
+        quantity = Decimal(self.random.choice(["1", "1", "2", "3", "0.5", "1.25"]))
+        discount = (
+            cents(Decimal(price) * quantity / 10) if self.random.random() < 0.1 else Decimal(0)
+        )
+        return SaleLine(
+            product=code,
+            description=name,
+            quantity=quantity,
+            unit_price=Decimal(price),
+            discount=discount,
+            tax_rate=Decimal(rate),
+        )
+
+    def make_payments(self, total: Decimal) -> list[SalePayment]:
+        roll = self.random.random()
+        if roll < 0.5:
+            return [SalePayment(method="EFECTIVO", amount=total)]
+        bank, brand = self.random.choice(BANKS)
+        card = CardData(
+            bank=bank,
+            brand=brand,
+            last4=f"{self.random.randint(0, 9999):04d}",
+            installments=self.random.choice([1, 1, 3, 6]),
+            authorization=f"{self.random.randint(0, 999999):06d}",
+        )
+        if roll < 0.85 or total < 2:
+            return [SalePayment(method="TARJETA", amount=total, card=card)]
+        cash = cents(total / 2)
+        return [
+            SalePayment(method="EFECTIVO", amount=cash),
+            SalePayment(method="TARJETA", amount=total - cash, card=card),
+        ]
+
+    def make_z(self, z_number: int, sales: list[Sale]) -> ZClose:
+        by_tax: dict[Decimal, list[Decimal]] = {}
+        by_method: Counter[str] = Counter()
+        live = [s for s in sales if not s.voided]
+        for sale in live:
+            for line in sale.lines:
+                net_tax = by_tax.setdefault(line.tax_rate, [Decimal(0), Decimal(0)])
+                net_tax[0] += line.net
+                net_tax[1] += line.tax
+            for payment in sale.payments:
+                by_method[payment.method] += payment.amount  # type: ignore[assignment]
+        now = dt.datetime.now(dt.UTC)
+        return ZClose(
+            number=z_number,
+            period_start=sales[0].date if sales else now,
+            period_end=now,
+            first_receipt=sales[0].number if sales else 0,
+            last_receipt=sales[-1].number if sales else 0,
+            sale_count=len(live),
+            totals_by_tax=[
+                TaxTotal(rate=rate, net=net, tax=tax) for rate, (net, tax) in sorted(by_tax.items())
+            ],
+            totals_by_method=[
+                MethodTotal(method=m, amount=Decimal(a)) for m, a in sorted(by_method.items())
+            ],
+            total=sum((s.totals.total for s in live), Decimal(0)),
+        )
+
+
 class PosSimulator:
-    """One till's worth of realistic operations, deterministic for a given seed."""
+    """One till's worth of realistic operations, recorded as a POS would."""
 
     def __init__(self, engine: Engine, *, seed: int | None = None, book: str = "B-0001") -> None:
         self.engine = engine
-        self.random = random.Random(seed)
+        self.maker = TicketMaker(seed=seed, book=book)
+        self.random = self.maker.random
         self.book = book
         pos_metadata.create_all(engine)
 
@@ -87,7 +177,7 @@ class PosSimulator:
         """Ring up one sale: insert it in the POS table and the outbox, one transaction."""
         with self.engine.begin() as connection:
             number = self._next_number(connection)
-            sale = self._make_sale(number)
+            sale = self.maker.make_sale(number)
             recorded = record(connection, sale)
             connection.execute(
                 pos_sales.insert().values(
@@ -140,7 +230,9 @@ class PosSimulator:
             ).all()
             last_z = connection.execute(sa.select(sa.func.max(pos_sales.c.z_number))).scalar()
             z_number = (last_z or 0) + 1
-            close = self._make_z(z_number, [msgspec.msgpack.decode(r.ticket, type=Sale) for r in rows])
+            close = self.maker.make_z(
+                z_number, [msgspec.msgpack.decode(r.ticket, type=Sale) for r in rows]
+            )
             connection.execute(
                 pos_sales.update()
                 .where(pos_sales.c.id.in_([r.id for r in rows]))
@@ -152,9 +244,11 @@ class PosSimulator:
         """The weekly fiscal file, split in chunks."""
         today = dt.date.today()
         year, week, _ = today.isocalendar()
-        lines = []
+        lines: list[bytes] = []
         while sum(len(line) for line in lines) < size:
-            lines.append(f"{len(lines):08d}|{self.book}|{self.random.randint(0, 10**9):010d}\n".encode())
+            lines.append(
+                f"{len(lines):08d}|{self.book}|{self.random.randint(0, 10**9):010d}\n".encode()
+            )
         content = b"".join(lines)[:size]
         with self.engine.begin() as connection:
             return record_weekly_file(
@@ -169,81 +263,6 @@ class PosSimulator:
             sa.select(sa.func.max(pos_sales.c.number)).where(pos_sales.c.book == self.book)
         ).scalar()
         return (last or 0) + 1
-
-    def _make_sale(self, number: int) -> Sale:
-        lines = [self._make_line() for _ in range(self.random.randint(1, 6))]
-        totals = SaleTotals.of(lines)
-        return Sale(
-            book=self.book,
-            number=number,
-            date=dt.datetime.now(dt.UTC),
-            seller=self.random.choice(SELLERS),
-            customer=self.random.choice(CUSTOMERS),
-            lines=lines,
-            payments=self._make_payments(totals.total),
-            totals=totals,
-        )
-
-    def _make_line(self) -> SaleLine:
-        code, name, price, rate = self.random.choice(PRODUCTS)
-        quantity = Decimal(self.random.choice(["1", "1", "2", "3", "0.5", "1.25"]))
-        discount = cents(Decimal(price) * quantity / 10) if self.random.random() < 0.1 else Decimal(0)
-        return SaleLine(
-            product=code,
-            description=name,
-            quantity=quantity,
-            unit_price=Decimal(price),
-            discount=discount,
-            tax_rate=Decimal(rate),
-        )
-
-    def _make_payments(self, total: Decimal) -> list[SalePayment]:
-        roll = self.random.random()
-        if roll < 0.5:
-            return [SalePayment(method="EFECTIVO", amount=total)]
-        bank, brand = self.random.choice(BANKS)
-        card = CardData(
-            bank=bank,
-            brand=brand,
-            last4=f"{self.random.randint(0, 9999):04d}",
-            installments=self.random.choice([1, 1, 3, 6]),
-            authorization=f"{self.random.randint(0, 999999):06d}",
-        )
-        if roll < 0.85 or total < 2:
-            return [SalePayment(method="TARJETA", amount=total, card=card)]
-        cash = cents(total / 2)
-        return [
-            SalePayment(method="EFECTIVO", amount=cash),
-            SalePayment(method="TARJETA", amount=total - cash, card=card),
-        ]
-
-    def _make_z(self, z_number: int, sales: list[Sale]) -> ZClose:
-        by_tax: dict[Decimal, list[Decimal]] = {}
-        by_method: Counter[str] = Counter()
-        live = [s for s in sales if not s.voided]
-        for sale in live:
-            for line in sale.lines:
-                net_tax = by_tax.setdefault(line.tax_rate, [Decimal(0), Decimal(0)])
-                net_tax[0] += line.net
-                net_tax[1] += line.tax
-            for payment in sale.payments:
-                by_method[payment.method] += payment.amount  # type: ignore[assignment]
-        now = dt.datetime.now(dt.UTC)
-        return ZClose(
-            number=z_number,
-            period_start=sales[0].date if sales else now,
-            period_end=now,
-            first_receipt=sales[0].number if sales else 0,
-            last_receipt=sales[-1].number if sales else 0,
-            sale_count=len(live),
-            totals_by_tax=[
-                TaxTotal(rate=rate, net=net, tax=tax) for rate, (net, tax) in sorted(by_tax.items())
-            ],
-            totals_by_method=[
-                MethodTotal(method=m, amount=Decimal(a)) for m, a in sorted(by_method.items())
-            ],
-            total=sum((s.totals.total for s in live), Decimal(0)),
-        )
 
 
 def simulate(
