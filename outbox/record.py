@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import sqlalchemy as sa
@@ -21,6 +23,18 @@ from schemas.ops import Operation, WeeklyFileChunk, topic_of
 from schemas.validation import file_sha256
 
 WEEKLY_CHUNK_SIZE = 256 * 1024
+
+# Built once: constructing a statement per call costs more than executing it (write path).
+_NEXT_SEQ = (
+    terminal.update()
+    .where(terminal.c.id == 1)
+    .values(last_seq=terminal.c.last_seq + 1)
+    .returning(terminal.c.last_seq, terminal.c.terminal)
+)
+_INSERT = outbox.insert()
+_LATEST_VERSION = sa.select(sa.func.max(outbox.c.version)).where(
+    outbox.c.op_id == sa.bindparam("op_id")
+)
 
 
 class Recorded(NamedTuple):
@@ -60,7 +74,7 @@ def record(
         op=operation,
     )
     connection.execute(
-        outbox.insert(),
+        _INSERT,
         {
             "seq": seq,
             "op_id": str(op_id),
@@ -118,20 +132,28 @@ def _connection(target: sa.Connection | Session) -> sa.Connection:
     return target
 
 
+@contextmanager
+def _initialised(connection: sa.Connection) -> Iterator[None]:
+    """Turn the "no such table" of a database never set up into NotInitialised."""
+    try:
+        yield
+    except sa.exc.OperationalError as exc:
+        if sa.inspect(connection).has_table(terminal.name):
+            raise
+        raise NotInitialised(
+            "this database has no cajasync tables; run `cajasync terminal init` first"
+        ) from exc
+
+
 def _next_seq(connection: sa.Connection) -> tuple[int, str]:
-    row = connection.execute(
-        terminal.update()
-        .where(terminal.c.id == 1)
-        .values(last_seq=terminal.c.last_seq + 1)
-        .returning(terminal.c.last_seq, terminal.c.terminal)
-    ).first()
+    with _initialised(connection):
+        row = connection.execute(_NEXT_SEQ).first()
     if row is None:
         raise NotInitialised("this terminal has no identity; run `cajasync terminal init` first")
     return int(row.last_seq), str(row.terminal)
 
 
 def _next_version(connection: sa.Connection, op_id: uuid.UUID) -> int:
-    latest = connection.execute(
-        sa.select(sa.func.max(outbox.c.version)).where(outbox.c.op_id == str(op_id))
-    ).scalar()
+    with _initialised(connection):
+        latest = connection.execute(_LATEST_VERSION, {"op_id": str(op_id)}).scalar()
     return 1 if latest is None else int(latest) + 1

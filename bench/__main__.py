@@ -1,0 +1,58 @@
+"""`python -m bench [relay|write_path|e2e ...] [--quick]`: run benchmarks, print a table,
+write bench/results/<name>.json. Exit status 1 when a target is missed."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from bench import common
+
+BENCHES = ("write_path", "relay", "e2e")
+QUICK = {
+    "write_path": {"count": 200},
+    "relay": {"count": 5_000, "naive_count": 500, "rounds": 1},
+    "e2e": {"terminals": 4, "per_terminal": 500},
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("names", nargs="*", choices=[*BENCHES, []], help="default: all")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes: a smoke run, not the targets"
+    )
+    args = parser.parse_args()
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=180)
+    results = []
+    for name in args.names or BENCHES:
+        module = __import__(f"bench.{name}", fromlist=["run"])
+        console.print(f"[bold]{name}[/bold] running…")
+        result = module.run(**(QUICK[name] if args.quick else {}))
+        path = common.write(result)
+        console.print(f"  → {path}")
+        results.append(result)
+    table = Table(title="cajasync benchmarks", title_justify="left")
+    for column in ("bench", "measured", "metric", "baselines", "ratios", "targets", "ok"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(
+            r.name,
+            str(r.value),
+            r.metric,
+            "\n".join(f"{k}: {v}" for k, v in r.baselines.items()),
+            "\n".join(f"{k}: {v}" for k, v in r.ratios.items()),
+            "\n".join(f"{k} {v}" for k, v in r.targets.items()),
+            "[green]yes[/green]" if r.passed else "[red]NO[/red]",
+        )
+    console.print(table)
+    return 0 if all(r.passed for r in results) or args.quick else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
