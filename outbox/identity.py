@@ -12,7 +12,7 @@ from cajasync.errors import ConfigError, NotInitialised
 from outbox.tables import terminal as terminal_table
 from schemas.topics import TERMINAL_KINDS
 
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 class TerminalIdentity(msgspec.Struct, frozen=True):
@@ -26,7 +26,7 @@ def check_identity(identity: TerminalIdentity) -> None:
     """Raise ConfigError when an id cannot be used in routing keys or a kind is unknown."""
     for name in ("terminal", "location", "pos"):
         value = getattr(identity, name)
-        if not _ID.match(value):
+        if not _ID.fullmatch(value):
             raise ConfigError(
                 f"{name} {value!r} must be 1-32 letters, digits, '-' or '_' (no dots or spaces)"
             )

@@ -19,6 +19,8 @@ from sqlalchemy.orm import Mapper
 
 from outbox.identity import load_identity
 from outbox.record import record
+from outbox.tables import outbox
+from schemas.codec import decode_op
 from schemas.ops import Operation
 
 T = TypeVar("T")
@@ -51,7 +53,10 @@ def track(
     def after_update(mapper: Mapper[Any], connection: sa.Connection, target: Any) -> None:
         if not _columns_changed(mapper, target):
             return  # dirty without a net change: nothing to send again
-        record(connection, to_operation(target), op_id=_op_id(connection, mapper, target))
+        operation, key = to_operation(target), _op_id(connection, mapper, target)
+        if _latest_operation(connection, key) == operation:
+            return  # e.g. a value set again after commit expired it: history cannot tell
+        record(connection, operation, op_id=key)
 
     event.listen(mapped_class, "after_insert", after_insert)
     if record_updates:
@@ -68,3 +73,13 @@ def track(
 def _columns_changed(mapper: Mapper[Any], target: Any) -> bool:
     state = sa.inspect(target)
     return any(state.attrs[prop.key].history.has_changes() for prop in mapper.column_attrs)
+
+
+def _latest_operation(connection: sa.Connection, op_id: uuid.UUID) -> Operation | None:
+    body = connection.execute(
+        sa.select(outbox.c.body)
+        .where(outbox.c.op_id == str(op_id))
+        .order_by(outbox.c.version.desc())
+        .limit(1)
+    ).scalar()
+    return None if body is None else decode_op(body).op

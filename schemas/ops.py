@@ -30,7 +30,7 @@ class CardData(msgspec.Struct, frozen=True, kw_only=True):
 
     bank: str
     brand: str
-    last4: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}$")]
+    last4: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}\Z")]
     installments: Annotated[int, msgspec.Meta(ge=1)] = 1
     authorization: str = ""
 
@@ -133,10 +133,10 @@ class WeeklyFileChunk(
 ):
     """One chunk of the weekly fiscal file ("Archivo Semanal"); the server reassembles them."""
 
-    week: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}-W[0-9]{2}$")]
+    week: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}-W[0-9]{2}\Z")]
     file_name: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
     size: Annotated[int, msgspec.Meta(ge=0)]
-    sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+    sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}\Z")]
     chunk_index: Annotated[int, msgspec.Meta(ge=0)]
     chunk_count: Annotated[int, msgspec.Meta(ge=1)]
     data: bytes

@@ -1,0 +1,294 @@
+"""Business rules the types cannot express: each rejects with a reason a person can act on."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from msgspec.structs import replace
+
+from cajasync.errors import InvalidMessage
+from schemas import (
+    CashPayment,
+    OpEnvelope,
+    Sale,
+    SaleLine,
+    SalePayment,
+    SaleTotals,
+    WeeklyFileChunk,
+    ZClose,
+)
+from schemas.validation import file_sha256, validate
+from tests.unit.strategies import (
+    cash_payments,
+    envelopes,
+    money,
+    operations,
+    sales,
+    weekly_file_chunks,
+    z_closes,
+)
+
+NOW = dt.datetime(2026, 3, 2, 12, 30, tzinfo=dt.UTC)
+
+
+def _envelope(op: Any, *, terminal: str = "CAJA-07", seq: int = 311) -> OpEnvelope:
+    return OpEnvelope(
+        terminal=terminal, seq=seq, op_id=uuid.UUID(int=5), version=1, recorded_at=NOW, op=op
+    )
+
+
+def _rejection(envelope: OpEnvelope) -> str:
+    """The reason validate gives, checked to name the terminal and seq."""
+    with pytest.raises(InvalidMessage) as caught:
+        validate(envelope)
+    reason = caught.value.reason
+    assert f"terminal {envelope.terminal} seq {envelope.seq} " in reason
+    return reason
+
+
+def _sale_rejection(sale: Sale) -> str:
+    reason = _rejection(_envelope(sale))
+    assert f"sale {sale.book}-{sale.number} " in reason
+    return reason
+
+
+def _line(*, unit_price: str = "100.00", tax_rate: str = "21") -> SaleLine:
+    return SaleLine(
+        product="YERBA-1KG",
+        quantity=Decimal(2),
+        unit_price=Decimal(unit_price),
+        tax_rate=Decimal(tax_rate),
+    )
+
+
+def _sale(*lines: SaleLine, paid: str | None = None) -> Sale:
+    totals = SaleTotals.of(list(lines))
+    return Sale(
+        book="0003-A",
+        number=1201,
+        date=NOW,
+        seller="ana",
+        lines=list(lines),
+        payments=[SalePayment(method="cash", amount=Decimal(paid) if paid else totals.total)],
+        totals=totals,
+    )
+
+
+# Valid operations pass -----------------------------------------------------------------
+
+
+@given(envelopes(operations))
+def test_any_valid_operation_passes(envelope: OpEnvelope) -> None:
+    validate(envelope)
+
+
+def test_a_plain_sale_paid_in_full_passes() -> None:
+    sale = _sale(_line(), _line(unit_price="0.10", tax_rate="10.5"))
+    assert sale.totals == SaleTotals(
+        net=Decimal("200.20"), tax=Decimal("42.02"), total=Decimal("242.22")
+    )
+    validate(_envelope(sale))
+
+
+@given(sales())
+def test_voided_sale_passes_even_when_nothing_was_paid(sale: Sale) -> None:
+    validate(_envelope(replace(sale, voided=True, payments=[])))
+
+
+@given(sales(), money(1, 100_000))
+def test_overpaid_sale_passes_because_change_is_given_back(sale: Sale, extra: Decimal) -> None:
+    paid = [*sale.payments, SalePayment(method="cash", amount=extra)]
+    validate(_envelope(replace(sale, payments=paid)))
+
+
+# Sales ---------------------------------------------------------------------------------
+
+
+@given(sales(), money(1, 100_000), st.sampled_from(["net", "tax", "total"]))
+def test_sale_whose_totals_do_not_match_its_lines_is_rejected(
+    sale: Sale, delta: Decimal, field: str
+) -> None:
+    wrong = replace(sale.totals, **{field: getattr(sale.totals, field) + delta})
+    reason = _sale_rejection(replace(sale, totals=wrong))
+    assert f"do not match its lines ({sale.totals.total})" in reason
+
+
+def test_totals_mismatch_reason_shows_both_totals() -> None:
+    sale = _sale(_line())
+    wrong = replace(sale, totals=replace(sale.totals, total=Decimal("240.00")))
+    reason = _sale_rejection(wrong)
+    assert reason.endswith("sale 0003-A-1201 totals 240.00 do not match its lines (242.00)")
+
+
+@given(sales())
+def test_sale_without_lines_is_rejected(sale: Sale) -> None:
+    empty = replace(sale, lines=[], totals=SaleTotals.of([]))
+    assert _sale_rejection(empty).endswith("has no lines")
+
+
+@given(sales().filter(lambda sale: sale.totals.total > 0), st.data())
+def test_underpaid_sale_is_rejected(sale: Sale, data: st.DataObject) -> None:
+    total_cents = int(sale.totals.total * 100)
+    short = data.draw(money(1, total_cents), label="short")
+    paid = sale.totals.total - short
+    underpaid = replace(sale, voided=False, payments=[SalePayment(method="cash", amount=paid)])
+    reason = _sale_rejection(underpaid)
+    assert reason.endswith(f"paid {paid} of {sale.totals.total}")
+
+
+def test_sale_with_no_payments_is_rejected_as_underpaid() -> None:
+    sale = replace(_sale(_line()), payments=[])
+    assert _sale_rejection(sale).endswith("paid 0.00 of 242.00")
+
+
+@given(
+    sales(),
+    st.one_of(money(10_001, 10**6), money(-(10**6), -1)),
+    st.data(),
+)
+def test_tax_rate_outside_0_to_100_is_rejected(
+    sale: Sale, rate: Decimal, data: st.DataObject
+) -> None:
+    index = data.draw(st.integers(0, len(sale.lines) - 1), label="line")
+    lines = list(sale.lines)
+    lines[index] = replace(lines[index], tax_rate=rate)
+    bad = replace(sale, lines=lines, totals=SaleTotals.of(lines))
+    reason = _sale_rejection(bad)
+    assert f"tax rate {rate} of {lines[index].product} not in 0..100" in reason
+
+
+@pytest.mark.parametrize("rate", ["0", "100"])
+def test_tax_rates_0_and_100_are_the_allowed_bounds(rate: str) -> None:
+    validate(_envelope(_sale(_line(tax_rate=rate))))
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        pytest.param({"unit_price": Decimal("NaN")}, "lines[0].unit_price is NaN", id="nan-price"),
+        pytest.param({"tax_rate": Decimal("NaN")}, "lines[0].tax_rate is NaN", id="nan-rate"),
+        pytest.param(
+            {"quantity": Decimal("Infinity")}, "lines[0].quantity is Infinity", id="inf-quantity"
+        ),
+        pytest.param(
+            {"discount": Decimal("-Infinity")}, "lines[0].discount is -Infinity", id="ninf"
+        ),
+    ],
+)
+def test_sale_line_with_a_non_finite_number_is_rejected(
+    change: dict[str, Decimal], path: str
+) -> None:
+    sale = _sale(_line())
+    bad = replace(sale, lines=[replace(sale.lines[0], **change)])
+    assert _rejection(_envelope(bad)).endswith(f"{path}, not a finite number")
+
+
+def test_sale_paid_with_an_infinite_amount_is_rejected() -> None:
+    sale = _sale(_line())
+    bad = replace(sale, payments=[SalePayment(method="cash", amount=Decimal("Infinity"))])
+    assert "payments[0].amount is Infinity" in _rejection(_envelope(bad))
+
+
+def test_sale_with_amounts_too_large_to_compute_is_rejected() -> None:
+    line = _line(unit_price="1E+100")
+    bad = replace(_sale(_line()), lines=[line])
+    assert _rejection(_envelope(bad)).endswith("an amount is too large to compute with")
+
+
+# Cash payments -------------------------------------------------------------------------
+
+
+@given(cash_payments, money(-(10**6), 0))
+def test_cash_payment_of_zero_or_less_is_rejected(payment: CashPayment, amount: Decimal) -> None:
+    reason = _rejection(_envelope(replace(payment, amount=amount)))
+    assert reason.endswith("cash payment amount must be positive")
+
+
+@pytest.mark.parametrize("amount", ["NaN", "Infinity", "sNaN"])
+def test_cash_payment_of_a_non_finite_amount_is_rejected(amount: str) -> None:
+    payment = CashPayment(
+        kind="transfer",
+        payee_kind="supplier",
+        payee="distribuidora-sur",
+        amount=Decimal(amount),
+        method="cash",
+        date=NOW,
+    )
+    assert "amount is " in _rejection(_envelope(payment))
+
+
+# Z closes ------------------------------------------------------------------------------
+
+
+@given(z_closes(), st.integers(1, 10_000))
+def test_z_close_whose_first_receipt_is_after_its_last_is_rejected(close: ZClose, gap: int) -> None:
+    bad = replace(close, first_receipt=close.last_receipt + gap)
+    assert _rejection(_envelope(bad)).endswith("Z close first receipt after last receipt")
+
+
+@given(z_closes(), st.timedeltas(dt.timedelta(microseconds=1), dt.timedelta(days=30)))
+def test_z_close_whose_period_ends_before_it_starts_is_rejected(
+    close: ZClose, gap: dt.timedelta
+) -> None:
+    bad = replace(close, period_end=close.period_start - gap)
+    assert _rejection(_envelope(bad)).endswith("Z close period ends before it starts")
+
+
+@given(z_closes())
+def test_z_close_mixing_times_with_and_without_zone_is_rejected(close: ZClose) -> None:
+    bad = replace(close, period_end=close.period_end.replace(tzinfo=None))
+    assert "Z close period mixes times with and without zone" in _rejection(_envelope(bad))
+
+
+def test_z_close_of_a_single_receipt_and_an_instant_passes() -> None:
+    close = ZClose(
+        number=1,
+        period_start=NOW,
+        period_end=NOW,
+        first_receipt=10,
+        last_receipt=10,
+        sale_count=1,
+        totals_by_tax=[],
+        totals_by_method=[],
+        total=Decimal("0.00"),
+    )
+    validate(_envelope(close))
+
+
+# Weekly file chunks --------------------------------------------------------------------
+
+
+@given(weekly_file_chunks(), st.integers(0, 100))
+def test_chunk_index_at_or_past_the_chunk_count_is_rejected(
+    chunk: WeeklyFileChunk, past: int
+) -> None:
+    bad = replace(chunk, chunk_index=chunk.chunk_count + past)
+    reason = _rejection(_envelope(bad))
+    assert reason.endswith(f"chunk {bad.chunk_index} of a {chunk.chunk_count}-chunk file")
+
+
+def test_last_chunk_of_a_file_passes() -> None:
+    content = b"Z" * 10
+    chunk = WeeklyFileChunk(
+        week="2026-W09",
+        file_name="semanal.txt",
+        size=len(content),
+        sha256=file_sha256(content),
+        chunk_index=2,
+        chunk_count=3,
+        data=content[8:],
+    )
+    validate(_envelope(chunk))
+
+
+@given(st.binary())
+def test_file_sha256_is_the_lowercase_hex_digest(content: bytes) -> None:
+    digest = file_sha256(content)
+    assert len(digest) == 64
+    assert digest == digest.lower()
