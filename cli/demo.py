@@ -10,7 +10,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from cajasync.demo import DemoPlan, DemoState, run_demo, till_counts
+from cajasync.demo import DemoPlan, DemoState, preflight, run_demo, till_counts
 from cli.options import broker_option, settings_for
 from cli.output import console, table
 
@@ -32,6 +32,7 @@ def demo(directory: Path, sales: int, broker_url: str) -> None:
     """A store day: a server and three tills, one cut off the network for a while."""
     settings = settings_for(broker_url, gap_grace_s=2.0, resend_after_s=10.0)
     plan = DemoPlan(sales_per_till=sales, payments_per_till=max(1, sales // 20))
+    preflight(settings)  # no broker: one line saying so, before any display starts
     with Live(Text("opening the store…"), console=console, refresh_per_second=4) as live:
         rows = run_demo(
             directory, settings, plan=plan, on_tick=lambda state: live.update(_view(state))
