@@ -22,14 +22,15 @@ from outbox.tables import ACKED, outbox
 def spawn(
     *args: str, env: dict[str, str] | None = None, log: Path | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start `cajasync ARGS` as its own process (so SIGKILL hits only it)."""
-    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed by the process end
-    return subprocess.Popen(
-        [sys.executable, "-m", "cli.main", *args],
-        env={**os.environ, **(env or {})},
-        stdout=out,
-        stderr=out,
-    )
+    """Start `cajasync ARGS` as its own process (so SIGKILL hits only it), output to `log`."""
+    command = [sys.executable, "-m", "cli.main", *args]
+    full_env = {**os.environ, **(env or {})}
+    if log is None:
+        return subprocess.Popen(
+            command, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(command, env=full_env, stdout=out, stderr=out)
 
 
 def kill9(process: subprocess.Popen[bytes]) -> None:

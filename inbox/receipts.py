@@ -1,0 +1,90 @@
+"""Terminal side of the server's answers: receipts settle outbox rows, replays re-queue them.
+
+Pure database functions on the caller's connection and transaction (no broker), so the
+relay can apply a tick's worth of messages in one commit and tests need only SQLite.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+import sqlalchemy as sa
+
+from outbox.tables import ACKED, PENDING, REJECTED, SENT, outbox
+from schemas.envelope import Receipt, ReceiptItem, ReplayRequest
+
+# Which states each verdict may overwrite: an acked row stays acked.
+_SETTLES: dict[str, tuple[str, ...]] = {
+    ACKED: (PENDING, SENT, REJECTED),
+    REJECTED: (PENDING, SENT),
+}
+
+# Which identifying fields an item carries: (seq, op_id, version).
+_Shape = tuple[bool, bool, bool]
+
+
+def apply_receipt(connection: sa.Connection, receipt: Receipt) -> tuple[int, int]:
+    """Settle the rows a receipt names; return how many became (acked, rejected).
+
+    An item with a seq matches that row (and, when it also names an op id or version,
+    only if they agree, so a receipt meant for an older database never settles a reused
+    seq); an item without a seq matches by (op_id, version). Unknown rows are ignored.
+    """
+    now = time.time()
+    groups: dict[tuple[str, _Shape], list[dict[str, Any]]] = defaultdict(list)
+    for item in receipt.items:
+        shape = (item.seq is not None, item.op_id is not None, item.version is not None)
+        if shape[0] or (shape[1] and shape[2]):
+            groups[item.status, shape].append(_parameters(item, now))
+    counts = {ACKED: 0, REJECTED: 0}
+    for (status, shape), parameters in groups.items():
+        counts[status] += connection.execute(_settle_statement(status, shape), parameters).rowcount
+    return counts[ACKED], counts[REJECTED]
+
+
+def apply_replay(connection: sa.Connection, request: ReplayRequest) -> int:
+    """Put rows `from_seq..to_seq` back to pending, whatever their state; return how many.
+
+    The server says it does not hold them, so even acked rows must travel again.
+    """
+    result = connection.execute(
+        outbox.update()
+        .where(outbox.c.seq.between(request.from_seq, request.to_seq))
+        .values(
+            state=PENDING,
+            settled_at=None,
+            last_error=f"server asked to replay seq {request.from_seq}..{request.to_seq}",
+        )
+    )
+    return result.rowcount
+
+
+def _parameters(item: ReceiptItem, now: float) -> dict[str, Any]:
+    reason = (item.reason or "rejected by the server") if item.status == REJECTED else None
+    return {
+        "m_seq": item.seq,
+        "m_op_id": None if item.op_id is None else str(item.op_id),
+        "m_version": item.version,
+        "now": now,
+        "reason": reason,
+    }
+
+
+def _settle_statement(status: str, shape: _Shape) -> sa.Update:
+    has_seq, has_op_id, has_version = shape
+    # OR of equalities, not IN: an expanding IN cannot run as executemany.
+    settles = sa.or_(*(outbox.c.state == state for state in _SETTLES[status]))
+    conditions: list[sa.ColumnElement[bool]] = [settles]
+    if has_seq:
+        conditions.append(outbox.c.seq == sa.bindparam("m_seq"))
+    if has_op_id:
+        conditions.append(outbox.c.op_id == sa.bindparam("m_op_id"))
+    if has_version:
+        conditions.append(outbox.c.version == sa.bindparam("m_version"))
+    return (
+        outbox.update()
+        .where(*conditions)
+        .values(state=status, settled_at=sa.bindparam("now"), last_error=sa.bindparam("reason"))
+    )

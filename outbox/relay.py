@@ -1,0 +1,400 @@
+"""The terminal relay: outbox rows up to the broker, receipts and replay requests back.
+
+    stats = run_terminal(engine, settings, stop=stop_event)   # until stopped
+    confirmed = drain(engine, settings, timeout=60)           # publish the backlog, return
+
+One `Relay` drives one broker session at a time (`outbox.rabbitmq.Link`) on pika's
+ioloop. Every tick it *settles* what the broker said (one UPDATE for the confirmed rows,
+one per refusal reason), *applies* the server's receipts (one transaction, then one ack),
+and *claims* and publishes more rows while the confirm window has room. Database work is
+short and never spans a network wait. A lost connection is retried with the broker's
+reconnect policy; what was in flight simply stays pending and is published again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import tenacity
+from sqlalchemy.engine import Engine
+
+from cajasync.broker import reconnect_policy
+from cajasync.errors import BrokerUnavailable, InvalidMessage
+from cajasync.settings import Settings
+from inbox.receipts import apply_receipt, apply_replay
+from outbox.claimer import Claimer
+from outbox.claims import OutRow, mark_refused, mark_sent, store_errors
+from outbox.identity import TerminalIdentity, load_identity
+from outbox.inflight import Holds, Window
+from outbox.rabbitmq import Link
+from schemas.codec import decode_down
+from schemas.envelope import DownMessage, Receipt, ReplayRequest
+
+log = logging.getLogger(__name__)
+
+RECEIPT_PREFETCH = 200
+NACKED = (
+    "nacked by the broker: a queue could not take it (full, or a quorum queue without a "
+    "majority of its nodes); it is retried later"
+)
+
+
+@dataclass
+class RelayStats:
+    """Counters of one relay run; `replays_requested` counts replay request messages."""
+
+    published: int = 0
+    confirmed: int = 0
+    nacked: int = 0
+    returned: int = 0
+    resent: int = 0
+    receipts: int = 0
+    acked: int = 0
+    rejected: int = 0
+    replays_requested: int = 0
+    reconnects: int = 0
+
+    def copy(self) -> RelayStats:
+        return replace(self)
+
+
+@dataclass(frozen=True)
+class Mode:
+    """What a run does and when it ends."""
+
+    consume: bool  # apply receipts and replay requests
+    resend: bool  # re-publish sent rows without a receipt
+    until_drained: bool  # end once nothing is left to publish and nothing is in flight
+    until_idle: float | None = None
+    deadline: float | None = None  # time.monotonic() at which to end regardless
+
+
+class Relay:
+    """The relay of one terminal: claim, publish, settle; reconnects until it is done."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        mode: Mode,
+        *,
+        stop: threading.Event | None = None,
+        on_progress: Callable[[RelayStats], None] | None = None,
+    ) -> None:
+        self.engine, self.settings, self.mode = engine, settings, mode
+        self.stop = stop or threading.Event()
+        self.on_progress = on_progress
+        self.identity = self._load_identity()
+        self.stats = RelayStats()
+        self.window = Window(settings.publish_window)
+        self.holds = self._holds()
+        self.claimer = Claimer(settings, self.window, self.holds, resend=mode.resend)
+        self.link: Link | None = None
+        self.done = False
+        self._sessions = 0
+        self._reset_session_state()
+        self._reported = self.stats.copy()
+
+    # -- runs and sessions ----------------------------------------------------------------
+
+    def run(self) -> RelayStats:
+        """Relay until done; BrokerUnavailable only if the broker stays away past a limit."""
+        while not self.done and not self.wants_stop():
+            try:
+                self._policy()(self._session)
+            except BrokerUnavailable:
+                if self.stop.is_set():
+                    break
+                raise
+        return self.stats.copy()
+
+    def _session(self) -> None:
+        """One broker session; returns when done or when a productive session was lost."""
+        if self._sessions:
+            self.stats.reconnects += 1
+            self._report()
+        self._sessions += 1
+        before = (self.stats.confirmed, self.stats.receipts)
+        self.link = Link(self.settings, self.identity, self, prefetch=self._prefetch())
+        try:
+            self.link.run()
+        except BrokerUnavailable as exc:
+            progressed = (self.stats.confirmed, self.stats.receipts) != before
+            if not progressed and not self._was_up_a_while():
+                raise  # nothing got through: back off
+            log.warning("terminal %s: %s; reconnecting", self.identity.terminal, exc)
+        finally:
+            self._end_session()
+
+    def _was_up_a_while(self) -> bool:
+        """The session worked for longer than the longest back-off: reconnect at once."""
+        up_since = self.ready_at
+        return up_since is not None and time.monotonic() - up_since >= self.settings.retry_max_s
+
+    def _policy(self) -> tenacity.Retrying:
+        """The broker reconnect policy, ended by `stop`, `until_idle` or the deadline."""
+        give_up: tenacity.stop.stop_base = tenacity.stop_when_event_set(self.stop)
+        limit = self.mode.until_idle
+        if self.mode.deadline is not None:
+            limit = max(0.0, self.mode.deadline - time.monotonic())
+        if limit is not None:
+            give_up = give_up | tenacity.stop_after_delay(limit)
+        what = f"relay of terminal {self.identity.terminal}"
+        return reconnect_policy(self.settings, what=what).copy(stop=give_up, sleep=self._sleep)
+
+    def _sleep(self, seconds: float) -> None:
+        """Back-off sleep that wakes up as soon as `stop` is set."""
+        self.stop.wait(seconds)
+
+    def _end_session(self) -> None:
+        """Record what the broker confirmed; everything still in flight stays pending."""
+        self._settle()
+        self.window.reset()
+        self._reset_session_state()
+        self.link = None
+
+    def _reset_session_state(self) -> None:
+        self.claimer.reset()
+        self.ready_at: float | None = None
+        self.confirmed: list[int] = []
+        self.refused: dict[int, str] = {}
+        self.returned: dict[int, str] = {}
+        self.inbox: list[tuple[int, DownMessage]] = []
+        self.last_activity = time.monotonic()
+        self.found_nothing = False
+        self._kicked = False
+
+    # -- LinkHandler: broker events -------------------------------------------------------
+
+    def wants_stop(self) -> bool:
+        return self.stop.is_set() or self._past_deadline()
+
+    def on_ready(self) -> None:
+        log.info("terminal %s: relay connected", self.identity.terminal)
+        self.ready_at = time.monotonic()
+        self._tick_periodically()
+
+    def on_confirm(self, tag: int, *, multiple: bool, ok: bool) -> None:
+        for seq in self.window.settle(tag, multiple=multiple):
+            reason = self.returned.pop(seq, None)
+            if reason is not None:
+                self.refused[seq] = reason
+                self.stats.returned += 1
+            elif ok:
+                self.confirmed.append(seq)
+                self.stats.confirmed += 1
+            else:
+                self.refused[seq] = NACKED
+                self.stats.nacked += 1
+        self.last_activity = time.monotonic()
+        if self.window.space * 4 >= self.window.size:
+            self._kick()
+
+    def on_return(self, seq: int, reason: str) -> None:
+        self.returned[seq] = reason
+
+    def on_message(self, tag: int, routing_key: str, body: bytes) -> None:
+        self.last_activity = time.monotonic()
+        assert self.link is not None
+        try:
+            message = decode_down(body)
+        except InvalidMessage as exc:
+            log.warning(
+                "terminal %s: dropping message %s: %s", self.identity.terminal, routing_key, exc
+            )
+            self.link.reject(tag)
+            return
+        if message.terminal != self.identity.terminal:
+            log.warning(
+                "terminal %s: dropping a %s meant for terminal %s",
+                self.identity.terminal,
+                type(message).__name__,
+                message.terminal,
+            )
+            self.link.reject(tag)
+            return
+        self.inbox.append((tag, message))
+        if len(self.inbox) * 2 >= RECEIPT_PREFETCH:
+            self._kick()
+
+    # -- ticks ----------------------------------------------------------------------------
+
+    def _tick_periodically(self) -> None:
+        self._tick()
+        if self.link is not None and not self.done:
+            self.link.call_later(self.settings.poll_interval_s, self._tick_periodically)
+
+    def _kick(self) -> None:
+        """Tick as soon as the ioloop is free (more room in the window, receipts waiting)."""
+        if not self._kicked and self.link is not None:
+            self._kicked = True
+            self.link.call_later(0, self._tick)
+
+    def _tick(self) -> None:
+        self._kicked = False
+        if self.done or self.link is None:
+            return
+        now = time.monotonic()
+        self._settle()
+        self._apply_inbox()
+        if self._finished(now):
+            self.done = True
+            self.link.close()
+        else:
+            self._fill()
+        self._report()
+
+    def _finished(self, now: float) -> bool:
+        if self.wants_stop():
+            return True
+        quiet = self.window.empty and not self.inbox
+        if self.mode.until_drained and quiet and self.found_nothing:
+            return True
+        idle = self.mode.until_idle
+        return idle is not None and quiet and now - self.last_activity >= idle
+
+    def _past_deadline(self) -> bool:
+        return self.mode.deadline is not None and time.monotonic() >= self.mode.deadline
+
+    def _report(self) -> None:
+        if self.on_progress is not None and self.stats != self._reported:
+            self._reported = self.stats.copy()
+            self.on_progress(self._reported.copy())
+
+    # -- settle: what the broker said -----------------------------------------------------
+
+    def _settle(self) -> None:
+        """Mark confirmed rows sent and refused rows pending with why, in one transaction."""
+        if not self.confirmed and not self.refused:
+            return
+        with (
+            store_errors(self.identity.terminal, "recording broker confirms"),
+            self.engine.begin() as connection,
+        ):
+            mark_sent(connection, self.confirmed, now=time.time())
+            mark_refused(connection, self.refused)
+        self.holds.release(self.confirmed)
+        self._hold_refused()
+        self.confirmed, self.refused = [], {}
+
+    def _hold_refused(self) -> None:
+        if not self.refused:
+            return
+        now = time.monotonic()
+        for seq in self.refused:
+            self.claimer.held_until(self.holds.hold(seq, now))
+        for reason, count in Counter(self.refused.values()).items():
+            log.warning(
+                "terminal %s: %d op(s) not accepted: %s", self.identity.terminal, count, reason
+            )
+
+    # -- apply: what the server said ------------------------------------------------------
+
+    def _apply_inbox(self) -> None:
+        """Apply buffered receipts and replay requests in one commit, then ack them at once."""
+        if not self.inbox or self.link is None:
+            return
+        replay_from: int | None = None
+        with (
+            store_errors(self.identity.terminal, "applying server receipts"),
+            self.engine.begin() as connection,
+        ):
+            for _tag, message in self.inbox:
+                if isinstance(message, Receipt):
+                    self._count_receipt(apply_receipt(connection, message))
+                elif isinstance(message, ReplayRequest):
+                    apply_replay(connection, message)
+                    self.stats.replays_requested += 1
+                    replay_from = min(replay_from or message.from_seq, message.from_seq)
+        self.link.ack(self.inbox[-1][0], multiple=True)
+        self.inbox = []
+        if replay_from is not None:
+            self.claimer.rewind(replay_from)
+
+    def _count_receipt(self, counts: tuple[int, int]) -> None:
+        self.stats.receipts += 1
+        self.stats.acked += counts[0]
+        self.stats.rejected += counts[1]
+
+    # -- claim and publish ----------------------------------------------------------------
+
+    def _fill(self) -> None:
+        """Publish claimed rows while the window has room."""
+        space = self.window.space
+        if space == 0 or self.link is None:
+            return
+        with (
+            store_errors(self.identity.terminal, "claiming outbox rows"),
+            self.engine.connect() as connection,
+        ):
+            stale, fresh = self.claimer.claim(connection, space)
+        for row in stale:
+            self._publish(row)
+            self.stats.resent += 1
+        for row in fresh:
+            self._publish(row)
+        self.found_nothing = not stale and not fresh
+
+    def _publish(self, row: OutRow) -> None:
+        assert self.link is not None
+        self.window.add(row.seq)
+        self.link.publish(row)
+        self.stats.published += 1
+        self.last_activity = time.monotonic()
+
+    # -- setup ----------------------------------------------------------------------------
+
+    def _load_identity(self) -> TerminalIdentity:
+        with self.engine.connect() as connection:
+            return load_identity(connection)
+
+    def _holds(self) -> Holds:
+        """Back-off for refused rows: doubling up to `resend_after_s`; a drain never retries."""
+        if self.mode.until_drained:
+            return Holds(math.inf, math.inf)
+        return Holds(self.settings.retry_initial_s, self.settings.resend_after_s)
+
+    def _prefetch(self) -> int | None:
+        return RECEIPT_PREFETCH if self.mode.consume else None
+
+
+def run_terminal(
+    engine: Engine,
+    settings: Settings,
+    *,
+    until_idle: float | None = None,
+    stop: threading.Event | None = None,
+    on_progress: Callable[[RelayStats], None] | None = None,
+) -> RelayStats:
+    """Relay ops up and apply receipts and replay requests until `stop` is set or, with
+    `until_idle`, nothing was published or received for that many seconds.
+
+    An unreachable broker is retried with back-off for as long as `stop` is unset;
+    with `until_idle`, BrokerUnavailable is raised once it stays away that long.
+    """
+    mode = Mode(consume=True, resend=True, until_drained=False, until_idle=until_idle)
+    return Relay(engine, settings, mode, stop=stop, on_progress=on_progress).run()
+
+
+def drain(
+    engine: Engine,
+    settings: Settings,
+    *,
+    timeout: float | None = None,
+    on_progress: Callable[[RelayStats], None] | None = None,
+) -> int:
+    """Publish every pending row until all are broker-confirmed (sent); return how many were.
+
+    Receipts are not consumed. Rows the broker refuses (unroutable, nacked) stay pending
+    with their `last_error` and are not retried by this call. After `timeout` seconds it
+    returns what was confirmed so far (BrokerUnavailable if the broker is unreachable then).
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    mode = Mode(consume=False, resend=False, until_drained=True, deadline=deadline)
+    return Relay(engine, settings, mode, on_progress=on_progress).run().confirmed
