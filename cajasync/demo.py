@@ -62,7 +62,7 @@ class Till:
 class DemoPlan:
     sales_per_till: int = 120
     payments_per_till: int = 6
-    sale_pause_s: float = 0.05
+    sale_pause_s: float = 0.1
     offline_from: float = 0.3  # fraction of the day when the cut till goes offline
     offline_until: float = 0.7
     settle_timeout_s: float = 90.0

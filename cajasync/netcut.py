@@ -18,23 +18,22 @@ class NetCut:
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
         self._online = threading.Event()
-        self._online.set()
         self._closing = threading.Event()
         self._lock = threading.Lock()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
-        self._thread = threading.Thread(target=self._accept, name="netcut", daemon=True)
-        self._thread.start()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._listen(self._listener)
 
     @property
     def online(self) -> bool:
         return self._online.is_set()
 
     def cut(self) -> None:
-        """Drop every forwarded connection and refuse new ones."""
+        """Drop every forwarded connection; new ones are refused (nothing listens)."""
         self._online.clear()
+        _close(self._listener)
         with self._lock:
             pairs, self._pairs = self._pairs, []
         for pair in pairs:
@@ -42,12 +41,18 @@ class NetCut:
                 _close(sock)
 
     def restore(self) -> None:
-        self._online.set()
+        """Listen again on the same port."""
+        if not self._online.is_set() and not self._closing.is_set():
+            self._listen(socket.create_server(("127.0.0.1", self.port)))
 
     def close(self) -> None:
         self._closing.set()
         self.cut()
-        _close(self._listener)
+
+    def _listen(self, listener: socket.socket) -> None:
+        self._listener = listener
+        self._online.set()
+        threading.Thread(target=self._accept, args=(listener,), name="netcut", daemon=True).start()
 
     def __enter__(self) -> NetCut:
         return self
@@ -57,15 +62,12 @@ class NetCut:
     ) -> None:
         self.close()
 
-    def _accept(self) -> None:
+    def _accept(self, listener: socket.socket) -> None:
         while not self._closing.is_set():
             try:
-                client, _ = self._listener.accept()
+                client, _ = listener.accept()
             except OSError:
-                return
-            if not self._online.is_set():
-                _close(client)
-                continue
+                return  # closed by cut()
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -33,10 +34,19 @@ def demo(directory: Path, sales: int, broker_url: str) -> None:
     settings = settings_for(broker_url, gap_grace_s=2.0, resend_after_s=10.0)
     plan = DemoPlan(sales_per_till=sales, payments_per_till=max(1, sales // 20))
     preflight(settings)  # no broker: one line saying so, before any display starts
-    with Live(Text("opening the store…"), console=console, refresh_per_second=4) as live:
-        rows = run_demo(
-            directory, settings, plan=plan, on_tick=lambda state: live.update(_view(state))
-        )
+    quiet = [logging.getLogger(name) for name in ("cajasync", "outbox", "inbox")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:  # reconnect warnings are part of the show: the display tells them
+        logger.setLevel(logging.ERROR)
+    try:
+        with Live(Text("opening the store…"), console=console, refresh_per_second=4) as live:
+            rows = run_demo(
+                directory, settings, plan=plan, on_tick=lambda state: live.update(_view(state))
+            )
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
+    console.print()
     table(
         "End of day: terminal vs server",
         ["terminal", "topic", "recorded on terminal", "held by server", "pending"],
