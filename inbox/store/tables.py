@@ -53,3 +53,40 @@ progress = sa.Table(
     sa.Column("max_seq", sa.Integer, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+PARTIAL: Final = "partial"  # some chunks of the file are still missing
+COMPLETE: Final = "complete"  # reassembled; size and sha256 match
+CORRUPT: Final = "corrupt"  # reassembled or checked and found wrong; see reason
+
+# The current version of every weekly file chunk, without its data (that is in the payload).
+weekly_chunks = sa.Table(
+    "server_weekly_chunks",
+    metadata,
+    sa.Column("op_id", sa.String(36), primary_key=True),
+    sa.Column("terminal", sa.String(32), nullable=False),
+    sa.Column("week", sa.String(8), nullable=False),
+    sa.Column("file_name", sa.String(255), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("chunk_index", sa.Integer, nullable=False),
+    sa.Column("chunk_count", sa.Integer, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Index("ix_server_weekly_chunks_file", "terminal", "week", "file_name", "sha256"),
+)
+
+# One row per weekly file (terminal, week, name, announced sha256), reassembled when complete.
+weekly_files = sa.Table(
+    "server_weekly_files",
+    metadata,
+    sa.Column("terminal", sa.String(32), primary_key=True),
+    sa.Column("week", sa.String(8), primary_key=True),
+    sa.Column("file_name", sa.String(255), primary_key=True),
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("chunk_count", sa.Integer, nullable=False),
+    sa.Column("chunks_held", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("content", sa.LargeBinary),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)

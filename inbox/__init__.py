@@ -1,0 +1,1 @@
+"""Inbox consumers: server ingest (dedup, apply, receipts, gap detection) and terminal apply."""

@@ -1,0 +1,215 @@
+"""Server ingest: consume `cajasync.ops` in batches, apply each batch in one transaction,
+answer every terminal with one receipt per batch, then ack the batch to the broker.
+
+Poison messages go to `cajasync.dlx` (confirmed) before their batch is acked; gaps in a
+terminal's seqs are requested again after `gap_grace_s`. Broker sessions are retried by
+`cajasync.broker.reconnect_policy`; a store failure nacks the batch and stops ingest.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+import pika
+import tenacity
+from sqlalchemy.engine import Engine
+
+from cajasync.broker import broker_errors, close_quietly, connect, reconnect_policy
+from cajasync.errors import BrokerUnavailable, StoreError
+from cajasync.settings import Settings
+from cajasync.topology import OPS_QUEUE
+from inbox import rabbitmq
+from inbox.classify import Delivery, classify
+from inbox.gaps import GapTracker
+from inbox.store.base import Rejection, ServerStore, Verdict
+from inbox.store.sql import SqlServerStore
+
+log = logging.getLogger(__name__)
+
+GAP_CHECK_S: Final = 0.5
+
+
+@dataclass(slots=True)
+class IngestStats:
+    """What server ingest did so far; `received` = applied + stale + duplicates + rejected."""
+
+    received: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    stale: int = 0
+    rejected: int = 0
+    dead_lettered: int = 0
+    receipts_sent: int = 0
+    replays_requested: int = 0
+
+    def count(self, verdicts: list[Verdict]) -> None:
+        """Add a batch's verdicts."""
+        self.received += len(verdicts)
+        for verdict in verdicts:
+            match verdict.outcome:
+                case "applied":
+                    self.applied += 1
+                case "stale":
+                    self.stale += 1
+                case "duplicate":
+                    self.duplicates += 1
+                case "rejected":
+                    self.rejected += 1
+
+
+def run_server(
+    engine: Engine,
+    settings: Settings,
+    *,
+    until_idle: float | None = None,
+    stop: threading.Event | None = None,
+    on_progress: Callable[[IngestStats], None] | None = None,
+) -> IngestStats:
+    """Ingest until `stop` is set, or until nothing arrived for `until_idle` seconds."""
+    ingest = Ingest(
+        SqlServerStore(engine), settings, until_idle=until_idle, stop=stop, on_progress=on_progress
+    )
+    return ingest.run()
+
+
+def server_stats(engine: Engine) -> dict[str, list[dict[str, Any]]]:
+    """Progress and operations per topic of every terminal, as `server stats --json` prints."""
+    return {
+        "terminals": [
+            {
+                "terminal": s.terminal,
+                "contiguous_seq": s.contiguous_seq,
+                "max_seq": s.max_seq,
+                "topics": dict(s.topics),
+            }
+            for s in SqlServerStore(engine).stats()
+        ]
+    }
+
+
+class Ingest:
+    """One server ingest consumer over any ServerStore."""
+
+    def __init__(
+        self,
+        store: ServerStore,
+        settings: Settings,
+        *,
+        until_idle: float | None = None,
+        stop: threading.Event | None = None,
+        on_progress: Callable[[IngestStats], None] | None = None,
+    ) -> None:
+        self.stats = IngestStats()
+        self._store = store
+        self._settings = settings
+        self._until_idle = until_idle
+        self._stop = stop
+        self._on_progress = on_progress
+        self._tracker = GapTracker(settings.gap_grace_s)
+        self._last_arrival = self._last_flush = self._last_gap_check = time.monotonic()
+
+    def run(self) -> IngestStats:
+        """Consume until done, reconnecting with the broker reconnect policy."""
+        policy = reconnect_policy(self._settings, what="server ingest")
+        if self._stop is not None:
+            policy = policy.copy(
+                stop=tenacity.stop_when_event_set(self._stop), sleep=self._stop.wait
+            )
+        try:
+            policy(self._session)
+        except BrokerUnavailable:
+            if not self._stopping():
+                raise
+        return self.stats
+
+    def _session(self) -> None:
+        url = self._settings.broker_url
+        connection = connect(url, doing="connecting server ingest")
+        try:
+            with broker_errors(url, f"consuming {OPS_QUEUE}"):
+                self._consume(connection)
+        finally:
+            close_quietly(connection)
+
+    def _consume(self, connection: pika.BlockingConnection) -> None:
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=self._settings.prefetch)
+        dead = connection.channel()
+        dead.confirm_delivery()
+        out = rabbitmq.Publisher(channel, dead)
+        self._last_arrival = time.monotonic()
+        pending: list[Delivery] = []
+        first_at = 0.0
+        for method, properties, body in channel.consume(
+            OPS_QUEUE, inactivity_timeout=self._settings.ingest_flush_s
+        ):
+            now = time.monotonic()
+            if method is not None:
+                first_at = first_at if pending else now
+                pending.append(rabbitmq.delivery(method, properties, body))
+                self._last_arrival = now
+            if pending and self._flush_due(len(pending), now - first_at, idle=method is None):
+                self._flush(out, pending)
+                pending = []
+            if self._finished(out, pending):
+                break
+        channel.cancel()
+
+    def _flush_due(self, count: int, age: float, *, idle: bool) -> bool:
+        return idle or count >= self._settings.ingest_batch or age >= self._settings.ingest_flush_s
+
+    def _finished(self, out: rabbitmq.Publisher, pending: list[Delivery]) -> bool:
+        """Check gaps when due; True once stopped, or idle with no gap in its grace period."""
+        if self._stopping():
+            if pending:
+                self._flush(out, pending)
+            return True
+        now = time.monotonic()
+        quiet = self._quiet(now)
+        unchecked = self._last_gap_check < self._last_flush
+        if now - self._last_gap_check >= GAP_CHECK_S or (quiet and unchecked):
+            self._check_gaps(out, now)
+        return quiet and not pending and not self._tracker.waiting()
+
+    def _quiet(self, now: float) -> bool:
+        return self._until_idle is not None and now - self._last_arrival >= self._until_idle
+
+    def _stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
+
+    def _flush(self, out: rabbitmq.Publisher, deliveries: list[Delivery]) -> None:
+        """Apply a batch, answer its terminals, then ack it; nack it if the store fails."""
+        batch = [classify(delivery) for delivery in deliveries]
+        for delivery, incoming in zip(deliveries, batch, strict=True):
+            if isinstance(incoming, Rejection):
+                out.dead_letter(delivery, incoming.reason)
+                self.stats.dead_lettered += 1
+        try:
+            verdicts = self._store.apply(batch)
+        except StoreError:
+            out.nack(deliveries[-1].delivery_tag)
+            raise
+        self.stats.receipts_sent += out.receipts(verdicts)
+        out.ack(deliveries[-1].delivery_tag)
+        self.stats.count(verdicts)
+        self._last_flush = time.monotonic()
+        self._progress()
+
+    def _check_gaps(self, out: rabbitmq.Publisher, now: float) -> None:
+        self._last_gap_check = now
+        due = self._tracker.due(self._store.gaps(), now)
+        for gap in due:
+            log.info("asking %s to replay seqs %d..%d", gap.terminal, gap.from_seq, gap.to_seq)
+            out.replay(gap)
+        if due:
+            self.stats.replays_requested += len(due)
+            self._progress()
+
+    def _progress(self) -> None:
+        if self._on_progress is not None:
+            self._on_progress(replace(self.stats))

@@ -1,0 +1,27 @@
+"""The server store: one port (`base`), a SQLAlchemy adapter (`sql`) and an in-memory one."""
+
+from inbox.store.base import (
+    Accepted,
+    Gap,
+    Incoming,
+    Rejection,
+    ServerStore,
+    TerminalStats,
+    Verdict,
+    WeeklyFile,
+)
+from inbox.store.memory import MemoryServerStore
+from inbox.store.sql import SqlServerStore
+
+__all__ = [
+    "Accepted",
+    "Gap",
+    "Incoming",
+    "MemoryServerStore",
+    "Rejection",
+    "ServerStore",
+    "SqlServerStore",
+    "TerminalStats",
+    "Verdict",
+    "WeeklyFile",
+]

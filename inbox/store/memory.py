@@ -1,0 +1,148 @@
+"""The server store in plain Python: the rules without I/O, for unit tests and experiments."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from inbox.store import rules, weekly
+from inbox.store.base import Gap, Incoming, TerminalStats, Verdict, WeeklyFile
+from schemas.envelope import OpEnvelope
+from schemas.ops import WeeklyFileChunk, topic_of
+
+
+@dataclass(slots=True)
+class _Received:
+    terminal: str
+    seq: int
+    status: str
+    reason: str
+
+
+@dataclass(slots=True)
+class _Progress:
+    contiguous_seq: int = 0
+    max_seq: int = 0
+
+
+class MemoryServerStore:
+    """A ServerStore holding everything in dicts; `apply` is atomic under a lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._received: dict[rules.Key, _Received] = {}
+        self._held: dict[str, set[int]] = {}
+        self._operations: dict[str, OpEnvelope] = {}
+        self._progress: dict[str, _Progress] = {}
+        self._chunks: dict[weekly.FileKey, dict[str, tuple[weekly.ChunkMeta, bytes]]] = {}
+        self._files: dict[weekly.FileKey, WeeklyFile] = {}
+
+    def apply(self, batch: Sequence[Incoming]) -> list[Verdict]:
+        """Record and apply a batch; one verdict per message, in order."""
+        planned = rules.plan(batch)
+        with self._lock:
+            learned = self._record(planned)
+            self._advance({planned.rows[key].terminal for key in learned.new})
+        return rules.verdicts(planned, learned)
+
+    def stats(self) -> list[TerminalStats]:
+        """Progress and current operations per topic, by terminal."""
+        with self._lock:
+            topics: dict[str, Counter[str]] = {}
+            for envelope in self._operations.values():
+                topics.setdefault(envelope.terminal, Counter())[topic_of(envelope.op)] += 1
+            return [
+                TerminalStats(
+                    t, p.contiguous_seq, p.max_seq, dict(sorted(topics.get(t, {}).items()))
+                )
+                for t, p in sorted(self._progress.items())
+            ]
+
+    def gaps(self) -> list[Gap]:
+        """The first missing range of every terminal with a hole below its max seq."""
+        with self._lock:
+            result = []
+            for terminal, progress in sorted(self._progress.items()):
+                if progress.max_seq > progress.contiguous_seq:
+                    after = progress.contiguous_seq + 1
+                    held = min(s for s in self._held[terminal] if s > after)
+                    result.append(Gap(terminal, after, held - 1))
+            return result
+
+    def weekly_files(self) -> list[WeeklyFile]:
+        """Every weekly file seen, by terminal, week and name."""
+        with self._lock:
+            return [self._files[key] for key in sorted(self._files)]
+
+    def current(self, op_id: str) -> OpEnvelope | None:
+        """The current version of an operation (memory only: for tests of the rules)."""
+        with self._lock:
+            return self._operations.get(op_id)
+
+    def _record(self, planned: rules.Plan) -> rules.Learned:
+        new: set[rules.Key] = set()
+        stored: dict[rules.Key, tuple[str, str]] = {}
+        claimed: set[tuple[str, int]] = set()
+        for row in planned.sorted_rows():
+            held = self._received.get(row.key)
+            if held is not None:
+                stored[row.key] = (held.status, held.reason)
+            elif row.seq not in self._held.get(row.terminal, ()) and (
+                (row.terminal, row.seq) not in claimed
+            ):
+                claimed.add((row.terminal, row.seq))
+                new.add(row.key)
+        applied = self._apply_current([planned.rows[key] for key in sorted(new)])
+        for key in sorted(new):
+            row = planned.rows[key]
+            status = rules.status_of(row, applied)
+            self._received[key] = _Received(row.terminal, row.seq, status, row.reason)
+            self._held.setdefault(row.terminal, set()).add(row.seq)
+        return rules.Learned(new=new, applied=applied, stored=stored)
+
+    def _apply_current(self, rows: list[rules.Row]) -> set[rules.Key]:
+        applied = set()
+        for row in rules.current_candidates(rows):
+            assert row.envelope is not None
+            held = self._operations.get(row.op_id)
+            if held is None or held.version < row.version:
+                self._forget_chunk(held)
+                self._operations[row.op_id] = row.envelope
+                applied.add(row.key)
+        self._add_chunks([self._operations[key[0]] for key in sorted(applied)])
+        return applied
+
+    def _forget_chunk(self, replaced: OpEnvelope | None) -> None:
+        if replaced is not None and isinstance(replaced.op, WeeklyFileChunk):
+            key = weekly.key_of(replaced.terminal, replaced.op)
+            self._chunks.get(key, {}).pop(str(replaced.op_id), None)
+
+    def _add_chunks(self, envelopes: list[OpEnvelope]) -> None:
+        touched = set()
+        for env in envelopes:
+            if isinstance(env.op, WeeklyFileChunk):
+                key = weekly.key_of(env.terminal, env.op)
+                meta = weekly.meta_of(str(env.op_id), env.seq, env.op)
+                self._chunks.setdefault(key, {})[meta.op_id] = (meta, env.op.data)
+                touched.add(key)
+        for key in sorted(touched):
+            self._files[key] = self._assess(key)
+
+    def _assess(self, key: weekly.FileKey) -> WeeklyFile:
+        held = self._chunks[key]
+        parts = [meta for meta, _ in held.values()]
+        return weekly.assess(key, parts, lambda picked: [held[m.op_id][1] for m in picked])
+
+    def _advance(self, terminals: set[str]) -> None:
+        for terminal in sorted(terminals):
+            progress = self._progress.setdefault(terminal, _Progress())
+            held = self._held[terminal]
+            progress.max_seq = max(held)
+            above = sorted(s for s in held if s > progress.contiguous_seq)
+            progress.contiguous_seq = rules.advance(progress.contiguous_seq, above)
+
+
+def _sorted(counts: Counter[str]) -> dict[str, int]:
+    return dict(sorted(counts.items()))

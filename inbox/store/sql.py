@@ -1,0 +1,256 @@
+"""The server store on SQLAlchemy Core, for SQLite and PostgreSQL.
+
+Every batch is a handful of bulk statements in one transaction: insert the tracking rows
+(ON CONFLICT DO NOTHING ... RETURNING tells which are new), upsert the highest versions,
+mark the stale ones, reassemble touched weekly files, then advance each terminal's progress
+under a row lock taken in terminal order, so competing server processes serialise there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from cajasync.errors import StoreError
+from inbox.store import rules, sql_weekly
+from inbox.store.base import (
+    Gap,
+    Incoming,
+    TerminalStats,
+    Verdict,
+    WeeklyFile,
+    amount_of,
+    voided_of,
+)
+from inbox.store.dialect import Dialect
+from inbox.store.tables import APPLIED, REJECTED, STALE, operations, progress, received
+from schemas.codec import to_json
+
+SEQ_PAGE: Final = 512
+
+
+class SqlServerStore:
+    """A ServerStore on a SQLAlchemy engine (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._dialect = Dialect(engine)
+
+    def apply(self, batch: Sequence[Incoming]) -> list[Verdict]:
+        """Record and apply a batch in one transaction; one verdict per message, in order."""
+        planned = rules.plan(batch)
+        if not planned.rows:
+            return rules.verdicts(planned, rules.Learned(set(), set(), {}))
+        now = dt.datetime.now(dt.UTC)
+        with self._transaction("applying a batch") as connection:
+            learned = self._record(connection, planned, now)
+            new_rows = [planned.rows[key] for key in learned.new]
+            self._advance(connection, new_rows, now)
+        return rules.verdicts(planned, learned)
+
+    def stats(self) -> list[TerminalStats]:
+        """Progress and current operations per topic, by terminal."""
+        counts = (
+            sa.select(operations.c.terminal, operations.c.topic, sa.func.count())
+            .group_by(operations.c.terminal, operations.c.topic)
+            .order_by(operations.c.terminal, operations.c.topic)
+        )
+        with self._transaction("reading stats") as connection:
+            rows = connection.execute(sa.select(progress).order_by(progress.c.terminal)).all()
+            topics: dict[str, dict[str, int]] = {}
+            for terminal, topic, count in connection.execute(counts):
+                topics.setdefault(terminal, {})[topic] = count
+        return [
+            TerminalStats(
+                r.terminal,
+                r.contiguous_seq,
+                r.max_seq,
+                dict(sorted(topics.get(r.terminal, {}).items())),
+            )
+            for r in rows
+        ]
+
+    def gaps(self) -> list[Gap]:
+        """The first missing range of every terminal with a hole below its max seq."""
+        next_held = (
+            sa.select(sa.func.min(received.c.seq))
+            .where(received.c.terminal == progress.c.terminal)
+            .where(received.c.seq > progress.c.contiguous_seq)
+            .scalar_subquery()
+        )
+        query = (
+            sa.select(progress.c.terminal, progress.c.contiguous_seq, next_held)
+            .where(progress.c.max_seq > progress.c.contiguous_seq)
+            .order_by(progress.c.terminal)
+        )
+        with self._transaction("looking for gaps") as connection:
+            rows = connection.execute(query).all()
+        return [Gap(terminal, after + 1, held - 1) for terminal, after, held in rows]
+
+    def weekly_files(self) -> list[WeeklyFile]:
+        """Every weekly file seen, by terminal, week and name."""
+        with self._transaction("reading weekly files") as connection:
+            return sql_weekly.read_files(connection)
+
+    @contextmanager
+    def _transaction(self, doing: str) -> Iterator[sa.Connection]:
+        """A transaction whose database errors become StoreError naming the store."""
+        try:
+            with self._engine.begin() as connection:
+                yield connection
+        except sa.exc.SQLAlchemyError as exc:
+            where = self._engine.url.render_as_string(hide_password=True)
+            raise StoreError(
+                f"server store {where}: {doing} failed ({type(exc).__name__}: {exc}); "
+                "is it initialised (`cajasync server init`) and reachable?"
+            ) from exc
+
+    def _record(
+        self, connection: sa.Connection, planned: rules.Plan, now: dt.datetime
+    ) -> rules.Learned:
+        rows = planned.sorted_rows()
+        new = _insert_received(connection, self._dialect, rows, now)
+        stored = _stored(connection, [row.key for row in rows if row.key not in new])
+        new_rows = [row for row in rows if row.key in new]
+        applied = _upsert_current(connection, self._dialect, new_rows, now)
+        _mark_stale(connection, [r.key for r in new_rows if r.accepted and r.key not in applied])
+        current = [r.envelope for r in new_rows if r.envelope is not None and r.key in applied]
+        sql_weekly.record_chunks(connection, self._dialect, current, now)
+        return rules.Learned(new=new, applied=applied, stored=stored)
+
+    def _advance(
+        self, connection: sa.Connection, new_rows: list[rules.Row], now: dt.datetime
+    ) -> None:
+        batch_max: dict[str, int] = {}
+        for row in new_rows:
+            batch_max[row.terminal] = max(batch_max.get(row.terminal, 0), row.seq)
+        if not batch_max:
+            return
+        terminals = sorted(batch_max)
+        fresh = [
+            {"terminal": t, "contiguous_seq": 0, "max_seq": 0, "updated_at": now} for t in terminals
+        ]
+        connection.execute(self._dialect.insert(progress).on_conflict_do_nothing(), fresh)
+        locked = connection.execute(
+            sa.select(progress.c.terminal, progress.c.contiguous_seq, progress.c.max_seq)
+            .where(progress.c.terminal.in_(terminals))
+            .order_by(progress.c.terminal)
+            .with_for_update()
+        ).all()
+        updates = [
+            {
+                "t": terminal,
+                "contiguous_seq": _contiguous(connection, terminal, contiguous),
+                "max_seq": max(max_seq, batch_max[terminal]),
+                "updated_at": now,
+            }
+            for terminal, contiguous, max_seq in locked
+        ]
+        connection.execute(
+            progress.update().where(progress.c.terminal == sa.bindparam("t")), updates
+        )
+
+
+def _insert_received(
+    connection: sa.Connection, dialect: Dialect, rows: list[rules.Row], now: dt.datetime
+) -> set[rules.Key]:
+    values = [
+        {
+            "op_id": row.op_id,
+            "version": row.version,
+            "terminal": row.terminal,
+            "seq": row.seq,
+            "topic": row.topic,
+            "status": APPLIED if row.accepted else REJECTED,
+            "reason": row.reason,
+            "received_at": now,
+        }
+        for row in rows
+    ]
+    insert, params = dialect.bulk_insert(received, values)
+    statement = insert.on_conflict_do_nothing().returning(received.c.op_id, received.c.version)
+    return {(op_id, version) for op_id, version in connection.execute(statement, params)}
+
+
+def _stored(connection: sa.Connection, keys: list[rules.Key]) -> dict[rules.Key, tuple[str, str]]:
+    if not keys:
+        return {}
+    wanted = set(keys)
+    query = sa.select(
+        received.c.op_id, received.c.version, received.c.status, received.c.reason
+    ).where(received.c.op_id.in_(sorted({op_id for op_id, _ in keys})))
+    return {
+        (op_id, version): (status, reason)
+        for op_id, version, status, reason in connection.execute(query)
+        if (op_id, version) in wanted
+    }
+
+
+def _upsert_current(
+    connection: sa.Connection, dialect: Dialect, rows: list[rules.Row], now: dt.datetime
+) -> set[rules.Key]:
+    values = [_operation_values(row, now) for row in rules.current_candidates(rows)]
+    if not values:
+        return set()
+    # executemany (multi-row VALUES), not arrays: JSON payloads are slow to escape into text[]
+    upsert = dialect.insert(operations)
+    excluded = upsert.excluded
+    statement = upsert.on_conflict_do_update(
+        index_elements=[operations.c.op_id],
+        set_={name: excluded[name] for name in values[0] if name != "op_id"},
+        where=operations.c.version < excluded.version,
+    ).returning(operations.c.op_id, operations.c.version)
+    return {(op_id, version) for op_id, version in connection.execute(statement, values)}
+
+
+def _operation_values(row: rules.Row, now: dt.datetime) -> dict[str, object]:
+    envelope = row.envelope
+    assert envelope is not None
+    return {
+        "op_id": row.op_id,
+        "version": row.version,
+        "terminal": row.terminal,
+        "seq": row.seq,
+        "topic": row.topic,
+        "recorded_at": envelope.recorded_at,
+        "amount": amount_of(envelope),
+        "voided": voided_of(envelope),
+        "payload": to_json(envelope.op).decode(),
+        "applied_at": now,
+    }
+
+
+def _mark_stale(connection: sa.Connection, keys: list[rules.Key]) -> None:
+    if not keys:
+        return
+    statement = (
+        received.update()
+        .where(received.c.op_id == sa.bindparam("k_op_id"))
+        .where(received.c.version == sa.bindparam("k_version"))
+        .values(status=STALE)
+    )
+    connection.execute(statement, [{"k_op_id": o, "k_version": v} for o, v in keys])
+
+
+def _contiguous(connection: sa.Connection, terminal: str, contiguous: int) -> int:
+    """Walk the held seqs above `contiguous` in pages while they follow on."""
+    while True:
+        seqs = (
+            connection.execute(
+                sa.select(received.c.seq)
+                .where(received.c.terminal == terminal, received.c.seq > contiguous)
+                .order_by(received.c.seq)
+                .limit(SEQ_PAGE)
+            )
+            .scalars()
+            .all()
+        )
+        advanced = rules.advance(contiguous, seqs)
+        if len(seqs) < SEQ_PAGE or advanced - contiguous < len(seqs):
+            return advanced
+        contiguous = advanced

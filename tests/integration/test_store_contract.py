@@ -1,0 +1,375 @@
+"""The server store contract, written once and run against memory, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import msgspec
+import pytest
+import sqlalchemy as sa
+
+from cajasync.db import make_engine
+from inbox.store import (
+    Accepted,
+    Gap,
+    Incoming,
+    MemoryServerStore,
+    Rejection,
+    ServerStore,
+    SqlServerStore,
+)
+from inbox.store.tables import operations, received
+from schemas import (
+    CashPayment,
+    OpEnvelope,
+    Operation,
+    Sale,
+    SaleLine,
+    SalePayment,
+    SaleTotals,
+    WeeklyFileChunk,
+)
+
+NOW = dt.datetime(2026, 3, 2, 12, 30, tzinfo=dt.UTC)
+
+
+def sale(total: str = "12.10", *, number: int = 1, voided: bool = False) -> Sale:
+    """A valid sale of one line whose total is `total` (21% VAT included)."""
+    net = (Decimal(total) / Decimal("1.21")).quantize(Decimal("0.01"))
+    lines = [SaleLine(product="P1", quantity=Decimal(1), unit_price=net, tax_rate=Decimal(21))]
+    totals = SaleTotals.of(lines)
+    payments = [SalePayment(method="cash", amount=totals.total)]
+    return Sale(
+        book="A",
+        number=number,
+        date=NOW,
+        seller="S1",
+        lines=lines,
+        payments=payments,
+        totals=totals,
+        voided=voided,
+    )
+
+
+def payment(amount: str = "50.00") -> CashPayment:
+    return CashPayment(
+        kind="advance",
+        payee_kind="supplier",
+        payee="SUP1",
+        amount=Decimal(amount),
+        method="cash",
+        date=NOW,
+    )
+
+
+def chunks(content: bytes, size: int, *, sha256: str | None = None) -> list[WeeklyFileChunk]:
+    """A weekly file cut in chunks of `size` bytes."""
+    digest = sha256 or hashlib.sha256(content).hexdigest()
+    count = max(1, -(-len(content) // size))
+    return [
+        WeeklyFileChunk(
+            week="2026-W10",
+            file_name="fiscal.txt",
+            size=len(content),
+            sha256=digest,
+            chunk_index=i,
+            chunk_count=count,
+            data=content[i * size : (i + 1) * size],
+        )
+        for i in range(count)
+    ]
+
+
+def op(
+    terminal: str,
+    seq: int,
+    operation: Operation,
+    *,
+    op_id: uuid.UUID | None = None,
+    version: int = 1,
+) -> Accepted:
+    envelope = OpEnvelope(
+        terminal=terminal,
+        seq=seq,
+        op_id=op_id or uuid.uuid4(),
+        version=version,
+        recorded_at=NOW,
+        op=operation,
+    )
+    return Accepted(envelope)
+
+
+def bad(terminal: str | None, seq: int | None, reason: str = "undecodable") -> Rejection:
+    return Rejection(
+        terminal=terminal, seq=seq, op_id=None, version=None, topic="ventas", reason=reason
+    )
+
+
+class StoreContract:
+    """Every ServerStore keeps these rules; subclasses provide the `store` fixture."""
+
+    def test_new_sale_is_applied_and_acked(self, store: ServerStore) -> None:
+        [verdict] = store.apply([op("T1", 1, sale())])
+        assert (verdict.status, verdict.outcome, verdict.seq) == ("acked", "applied", 1)
+        assert _stats(store) == {"T1": (1, 1, {"ventas": 1})}
+
+    def test_duplicate_sale_is_applied_once(self, store: ServerStore) -> None:
+        first = op("T1", 1, sale())
+        verdicts = store.apply([first, first, first])
+        assert [v.outcome for v in verdicts] == ["applied", "duplicate", "duplicate"]
+        assert {v.status for v in verdicts} == {"acked"}
+        assert _stats(store) == {"T1": (1, 1, {"ventas": 1})}
+
+    def test_duplicate_in_a_later_batch_is_acked_again(self, store: ServerStore) -> None:
+        first = op("T1", 1, sale())
+        store.apply([first])
+        [again] = store.apply([first])
+        assert (again.status, again.outcome, again.op_id) == (
+            "acked",
+            "duplicate",
+            str(first.envelope.op_id),
+        )
+        assert _stats(store) == {"T1": (1, 1, {"ventas": 1})}
+
+    def test_newer_version_replaces_the_older(self, store: ServerStore) -> None:
+        op_id = uuid.uuid4()
+        store.apply([op("T1", 1, sale(), op_id=op_id)])
+        [verdict] = store.apply([op("T1", 2, sale(voided=True), op_id=op_id, version=2)])
+        assert verdict.outcome == "applied"
+        assert _stats(store) == {"T1": (2, 2, {"ventas": 1})}
+
+    def test_older_version_arriving_after_a_newer_one_is_stale(self, store: ServerStore) -> None:
+        op_id = uuid.uuid4()
+        store.apply([op("T1", 2, sale("24.20"), op_id=op_id, version=2)])
+        [verdict] = store.apply([op("T1", 1, sale(), op_id=op_id, version=1)])
+        assert (verdict.status, verdict.outcome) == ("acked", "stale")
+        [again] = store.apply([op("T1", 1, sale(), op_id=op_id, version=1)])
+        assert (again.status, again.outcome) == ("acked", "duplicate")
+        assert _stats(store) == {"T1": (2, 2, {"ventas": 1})}
+
+    def test_two_versions_in_one_batch_leave_the_newest(self, store: ServerStore) -> None:
+        op_id = uuid.uuid4()
+        v2 = op("T1", 2, sale("24.20"), op_id=op_id, version=2)
+        v1 = op("T1", 1, sale(), op_id=op_id, version=1)
+        verdicts = store.apply([v2, v1, v2])
+        assert [v.outcome for v in verdicts] == ["applied", "stale", "duplicate"]
+        assert _stats(store) == {"T1": (2, 2, {"ventas": 1})}
+
+    def test_rejection_is_recorded_and_its_seq_counts_as_held(self, store: ServerStore) -> None:
+        verdicts = store.apply(
+            [op("T1", 1, sale()), bad("T1", 2, "totals wrong"), op("T1", 3, sale())]
+        )
+        assert [(v.status, v.reason) for v in verdicts] == [
+            ("acked", ""),
+            ("rejected", "totals wrong"),
+            ("acked", ""),
+        ]
+        assert _stats(store) == {"T1": (3, 3, {"ventas": 2})}
+        assert store.gaps() == []
+
+    def test_repeated_rejection_is_rejected_again_with_the_stored_reason(
+        self, store: ServerStore
+    ) -> None:
+        store.apply([bad("T1", 1, "totals wrong")])
+        [again] = store.apply([bad("T1", 1, "something else")])
+        assert (again.status, again.outcome, again.reason) == (
+            "rejected",
+            "duplicate",
+            "totals wrong",
+        )
+
+    def test_rejection_of_unknown_origin_is_answered_but_not_recorded(
+        self, store: ServerStore
+    ) -> None:
+        verdicts = store.apply([bad(None, None), bad("T1", None), bad("not a terminal!", 1)])
+        assert [(v.status, v.outcome) for v in verdicts] == [("rejected", "rejected")] * 3
+        assert store.stats() == []
+
+    def test_seq_already_held_by_another_operation_is_rejected(self, store: ServerStore) -> None:
+        store.apply([op("T1", 1, sale())])
+        [verdict] = store.apply([op("T1", 1, payment())])
+        assert verdict.status == "rejected"
+        assert "held by another operation" in verdict.reason
+        assert _stats(store) == {"T1": (1, 1, {"ventas": 1})}
+
+    def test_envelope_that_does_not_fit_the_store_is_rejected(self, store: ServerStore) -> None:
+        [verdict] = store.apply([op("T1", 2**40, sale())])
+        assert verdict.status == "rejected"
+        assert store.stats() == []
+
+    def test_contiguity_stops_at_the_first_missing_seq(self, store: ServerStore) -> None:
+        store.apply([op("T1", s, sale()) for s in (1, 2, 5, 6, 9)])
+        assert _stats(store) == {"T1": (2, 9, {"ventas": 5})}
+        assert store.gaps() == [Gap("T1", 3, 4)]
+
+    def test_filling_a_gap_advances_contiguity_to_the_next_one(self, store: ServerStore) -> None:
+        store.apply([op("T1", s, sale()) for s in (1, 2, 5, 6, 9)])
+        store.apply([op("T1", 4, sale()), op("T1", 3, sale())])
+        assert store.gaps() == [Gap("T1", 7, 8)]
+        store.apply([op("T1", 7, sale()), bad("T1", 8)])
+        assert store.gaps() == []
+        assert _stats(store)["T1"][:2] == (9, 9)
+
+    def test_gaps_are_reported_per_terminal(self, store: ServerStore) -> None:
+        store.apply([op("T2", 2, sale()), op("T1", 1, sale()), op("T1", 3, sale())])
+        assert store.gaps() == [Gap("T1", 2, 2), Gap("T2", 1, 1)]
+
+    def test_stats_count_current_operations_per_topic(self, store: ServerStore) -> None:
+        op_id = uuid.uuid4()
+        store.apply(
+            [
+                op("T1", 1, sale(), op_id=op_id),
+                op("T1", 2, sale(voided=True), op_id=op_id, version=2),
+                op("T1", 3, payment()),
+                bad("T1", 4),
+                op("T2", 1, payment()),
+            ]
+        )
+        assert _stats(store) == {
+            "T1": (4, 4, {"pagos": 1, "ventas": 1}),
+            "T2": (1, 1, {"pagos": 1}),
+        }
+
+    def test_weekly_file_is_reassembled_once_all_chunks_are_held(self, store: ServerStore) -> None:
+        content = bytes(range(256)) * 5
+        parts = chunks(content, 300)
+        store.apply([op("T1", 1, parts[3]), op("T1", 2, parts[0])])
+        [partial] = store.weekly_files()
+        assert (partial.status, partial.chunks_held, partial.content) == ("partial", 2, None)
+        store.apply([op("T1", 3, parts[4]), op("T1", 4, parts[2]), op("T1", 5, parts[1])])
+        [done] = store.weekly_files()
+        assert (done.status, done.reason, done.content) == ("complete", "", content)
+        assert (done.terminal, done.week, done.file_name, done.chunk_count) == (
+            "T1",
+            "2026-W10",
+            "fiscal.txt",
+            5,
+        )
+
+    def test_weekly_file_with_a_wrong_sha256_is_corrupt(self, store: ServerStore) -> None:
+        content = b"Z close totals of the week\n" * 10
+        parts = chunks(content, 100, sha256="0" * 64)
+        store.apply([op("T1", i + 1, part) for i, part in enumerate(parts)])
+        [file] = store.weekly_files()
+        assert file.status == "corrupt"
+        assert "sha256" in file.reason
+        assert file.content == content
+
+    def test_weekly_file_whose_chunks_disagree_on_size_is_corrupt(self, store: ServerStore) -> None:
+        content = b"0123456789" * 3
+        first, second = chunks(content, 20)
+        liar = msgspec.structs.replace(second, size=31)
+        store.apply([op("T1", 1, first), op("T1", 2, liar)])
+        [file] = store.weekly_files()
+        assert (file.status, file.chunks_held) == ("corrupt", 2)
+        assert "size" in file.reason
+
+    def test_corrected_chunk_version_completes_a_corrupt_file(self, store: ServerStore) -> None:
+        content = b"abcdefghij" * 4
+        first, second = chunks(content, 20)
+        broken = msgspec.structs.replace(second, data=b"x" * 20)
+        op_id = uuid.uuid4()
+        store.apply([op("T1", 1, first), op("T1", 2, broken, op_id=op_id)])
+        assert store.weekly_files()[0].status == "corrupt"
+        store.apply([op("T1", 3, second, op_id=op_id, version=2)])
+        [file] = store.weekly_files()
+        assert (file.status, file.content) == ("complete", content)
+
+    def test_chunk_whose_operation_became_something_else_leaves_its_file(
+        self, store: ServerStore
+    ) -> None:
+        first, second = chunks(b"0123456789" * 4, 20)
+        op_id = uuid.uuid4()
+        store.apply([op("T1", 1, first, op_id=op_id)])
+        store.apply([op("T1", 2, sale(), op_id=op_id, version=2), op("T1", 3, second)])
+        [file] = store.weekly_files()
+        assert (file.status, file.chunks_held) == ("partial", 1)
+
+    def test_competing_writers_agree_on_progress_and_files(self, store: ServerStore) -> None:
+        content = bytes(range(256)) * 4
+        work: list[Incoming] = [op(f"T{n % 3}", n // 3 + 1, sale()) for n in range(600)]
+        work += [op("TW", i + 1, part) for i, part in enumerate(chunks(content, 64))]
+        slices = [work[i::4] for i in range(4)]
+
+        def write(items: list[Incoming]) -> None:
+            for start in range(0, len(items), 25):
+                store.apply(items[start : start + 25])
+
+        with ThreadPoolExecutor(4) as pool:
+            for done in [pool.submit(write, part) for part in slices]:
+                done.result()
+        assert _stats(store) == {
+            "T0": (200, 200, {"ventas": 200}),
+            "T1": (200, 200, {"ventas": 200}),
+            "T2": (200, 200, {"ventas": 200}),
+            "TW": (16, 16, {"archivos-semanales": 16}),
+        }
+        [file] = store.weekly_files()
+        assert (file.status, file.content) == ("complete", content)
+
+    def test_empty_batch_has_no_verdicts(self, store: ServerStore) -> None:
+        assert store.apply([]) == []
+        assert store.stats() == []
+        assert store.weekly_files() == []
+
+
+class TestMemoryStore(StoreContract):
+    @pytest.fixture
+    def store(self) -> ServerStore:
+        return MemoryServerStore()
+
+
+class TestSqlStore(StoreContract):
+    @pytest.fixture
+    def engine(self, server_db_url: str) -> Iterator[sa.Engine]:
+        engine = make_engine(server_db_url)
+        yield engine
+        engine.dispose()
+
+    @pytest.fixture
+    def store(self, engine: sa.Engine) -> ServerStore:
+        return SqlServerStore(engine)
+
+    def test_operation_row_holds_amount_voided_and_payload(
+        self, store: ServerStore, engine: sa.Engine
+    ) -> None:
+        op_id = uuid.uuid4()
+        store.apply([op("T1", 1, sale("12.10"), op_id=op_id)])
+        store.apply([op("T1", 2, sale("12.10", voided=True), op_id=op_id, version=2)])
+        with engine.connect() as connection:
+            row = connection.execute(sa.select(operations)).one()
+        assert (row.op_id, row.version, row.seq, row.topic) == (str(op_id), 2, 2, "ventas")
+        assert (row.amount, row.voided) == (Decimal("12.10"), True)
+        assert '"voided":true' in row.payload
+
+    def test_tracking_rows_record_applied_stale_and_rejected(
+        self, store: ServerStore, engine: sa.Engine
+    ) -> None:
+        op_id = uuid.uuid4()
+        store.apply([op("T1", 2, payment(), op_id=op_id, version=2), bad("T1", 3, "why")])
+        store.apply([op("T1", 1, payment(), op_id=op_id, version=1)])
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(received.c.seq, received.c.status, received.c.reason).order_by("seq")
+            ).all()
+        assert [tuple(r) for r in rows] == [
+            (1, "stale", ""),
+            (2, "applied", ""),
+            (3, "rejected", "why"),
+        ]
+
+    def test_batch_of_thousands_is_applied(self, store: ServerStore) -> None:
+        batch: list[Incoming] = [op(f"T{s % 10}", s // 10 + 1, sale()) for s in range(3000)]
+        verdicts = store.apply(batch + batch[:100])
+        assert sum(v.outcome == "applied" for v in verdicts) == 3000
+        assert sum(v.outcome == "duplicate" for v in verdicts) == 100
+        assert {s.contiguous_seq for s in store.stats()} == {300}
+
+
+def _stats(store: ServerStore) -> dict[str, tuple[int, int, dict[str, int]]]:
+    return {s.terminal: (s.contiguous_seq, s.max_seq, s.topics) for s in store.stats()}
