@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -112,3 +114,13 @@ def open_database(target: str, tree: Tree) -> Engine:
     if revision is None:
         raise StoreError(f"{target} is not a cajasync {tree} database; initialise it with `{hint}`")
     return engine
+
+
+@contextmanager
+def opened(target: str, tree: Tree) -> Iterator[Engine]:
+    """`open_database` for the length of a command; its connections are closed after."""
+    engine = open_database(target, tree)
+    try:
+        yield engine
+    finally:
+        engine.dispose()

@@ -6,7 +6,7 @@ import uuid
 
 import click
 
-from cajasync.db import open_database
+from cajasync.db import opened
 from cli.options import json_option, terminal_db_option
 from cli.output import console, emit_json, table
 from outbox.pending import list_pending, replay
@@ -28,7 +28,8 @@ def list_cmd(
     db: str, topic: str | None, state: str | None, limit: int | None, as_json: bool
 ) -> None:
     """List every operation not yet acked (never sent, sent, rejected), oldest first."""
-    ops = list_pending(open_database(db, "terminal"), topic=topic, state=state, limit=limit)
+    with opened(db, "terminal") as engine:
+        ops = list_pending(engine, topic=topic, state=state, limit=limit)
     if as_json:
         emit_json(ops)
         return
@@ -60,7 +61,8 @@ def replay_cmd(db: str, replay_all: bool, op_ids: tuple[str, ...]) -> None:
     if replay_all == bool(op_ids):
         raise click.UsageError("give either --all or one or more OP_IDs")
     ids = None if replay_all else [_uuid(value) for value in op_ids]
-    count = replay(open_database(db, "terminal"), ids)
+    with opened(db, "terminal") as engine:
+        count = replay(engine, ids)
     console.print(f"{count} outbox rows queued again; `cajasync terminal run` will send them")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cajasync.db import open_database
+from cajasync.db import opened
 from cli.options import (
     broker_option,
     json_option,
@@ -13,7 +13,7 @@ from cli.options import (
     until_idle_option,
 )
 from cli.output import console, emit_json, table
-from cli.progress import live_stats
+from cli.progress import live_stats, stop_on_signals
 
 
 @click.group()
@@ -41,10 +41,10 @@ def run(db: str, broker_url: str, until_idle: float | None) -> None:
     """Ingest operations, send receipts and ask terminals to replay gaps."""
     from inbox.server import run_server
 
-    engine = open_database(db, "server")
-    with live_stats("server") as on_progress:
+    settings = settings_for(broker_url)
+    with opened(db, "server") as engine, live_stats("server") as on_progress:
         stats = run_server(
-            engine, settings_for(broker_url), until_idle=until_idle, on_progress=on_progress
+            engine, settings, until_idle=until_idle, stop=stop_on_signals(), on_progress=on_progress
         )
     console.print(f"server stopped: {stats}")
 
@@ -56,7 +56,8 @@ def stats(db: str, as_json: bool) -> None:
     """Per terminal: highest contiguous seq held and operations held per topic."""
     from inbox.server import server_stats
 
-    data = server_stats(open_database(db, "server"))
+    with opened(db, "server") as engine:
+        data = server_stats(engine)
     if as_json:
         emit_json(data)
         return

@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from cajasync.db import open_database
+from cajasync.db import opened
 from cli.options import broker_option, settings_for, terminal_db_option, until_idle_option
 from cli.output import console
-from cli.progress import live_stats
+from cli.progress import live_stats, stop_on_signals
 from outbox.identity import TerminalIdentity
 from schemas.topics import TERMINAL_KINDS
 
@@ -45,10 +45,10 @@ def run(db: str, broker_url: str, until_idle: float | None) -> None:
     """Relay pending operations up, apply receipts, answer replay requests."""
     from outbox.relay import run_terminal
 
-    engine = open_database(db, "terminal")
-    with live_stats("terminal") as on_progress:
+    settings = settings_for(broker_url)
+    with opened(db, "terminal") as engine, live_stats("terminal") as on_progress:
         stats = run_terminal(
-            engine, settings_for(broker_url), until_idle=until_idle, on_progress=on_progress
+            engine, settings, until_idle=until_idle, stop=stop_on_signals(), on_progress=on_progress
         )
     console.print(f"terminal stopped: {stats}")
 
@@ -73,14 +73,16 @@ def simulate_cmd(
     """Record a realistic stream of operations through the same API a POS uses."""
     from outbox.simulate import simulate
 
-    engine = open_database(db, "terminal")
     columns = (
         *Progress.get_default_columns()[:1],
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, transient=True) as progress:
+    with (
+        opened(db, "terminal") as engine,
+        Progress(*columns, console=console, transient=True) as progress,
+    ):
         task = progress.add_task("recording", total=sales + payments)
         result = simulate(
             engine,

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from cajasync.broker import broker_errors, close_quietly, connect, reconnect_policy
 from cajasync.errors import BrokerUnavailable, StoreError
 from cajasync.settings import Settings
-from cajasync.topology import OPS_QUEUE
+from cajasync.topology import OPS_QUEUE, declare_server
 from inbox import rabbitmq
 from inbox.classify import Delivery, classify
 from inbox.gaps import GapTracker
@@ -116,10 +116,13 @@ class Ingest:
     def run(self) -> IngestStats:
         """Consume until done, reconnecting with the broker reconnect policy."""
         policy = reconnect_policy(self._settings, what="server ingest")
+        give_up: tenacity.stop.stop_base = tenacity.stop_never
         if self._stop is not None:
-            policy = policy.copy(
-                stop=tenacity.stop_when_event_set(self._stop), sleep=self._stop.wait
-            )
+            give_up = tenacity.stop_when_event_set(self._stop)
+            policy = policy.copy(sleep=self._stop.wait)
+        if self._until_idle is not None:  # a broker away that long is idle too: report it
+            give_up = give_up | tenacity.stop_after_delay(self._until_idle)
+        policy = policy.copy(stop=give_up)
         try:
             policy(self._session)
         except BrokerUnavailable:
@@ -138,6 +141,7 @@ class Ingest:
 
     def _consume(self, connection: pika.BlockingConnection) -> None:
         channel = connection.channel()
+        declare_server(channel)  # idempotent: a fresh or reset broker gets its queues back
         channel.basic_qos(prefetch_count=self._settings.prefetch)
         dead = connection.channel()
         dead.confirm_delivery()

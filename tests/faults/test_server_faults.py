@@ -169,7 +169,9 @@ def test_missing_seq_range_is_detected_replayed_and_filled(
     assert held == total
     from inbox.server import server_stats
 
-    stats = server_stats(make_engine(server_db_url))
+    server = make_engine(server_db_url)
+    stats = server_stats(server)
+    server.dispose()
     mine = next(t for t in stats["terminals"] if t["terminal"] == terminal)
     assert mine["contiguous_seq"] == total
 
