@@ -29,6 +29,7 @@ def up_topic(name: str) -> str:
         raise ConfigError(f"unknown topic {name!r}; expected one of: {known}")
     return slug
 
+
 # Down topics (server -> terminal) and the scope each is published to.
 DOWN_TOPIC_SCOPES: Final[dict[str, str]] = {
     "configuracion": "all",
