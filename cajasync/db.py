@@ -113,6 +113,7 @@ def open_database(target: str, tree: Tree) -> Engine:
         raise StoreError(f"cannot open {tree} database {target}: {exc.orig}") from exc
     if revision is None:
         raise StoreError(f"{target} is not a cajasync {tree} database; initialise it with `{hint}`")
+    upgrade(engine, tree)  # a newer cajasync brings its tables up to date (no-op when current)
     return engine
 
 

@@ -34,7 +34,8 @@ from outbox.identity import TerminalIdentity, load_identity
 from outbox.inflight import Holds, Window
 from outbox.rabbitmq import Link
 from schemas.codec import decode_down
-from schemas.envelope import DownMessage, Receipt, ReplayRequest
+from schemas.envelope import Receipt, ReplayRequest
+from schemas.unions import DownMessage
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,9 @@ class Relay:
             )
             self.link.reject(tag)
             return
-        if message.terminal != self.identity.terminal:
+        if isinstance(message, Receipt | ReplayRequest) and (
+            message.terminal != self.identity.terminal
+        ):
             log.warning(
                 "terminal %s: dropping a %s meant for terminal %s",
                 self.identity.terminal,

@@ -1,7 +1,7 @@
 """Every message and record cajasync sends, as msgspec Structs."""
 
 from schemas.codec import decode_down, decode_op, encode, to_builtins, to_json
-from schemas.envelope import DownMessage, OpEnvelope, Receipt, ReceiptItem, ReplayRequest
+from schemas.envelope import OpEnvelope, Receipt, ReceiptItem, ReplayRequest
 from schemas.ops import (
     CardData,
     CashPayment,
@@ -17,6 +17,7 @@ from schemas.ops import (
     topic_of,
 )
 from schemas.topics import UP_TOPICS, up_topic
+from schemas.unions import DownMessage, Request
 
 __all__ = [
     "UP_TOPICS",
@@ -29,6 +30,7 @@ __all__ = [
     "Receipt",
     "ReceiptItem",
     "ReplayRequest",
+    "Request",
     "Sale",
     "SaleLine",
     "SalePayment",

@@ -7,12 +7,14 @@ from typing import Any
 import msgspec
 
 from cajasync.errors import InvalidMessage
-from schemas.envelope import DownMessage, OpEnvelope
+from schemas.envelope import OpEnvelope
+from schemas.unions import DownMessage, Request
 
 _encoder = msgspec.msgpack.Encoder()
 _json_encoder = msgspec.json.Encoder()
 _up_decoder = msgspec.msgpack.Decoder(OpEnvelope)
 _down_decoder: msgspec.msgpack.Decoder[DownMessage] = msgspec.msgpack.Decoder(DownMessage)
+_request_decoder: msgspec.msgpack.Decoder[Request] = msgspec.msgpack.Decoder(Request)
 
 
 def encode(message: Any) -> bytes:
@@ -34,6 +36,14 @@ def decode_down(body: bytes) -> DownMessage:
         return _down_decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise InvalidMessage(f"undecodable server message: {exc}") from exc
+
+
+def decode_request(body: bytes) -> Request:
+    """Decode a terminal's request (snapshot, catch-up, images)."""
+    try:
+        return _request_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise InvalidMessage(f"undecodable request: {exc}") from exc
 
 
 def to_json(message: Any) -> bytes:

@@ -53,6 +53,3 @@ class ReplayRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind",
     terminal: TerminalId
     from_seq: Seq
     to_seq: Seq
-
-
-DownMessage = Receipt | ReplayRequest

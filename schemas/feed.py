@@ -1,0 +1,122 @@
+"""Messages of the down flow: change events, snapshot pages, images, and the requests for them.
+
+A *stream* is a topic within a scope: `productos:all`, `stock:loc.L1`, `talonarios:pos.PV1`,
+`mesas:term.T001`; its events carry a contiguous `seq`. Change events are published to
+`cajasync.down` with routing key `chg.<topic>.<scope>`; replies to a terminal's requests go
+to `t.<terminal>`. Requests go up to `cajasync.up` as `req.<terminal>.<kind>`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from schemas.envelope import TerminalId
+from schemas.records import Record, Sha256
+
+Stream = Annotated[
+    str, msgspec.Meta(pattern=r"^[a-z-]+:(all|(loc|pos|term)\.[A-Za-z0-9_-]{1,32})\Z")
+]
+
+
+def stream_name(topic: str, scope: str) -> str:
+    return f"{topic}:{scope}"
+
+
+def split_stream(stream: str) -> tuple[str, str]:
+    topic, scope = stream.split(":", 1)
+    return topic, scope
+
+
+class Change(msgspec.Struct, frozen=True, kw_only=True):
+    """One record changed: its new version, or a tombstone when `record` is None."""
+
+    stream: Stream
+    seq: Annotated[int, msgspec.Meta(ge=1)]
+    topic: str
+    key: str
+    version: Annotated[int, msgspec.Meta(ge=1)]
+    record: Record | None = None  # None: deleted
+
+    @property
+    def deleted(self) -> bool:
+        return self.record is None
+
+
+class ChangeEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="change"):
+    """Live change events of one stream, in seq order (usually one)."""
+
+    changes: list[Change]
+
+
+class SnapshotPage(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="page"):
+    """A page of current records of one stream, answering a snapshot or refresh request.
+
+    Tombstones appear only in refreshes (a record deleted since the terminal's position).
+    """
+
+    request_id: str
+    stream: Stream
+    changes: list[Change]
+
+
+class SnapshotDone(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="done"):
+    """Every page of a request was sent; each stream's high-water seq at snapshot time.
+
+    Live events at or below a stream's high-water are already in the snapshot.
+    """
+
+    request_id: str
+    high_water: dict[str, int]
+    records: int
+    images: list[Sha256] = []  # images the pages refer to (when images were asked for)
+
+
+class ImageData(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="image"):
+    request_id: str
+    sha256: Sha256
+    data: bytes
+
+
+class ImagesDone(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="images-done"):
+    request_id: str
+    sent: int
+    missing: list[Sha256] = []  # asked for but unknown to the server
+
+
+class SnapshotRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="snapshot"):
+    """ "Obtener datos" / "Actualizar Datos" for some topics of a terminal.
+
+    `since` maps a stream to the terminal's position: only what changed after it is sent
+    (a refresh); a stream absent from `since` gets a full snapshot.
+    """
+
+    terminal: TerminalId
+    location: TerminalId
+    pos: TerminalId
+    terminal_kind: str
+    request_id: str
+    topics: list[str]
+    since: dict[str, int] = {}
+    images: bool = False
+    combo_products: bool = False  # "sincronizar los productos del combo"
+
+
+class CatchUpRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="catch-up"):
+    """A terminal saw a gap in a stream: send its events again from `from_seq`."""
+
+    terminal: TerminalId
+    location: TerminalId
+    pos: TerminalId
+    terminal_kind: str
+    stream: Stream
+    from_seq: Annotated[int, msgspec.Meta(ge=1)]
+
+
+class ImageRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="images"):
+    """The images a terminal lacks (by content address)."""
+
+    terminal: TerminalId
+    request_id: str
+    hashes: list[Sha256]

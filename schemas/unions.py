@@ -1,0 +1,23 @@
+"""The tagged unions, one per direction of each queue, decoded once (schemas/codec.py)."""
+
+from __future__ import annotations
+
+from schemas.envelope import Receipt, ReplayRequest
+from schemas.feed import (
+    CatchUpRequest,
+    ChangeEvent,
+    ImageData,
+    ImageRequest,
+    ImagesDone,
+    SnapshotDone,
+    SnapshotPage,
+    SnapshotRequest,
+)
+
+# What a terminal's queue `cajasync.t.<terminal>` receives (tag field: `kind`).
+DownMessage = (
+    Receipt | ReplayRequest | ChangeEvent | SnapshotPage | SnapshotDone | ImageData | ImagesDone
+)
+
+# What `cajasync.requests` receives from terminals (tag field: `kind`).
+Request = SnapshotRequest | CatchUpRequest | ImageRequest
