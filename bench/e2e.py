@@ -9,41 +9,22 @@ PostgreSQL server store with one bulk statement per terminal (no broker, no dedu
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import tempfile
 import time
-import uuid
-from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from bench.common import BROKER_URL, PG_URL, Result, fill_outbox, new_terminal, purge_ops
+from bench.common import Result, fill_outbox, fresh_pg_database, new_terminal, purge_ops
+from bench.procs import Fleet
 from cajasync.db import make_engine, upgrade
-from cajasync.settings import load_settings
 from outbox.simulate import TicketMaker
 from outbox.tables import ACKED, outbox
 
 
-def _server(url: str, start: Event, stop: Event) -> None:
-    from inbox.server import run_server
-
-    start.wait()
-    run_server(make_engine(url), load_settings(broker_url=BROKER_URL), stop=stop)
-
-
-def _terminal(path: str, start: Event, stop: Event) -> None:
-    from outbox.relay import run_terminal
-
-    engine = make_engine(path)
-    start.wait()
-    run_terminal(engine, load_settings(broker_url=BROKER_URL), stop=stop)
-
-
 def run(terminals: int = 10, per_terminal: int = 2_000) -> Result:
     total = terminals * per_terminal
-    ctx = mp.get_context("spawn")
-    with tempfile.TemporaryDirectory() as tmp, _fresh_pg_database() as server_url:
+    with tempfile.TemporaryDirectory() as tmp, fresh_pg_database() as server_url:
         upgrade(make_engine(server_url), "server")
         paths = []
         for n in range(terminals):
@@ -52,18 +33,11 @@ def run(terminals: int = 10, per_terminal: int = 2_000) -> Result:
             paths.append(str(engine.url.database))
             engine.dispose()
         purge_ops()
-        start, stop = ctx.Event(), ctx.Event()
-        procs = [ctx.Process(target=_server, args=(server_url, start, stop))]
-        procs += [ctx.Process(target=_terminal, args=(p, start, stop)) for p in paths]
-        for proc in procs:
-            proc.start()
-        time.sleep(3)  # let every process import and open its databases before the clock
-        began = time.perf_counter()
-        start.set()
-        elapsed = _wait_all_acked(paths, total, began)
-        stop.set()
-        for proc in procs:
-            proc.join(timeout=30)
+        fleet = Fleet([("ingest", server_url)] + [("terminal", p) for p in paths])
+        try:
+            elapsed = _wait_all_acked(paths, total, fleet.go())
+        finally:
+            fleet.close()
         applied = _applied(server_url)
     rate = total / elapsed
     return Result(
@@ -106,17 +80,3 @@ def _applied(url: str) -> int:
         )
     engine.dispose()
     return count
-
-
-class _fresh_pg_database:  # noqa: N801 - used as a context manager
-    def __enter__(self) -> str:
-        self.name = f"cajasync_bench_{uuid.uuid4().hex[:8]}"
-        self.admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-        with self.admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{self.name}"')
-        return f"{PG_URL.rsplit('/', 1)[0]}/{self.name}"
-
-    def __exit__(self, *exc: object) -> None:
-        with self.admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-        self.admin.dispose()

@@ -1,0 +1,46 @@
+"""Shared setup of the down-flow benchmarks: a seeded server store and initialised terminals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from bench.common import BROKER_URL
+from cajasync.db import make_engine, upgrade
+from cajasync.settings import Settings, load_settings
+from outbox.identity import TerminalIdentity
+
+
+def settings() -> Settings:
+    return load_settings(broker_url=BROKER_URL)
+
+
+def server_store(url: str) -> Engine:
+    engine = make_engine(url)
+    upgrade(engine, "server")
+    return engine
+
+
+def terminals(directory: Path, count: int, tag: str) -> list[tuple[str, Engine]]:
+    """`count` initialised terminals (queues declared and bound) in `directory`."""
+    from outbox.setup import init_terminal
+
+    made = []
+    for n in range(1, count + 1):
+        identity = TerminalIdentity(f"B{tag}{n:02d}", "L1", "PV1", "retail")
+        path = str(directory / f"{identity.terminal}.db")
+        made.append((path, init_terminal(path, identity, settings())))
+    return made
+
+
+def delete_queues(names: list[str]) -> None:
+    import pika
+
+    from cajasync import topology
+
+    connection = pika.BlockingConnection(pika.URLParameters(BROKER_URL))
+    channel = connection.channel()
+    for path in names:
+        channel.queue_delete(topology.terminal_queue(Path(path).stem))
+    connection.close()
