@@ -125,3 +125,14 @@ def opened(target: str, tree: Tree) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+def head_revision(tree: Tree) -> str:
+    """The latest migration of `tree` shipped with this cajasync."""
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", f"migrations:{tree}")
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head

@@ -9,9 +9,12 @@ import click
 
 from cajasync import __version__
 from cajasync.errors import CajasyncError
+from cli.catalog import catalog
 from cli.demo import demo
 from cli.pending import pending
+from cli.pull import pull
 from cli.queues import queues
+from cli.replica import replica
 from cli.server import server
 from cli.terminal import terminal
 
@@ -32,6 +35,9 @@ cli.add_command(terminal)
 cli.add_command(pending)
 cli.add_command(queues)
 cli.add_command(demo)
+cli.add_command(pull)
+cli.add_command(replica)
+cli.add_command(catalog)
 
 
 def main() -> None:

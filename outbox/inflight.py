@@ -39,6 +39,15 @@ class Window:
         self._seqs.add(seq)
         return self._last_tag
 
+    def add_untracked(self) -> int:
+        """Record a publish that is no outbox row (a request); return its delivery tag.
+
+        It takes a tag like any publish on the channel, so later tags stay aligned, but
+        maps to no seq: its confirm settles nothing, and it takes no room in the window.
+        """
+        self._last_tag += 1
+        return self._last_tag
+
     def settle(self, tag: int, *, multiple: bool) -> list[int]:
         """The seqs a broker ack/nack of `tag` (and, if `multiple`, every earlier tag) covers."""
         if not multiple:

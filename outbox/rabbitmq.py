@@ -19,12 +19,21 @@ import pika.exceptions
 import pika.frame
 import pika.spec
 
-from cajasync.broker import PIKA_ERRORS, broker_errors, describe, parameters, username
-from cajasync.errors import BrokerUnavailable
+from cajasync.broker import (
+    PIKA_ERRORS,
+    blocking_channel,
+    broker_errors,
+    describe,
+    parameters,
+    username,
+)
+from cajasync.errors import BrokerUnavailable, CajasyncError
 from cajasync.settings import Settings
 from cajasync.topology import UP_EXCHANGE, declare_terminal, op_routing_key, terminal_queue
 from outbox.claims import OutRow
 from outbox.identity import TerminalIdentity
+from schemas.codec import encode
+from schemas.unions import Request
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +148,19 @@ class Link:
                 mandatory=True,
             )
 
+    def publish_request(self, request: Request) -> None:
+        """Publish a request (snapshot, catch-up, images) to `cajasync.up`, mandatory."""
+        terminal = self._identity.terminal
+        kind = request_kind(request)
+        with broker_errors(self._url, f"sending a {kind} request of terminal {terminal}"):
+            self._open_channel().basic_publish(
+                UP_EXCHANGE,
+                request_routing_key(terminal, kind),
+                encode(request),
+                request_properties(self._user, terminal, kind),
+                mandatory=True,
+            )
+
     def ack(self, tag: int, *, multiple: bool) -> None:
         """Acknowledge a server message (and, if `multiple`, every earlier one)."""
         with broker_errors(self._url, "acknowledging server messages"):
@@ -219,17 +241,25 @@ class Link:
         properties: pika.spec.BasicProperties,
         _body: bytes,
     ) -> None:
-        seq = (properties.headers or {}).get("seq")
-        if not isinstance(seq, int):
-            log.warning("broker returned a message without a seq header: %s", method)
-            return
+        headers = properties.headers or {}
+        seq = headers.get("seq")
         reason = returned_reason(
             method.reply_code or 0,
             method.reply_text or "",
             method.exchange or "",
             method.routing_key or "",
         )
-        self._guard(lambda: self._handler.on_return(seq, reason))
+        if "request" in headers:
+            log.warning(
+                "terminal %s: %s request not delivered: %s",
+                self._identity.terminal,
+                headers["request"],
+                reason,
+            )
+        elif not isinstance(seq, int):
+            log.warning("broker returned a message without a seq header: %s", method)
+        else:
+            self._guard(lambda: self._handler.on_return(seq, reason))
 
     def _on_deliver(
         self,
@@ -295,3 +325,53 @@ def returned_reason(code: int, text: str, exchange: str, routing_key: str) -> st
             "– run `cajasync server init`"
         )
     return f"returned by the broker ({code} {text}) for {routing_key} on {exchange}"
+
+
+def request_kind(request: Request) -> str:
+    """The request's tag (`snapshot`, `catch-up`, `images`): the last word of its routing key."""
+    return str(type(request).__struct_config__.tag)
+
+
+def request_routing_key(terminal: str, kind: str) -> str:
+    return f"req.{terminal}.{kind}"
+
+
+def request_properties(user: str, terminal: str, kind: str) -> pika.BasicProperties:
+    return pika.BasicProperties(
+        delivery_mode=PERSISTENT,
+        content_type=CONTENT_TYPE,
+        user_id=user,
+        headers={"terminal": terminal, "request": kind},
+    )
+
+
+def send_request(settings: Settings, identity: TerminalIdentity, request: Request) -> None:
+    """Publish one request on its own connection and wait for the broker's confirm.
+
+    For callers outside a relay session (a pull starts with this). Raises
+    BrokerUnavailable when the broker cannot be reached, CajasyncError when it refuses
+    the request (no `cajasync.requests` queue: the server was never initialised).
+    """
+    kind = request_kind(request)
+    terminal = identity.terminal
+    doing = f"sending a {kind} request of terminal {terminal}"
+    with blocking_channel(settings.broker_url, doing=doing) as channel:
+        channel.confirm_delivery()
+        try:
+            channel.basic_publish(
+                UP_EXCHANGE,
+                request_routing_key(terminal, kind),
+                encode(request),
+                request_properties(username(settings.broker_url), terminal, kind),
+                mandatory=True,
+            )
+        except pika.exceptions.UnroutableError:
+            raise CajasyncError(
+                f"the {kind} request of terminal {terminal} reached no queue: "
+                "run `cajasync server init` against this broker"
+            ) from None
+        except pika.exceptions.NackError:
+            raise CajasyncError(
+                f"RabbitMQ at {describe(settings.broker_url)} refused the {kind} request of "
+                f"terminal {terminal} (a queue is full or has no majority); try again"
+            ) from None

@@ -1,14 +1,16 @@
-"""The terminal relay: outbox rows up to the broker, receipts and replay requests back.
+"""The terminal relay: outbox rows up to the broker; receipts, replays and the feed back.
 
     stats = run_terminal(engine, settings, stop=stop_event)   # until stopped
     confirmed = drain(engine, settings, timeout=60)           # publish the backlog, return
 
 One `Relay` drives one broker session at a time (`outbox.rabbitmq.Link`) on pika's
 ioloop. Every tick it *settles* what the broker said (one UPDATE for the confirmed rows,
-one per refusal reason), *applies* the server's receipts (one transaction, then one ack),
-and *claims* and publishes more rows while the confirm window has room. Database work is
-short and never spans a network wait. A lost connection is retried with the broker's
-reconnect policy; what was in flight simply stays pending and is published again.
+one per refusal reason), *applies* what the server sent (receipts, replay requests, change
+events, snapshot pages and images: one transaction, then one ack), publishes the requests
+that produced (catch-up on a stream gap, the images a snapshot lacks), and *claims* and
+publishes more rows while the confirm window has room. Database work is short and never
+spans a network wait. A lost connection is retried with the broker's reconnect policy;
+what was in flight simply stays pending and is published again.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from cajasync.broker import reconnect_policy
 from cajasync.errors import BrokerUnavailable, InvalidMessage
 from cajasync.settings import Settings
 from inbox.receipts import apply_receipt, apply_replay
+from inbox.replica import FeedMemory, FeedMessage, apply_down, coalesce
 from outbox.claimer import Claimer
 from outbox.claims import OutRow, mark_refused, mark_sent, store_errors
 from outbox.identity import TerminalIdentity, load_identity
@@ -35,7 +38,7 @@ from outbox.inflight import Holds, Window
 from outbox.rabbitmq import Link
 from schemas.codec import decode_down
 from schemas.envelope import Receipt, ReplayRequest
-from schemas.unions import DownMessage
+from schemas.unions import DownMessage, Request
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,8 @@ NACKED = (
 
 @dataclass
 class RelayStats:
-    """Counters of one relay run; `replays_requested` counts replay request messages."""
+    """Counters of one relay run; `replays_requested` counts replay request messages,
+    `down` the feed messages applied (changes, pages, images), `requests` those sent up."""
 
     published: int = 0
     confirmed: int = 0
@@ -59,6 +63,8 @@ class RelayStats:
     acked: int = 0
     rejected: int = 0
     replays_requested: int = 0
+    down: int = 0
+    requests: int = 0
     reconnects: int = 0
 
     def copy(self) -> RelayStats:
@@ -94,6 +100,7 @@ class Relay:
         self.identity = self._load_identity()
         self.stats = RelayStats()
         self.window = Window(settings.publish_window)
+        self.feed = FeedMemory(retry_after_s=settings.resend_after_s)
         self.holds = self._holds()
         self.claimer = Claimer(settings, self.window, self.holds, resend=mode.resend)
         self.link: Link | None = None
@@ -157,6 +164,7 @@ class Relay:
         """Record what the broker confirmed; everything still in flight stays pending."""
         self._settle()
         self.window.reset()
+        self.feed.forget()
         self._reset_session_state()
         self.link = None
 
@@ -166,7 +174,7 @@ class Relay:
         self.confirmed: list[int] = []
         self.refused: dict[int, str] = {}
         self.returned: dict[int, str] = {}
-        self.inbox: list[tuple[int, DownMessage]] = []
+        self.inbox: list[tuple[int, DownMessage, int]] = []  # (tag, message, body size)
         self.last_activity = time.monotonic()
         self.found_nothing = False
         self._kicked = False
@@ -222,7 +230,7 @@ class Relay:
             )
             self.link.reject(tag)
             return
-        self.inbox.append((tag, message))
+        self.inbox.append((tag, message, len(body)))
         if len(self.inbox) * 2 >= RECEIPT_PREFETCH:
             self._kick()
 
@@ -300,25 +308,41 @@ class Relay:
     # -- apply: what the server said ------------------------------------------------------
 
     def _apply_inbox(self) -> None:
-        """Apply buffered receipts and replay requests in one commit, then ack them at once."""
+        """Apply buffered server messages in one commit, ack them at once, send what that asks.
+
+        Receipts and replay requests settle the outbox; change events, snapshot pages and
+        images go to the replica (inbox/replica.py; adjacent change events as one batch),
+        whose catch-up and image requests are published once the transaction committed.
+        """
         if not self.inbox or self.link is None:
             return
         replay_from: int | None = None
+        requests: list[Request] = []
+        feed: list[tuple[FeedMessage, int]] = []
         with (
-            store_errors(self.identity.terminal, "applying server receipts"),
+            store_errors(self.identity.terminal, "applying server messages"),
             self.engine.begin() as connection,
         ):
-            for _tag, message in self.inbox:
+            for _tag, message, size in self.inbox:
                 if isinstance(message, Receipt):
                     self._count_receipt(apply_receipt(connection, message))
                 elif isinstance(message, ReplayRequest):
                     apply_replay(connection, message)
                     self.stats.replays_requested += 1
                     replay_from = min(replay_from or message.from_seq, message.from_seq)
+                else:
+                    feed.append((message, size))
+            for message, size in coalesce(feed):
+                requests += apply_down(
+                    connection, message, self.identity, size=size, memory=self.feed
+                )
+            self.stats.down += len(feed)
         self.link.ack(self.inbox[-1][0], multiple=True)
         self.inbox = []
         if replay_from is not None:
             self.claimer.rewind(replay_from)
+        for request in requests:
+            self._send_request(request)
 
     def _count_receipt(self, counts: tuple[int, int]) -> None:
         self.stats.receipts += 1
@@ -351,6 +375,13 @@ class Relay:
         self.stats.published += 1
         self.last_activity = time.monotonic()
 
+    def _send_request(self, request: Request) -> None:
+        """Publish a request on the same channel: it takes a delivery tag but no outbox seq."""
+        assert self.link is not None
+        self.window.add_untracked()
+        self.link.publish_request(request)
+        self.stats.requests += 1
+
     # -- setup ----------------------------------------------------------------------------
 
     def _load_identity(self) -> TerminalIdentity:
@@ -375,8 +406,9 @@ def run_terminal(
     stop: threading.Event | None = None,
     on_progress: Callable[[RelayStats], None] | None = None,
 ) -> RelayStats:
-    """Relay ops up and apply receipts and replay requests until `stop` is set or, with
-    `until_idle`, nothing was published or received for that many seconds.
+    """Relay ops up, apply receipts, replay requests and the down feed (change events,
+    snapshots, images) until `stop` is set or, with `until_idle`, nothing was published or
+    received for that many seconds.
 
     An unreachable broker is retried with back-off for as long as `stop` is unset;
     with `until_idle`, BrokerUnavailable is raised once it stays away that long.

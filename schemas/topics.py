@@ -50,3 +50,31 @@ DOWN_TOPIC_SCOPES: Final[dict[str, str]] = {
 TABLE_TOPICS: Final = frozenset({"mesas"})
 TABLE_KINDS: Final = frozenset({"restaurant", "hotel"})
 TERMINAL_KINDS: Final[tuple[str, ...]] = ("retail", "restaurant", "hotel")
+
+DOWN_TOPICS: Final[tuple[str, ...]] = tuple(DOWN_TOPIC_SCOPES)
+
+DOWN_ALIASES: Final[dict[str, str]] = {
+    "config": "configuracion",
+    "products": "productos",
+    "customers": "clientes",
+    "accounts": "plan-de-cuentas",
+    "payment-methods": "formas-de-pago",
+    "banks-cards": "bancos-tarjetas",
+    "suppliers": "proveedores",
+    "receipt-books": "talonarios",
+    "sellers": "vendedores",
+    "stock": "stock",
+    "combos": "combos",
+    "offers": "ofertas",
+    "news": "noticias",
+    "tables": "mesas",
+}
+
+
+def down_topic(name: str) -> str:
+    """Return the slug for a down topic given by slug or English alias."""
+    slug = DOWN_ALIASES.get(name, name)
+    if slug not in DOWN_TOPIC_SCOPES:
+        known = ", ".join(s if s == a else f"{s} ({a})" for a, s in DOWN_ALIASES.items())
+        raise ConfigError(f"unknown topic {name!r}; expected one of: {known}")
+    return slug

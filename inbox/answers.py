@@ -1,0 +1,274 @@
+"""What the server answers to each terminal request, as encoded reply bodies.
+
+`plan(request, routing_key, user_id)` checks a request before anything is sent (who sent
+it, which topics and streams it names) and raises InvalidMessage for one to dead-letter.
+`replies(plan, reader, tally)` then yields the reply bodies in order, reading through a
+`CatalogReader` (one consistent snapshot), so pages are produced as they are sent and a
+100,000-record snapshot never sits in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import msgspec
+
+from cajasync.errors import InvalidMessage
+from inbox.catalog_reads import RecordRow
+from inbox.entitlement import Requester, check_sender, check_stream, check_topic, streams_for
+from inbox.reply_wire import RawChange, event_body, page_body, raw_change
+from schemas.codec import decode_request, encode
+from schemas.feed import (
+    CatchUpRequest,
+    ImageData,
+    ImageRequest,
+    ImagesDone,
+    SnapshotDone,
+    SnapshotRequest,
+    split_stream,
+)
+from schemas.records import Combo
+
+PAGE_SIZE = 1000  # records per SnapshotPage
+EVENT_SIZE = 500  # changes per catch-up ChangeEvent
+IMAGE_CHUNK = 50  # images read per query
+PRODUCTS = "productos"
+COMBOS = "combos"
+
+_combo_decoder = msgspec.msgpack.Decoder(Combo)
+
+
+class CatalogReader(Protocol):
+    """The catalog reads an answer needs, all within one snapshot."""
+
+    def heads(self, streams: Sequence[str]) -> dict[str, int]:
+        """Head seq of each existing stream among `streams`."""
+
+    def current(self, stream: str, *, after_key: str | None, limit: int) -> list[RecordRow]:
+        """Live records of `stream` after `after_key`, by key."""
+
+    def changed(self, stream: str, *, after_seq: int, limit: int) -> list[RecordRow]:
+        """Records (tombstones included) of `stream` changed after `after_seq`, by seq."""
+
+    def by_keys(self, stream: str, keys: Sequence[str]) -> list[RecordRow]:
+        """Live records of `stream` among `keys`."""
+
+    def changes(
+        self, stream: str, *, from_seq: int, to_seq: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        """(seq, encoded Change) of `stream` in `from_seq..to_seq`, by seq."""
+
+    def images(self, hashes: Sequence[str]) -> dict[str, bytes]:
+        """Stored images among `hashes`."""
+
+
+@dataclass(slots=True)
+class Tally:
+    """What the replies of one request carried."""
+
+    records: int = 0
+    changes: int = 0
+    images: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotPlan:
+    """A checked snapshot or refresh: the streams to send, in order, and their positions."""
+
+    request: SnapshotRequest
+    streams: list[str]
+    since: dict[str, int]
+    combo_streams: list[str]  # product streams to look combo items up in (empty: none)
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUpPlan:
+    """A checked catch-up request."""
+
+    request: CatchUpRequest
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePlan:
+    """A checked image request, its hashes without repeats."""
+
+    request: ImageRequest
+    hashes: list[str] = field(default_factory=list)
+
+
+Plan = SnapshotPlan | CatchUpPlan | ImagePlan
+
+
+def plan(body: bytes, routing_key: str, user_id: str | None) -> Plan:
+    """Decode and check a request; InvalidMessage (with the reason) when it must not be
+    answered."""
+    request = decode_request(body)
+    check_sender(routing_key, user_id, request.terminal)
+    match request:
+        case SnapshotRequest():
+            return plan_snapshot(request)
+        case CatchUpRequest():
+            if not check_stream(Requester.of(request), request.stream):
+                raise InvalidMessage(
+                    f"stream {request.stream!r} is not offered to {request.terminal_kind} "
+                    f"terminal {request.terminal}"
+                )
+            return CatchUpPlan(request)
+        case ImageRequest():
+            return ImagePlan(request, list(dict.fromkeys(request.hashes)))
+
+
+def plan_snapshot(request: SnapshotRequest) -> SnapshotPlan:
+    """The streams a snapshot request covers; unknown topics and foreign streams raise."""
+    requester = Requester.of(request)
+    topics = list(dict.fromkeys(request.topics))
+    for topic in topics:
+        check_topic(topic)
+    streams = [stream for topic in topics for stream in streams_for(requester, topic)]
+    since: dict[str, int] = {}
+    for stream, position in request.since.items():
+        if check_stream(requester, stream) and stream in streams:
+            if position < 0:
+                raise InvalidMessage(f"position {position} of stream {stream!r} is negative")
+            since[stream] = position
+    combos = request.combo_products and COMBOS in topics and PRODUCTS not in topics
+    combo_streams = streams_for(requester, PRODUCTS) if combos else []
+    return SnapshotPlan(request, streams, since, combo_streams)
+
+
+def replies(plan: Plan, reader: CatalogReader, tally: Tally) -> Iterator[bytes]:
+    """The reply bodies of a checked request, in the order they must be sent."""
+    match plan:
+        case SnapshotPlan():
+            yield from snapshot_replies(plan, reader, tally)
+        case CatchUpPlan():
+            yield from catch_up_replies(plan.request, reader, tally)
+        case ImagePlan():
+            yield from image_replies(plan, reader, tally)
+
+
+# -- snapshots and refreshes ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Sent:
+    """What the pages of one snapshot carried so far."""
+
+    records: int = 0
+    images: set[str] = field(default_factory=set)
+    combo_items: set[str] = field(default_factory=set)
+
+
+def snapshot_replies(plan: SnapshotPlan, reader: CatalogReader, tally: Tally) -> Iterator[bytes]:
+    """Pages of every stream (high water read first), combo products, then SnapshotDone."""
+    request = plan.request
+    heads = reader.heads(plan.streams)
+    sent = _Sent()
+    for stream in plan.streams:
+        if stream in heads:
+            yield from _stream_pages(plan, stream, reader, sent)
+    for stream in plan.combo_streams:
+        yield from _combo_product_pages(request.request_id, stream, reader, sent)
+    high_water = {stream: heads[stream] for stream in plan.streams if stream in heads}
+    images = sorted(sent.images) if request.images else []
+    done = SnapshotDone(
+        request_id=request.request_id, high_water=high_water, records=sent.records, images=images
+    )
+    tally.records += sent.records
+    yield encode(done)
+
+
+def _stream_pages(
+    plan: SnapshotPlan, stream: str, reader: CatalogReader, sent: _Sent
+) -> Iterator[bytes]:
+    """A full snapshot (live records by key) or a refresh (changes since, by seq)."""
+    since = plan.since.get(stream)
+    rows = _current_rows(reader, stream) if since is None else _changed_rows(reader, stream, since)
+    for page in rows:
+        if plan.combo_streams and split_stream(stream)[0] == COMBOS:
+            sent.combo_items.update(_combo_items(page))
+        yield _page(plan.request.request_id, stream, page, sent)
+
+
+def _current_rows(reader: CatalogReader, stream: str) -> Iterator[list[RecordRow]]:
+    after: str | None = None
+    while page := reader.current(stream, after_key=after, limit=PAGE_SIZE):
+        yield page
+        after = page[-1].key
+
+
+def _changed_rows(reader: CatalogReader, stream: str, since: int) -> Iterator[list[RecordRow]]:
+    after = since
+    while page := reader.changed(stream, after_seq=after, limit=PAGE_SIZE):
+        yield page
+        after = page[-1].seq
+
+
+def _combo_product_pages(
+    request_id: str, stream: str, reader: CatalogReader, sent: _Sent
+) -> Iterator[bytes]:
+    """The products the sent combos are made of, from one product stream."""
+    rows = reader.by_keys(stream, sorted(sent.combo_items))
+    for start in range(0, len(rows), PAGE_SIZE):
+        yield _page(request_id, stream, rows[start : start + PAGE_SIZE], sent)
+
+
+def _combo_items(rows: list[RecordRow]) -> set[str]:
+    return {
+        item.product
+        for row in rows
+        if row.body is not None
+        for item in _combo_decoder.decode(row.body).items
+    }
+
+
+def _page(request_id: str, stream: str, rows: list[RecordRow], sent: _Sent) -> bytes:
+    """One SnapshotPage; counts its records and the images they refer to."""
+    topic = split_stream(stream)[0]
+    changes: list[RawChange] = []
+    for row in rows:
+        changes.append(
+            raw_change(stream, topic, row.key, seq=row.seq, version=row.version, body=row.body)
+        )
+        if row.image is not None and row.body is not None:
+            sent.images.add(row.image)
+    sent.records += len(rows)
+    return page_body(request_id, stream, changes)
+
+
+# -- catch-up and images -----------------------------------------------------------------
+
+
+def catch_up_replies(
+    request: CatchUpRequest, reader: CatalogReader, tally: Tally
+) -> Iterator[bytes]:
+    """The change log of one stream from `from_seq` to its head, in ChangeEvents."""
+    head = reader.heads([request.stream]).get(request.stream, 0)
+    next_seq = request.from_seq
+    while next_seq <= head:
+        batch = reader.changes(request.stream, from_seq=next_seq, to_seq=head, limit=EVENT_SIZE)
+        if not batch:
+            break
+        tally.changes += len(batch)
+        yield event_body([body for _seq, body in batch])
+        next_seq = batch[-1][0] + 1
+
+
+def image_replies(plan: ImagePlan, reader: CatalogReader, tally: Tally) -> Iterator[bytes]:
+    """One ImageData per known hash, then ImagesDone listing the unknown ones."""
+    request_id = plan.request.request_id
+    missing: list[str] = []
+    sent = 0
+    for start in range(0, len(plan.hashes), IMAGE_CHUNK):
+        chunk = plan.hashes[start : start + IMAGE_CHUNK]
+        found = reader.images(chunk)
+        for sha256 in chunk:
+            if sha256 not in found:
+                missing.append(sha256)
+                continue
+            sent += 1
+            yield encode(ImageData(request_id=request_id, sha256=sha256, data=found[sha256]))
+    tally.images += sent
+    yield encode(ImagesDone(request_id=request_id, sent=sent, missing=missing))

@@ -1,0 +1,469 @@
+"""Terminal side of the down flow: change events, snapshots and images into the replica.
+
+    requests = apply_down(connection, message, identity, size=len(body), memory=memory)
+
+Pure database functions on the caller's connection and transaction (no broker), like
+inbox/receipts.py, so the relay applies a tick's worth of messages in one commit and the
+rules are tested on SQLite alone. Every message is a handful of bulk statements: a page
+of 1,000 records is one executemany upsert, never a round trip per record.
+
+The rules:
+
+* A record is written only when the change's version is newer than the replica's, so
+  events may arrive twice or out of order; a delete keeps its version as a tombstone, so
+  an older upsert never brings the record back.
+* A stream's position is its last contiguous seq applied. A live change at position+1
+  advances it; one at or below it was applied already and is skipped; one beyond a gap
+  is applied anyway (the version rule makes that safe) without moving the position, and
+  the terminal asks the server for a catch-up from position+1, once per gap.
+* A snapshot's pages go in by the version rule; its `SnapshotDone` moves each stream to
+  at least its high-water seq, so live events the pages already hold are skipped after.
+* Images are stored once by content address, only when their sha256 checks out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from inbox.replica_tables import images, pulls, replica, streams
+from outbox.identity import TerminalIdentity
+from schemas.codec import encode
+from schemas.feed import (
+    CatchUpRequest,
+    Change,
+    ChangeEvent,
+    ImageData,
+    ImageRequest,
+    ImagesDone,
+    SnapshotDone,
+    SnapshotPage,
+    split_stream,
+)
+from schemas.records import image_of
+from schemas.unions import Request
+
+log = logging.getLogger(__name__)
+
+FeedMessage = ChangeEvent | SnapshotPage | SnapshotDone | ImageData | ImagesDone
+
+# Pull states (cajasync_pulls.status).
+REQUESTED = "requested"  # the snapshot is streaming
+FETCHING_IMAGES = "images"  # records are in; the images the terminal lacks are coming
+DONE = "done"
+ABANDONED = "abandoned"  # the puller gave up (timeout, Ctrl-C); late replies still apply
+
+# A pull still streaming covers its topics' gaps (its high-water fixes them) for this long.
+PULL_COVERS_S = 900.0
+IN_CHUNK = 5000  # bound parameters per IN (SQLite allows 32,766)
+
+
+@dataclass
+class FeedMemory:
+    """What one consumer remembers between messages, beyond what the database holds.
+
+    `ahead`: seqs applied past a gap, per stream, so the position can jump over them once
+    the gap is filled. `asked`: the catch-up last requested per stream and when, so a gap
+    is asked for once, and again only if no answer filled it within `retry_after_s`.
+    Forget it all when the broker session ends (unacked messages come again anyway).
+    """
+
+    retry_after_s: float = 30.0
+    clock: Callable[[], float] = time.monotonic
+    ahead: dict[str, set[int]] = field(default_factory=dict)
+    asked: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    def advance(self, stream: str, position: int, seqs: Iterable[int]) -> int:
+        """Record `seqs` applied on top of `position`; the new contiguous position."""
+        ahead = self.ahead.setdefault(stream, set())
+        ahead.update(seq for seq in seqs if seq > position)
+        while position + 1 in ahead:
+            position += 1
+        ahead.difference_update([seq for seq in ahead if seq <= position])
+        if not ahead:
+            del self.ahead[stream]
+        return position
+
+    def gap_after(self, stream: str) -> bool:
+        """True when seqs beyond a gap were applied on this stream."""
+        return bool(self.ahead.get(stream))
+
+    def should_ask(self, stream: str, from_seq: int) -> bool:
+        """Whether to request a catch-up from `from_seq` now (and remember that we did).
+
+        Not while a recent request from `from_seq` or earlier is pending: its answer
+        replays the stream from there on, so it covers this gap too.
+        """
+        now = self.clock()
+        last = self.asked.get(stream)
+        if last is not None and last[0] <= from_seq and now - last[1] < self.retry_after_s:
+            return False
+        self.asked[stream] = (from_seq, now)
+        return True
+
+    def forget(self) -> None:
+        """Drop everything (a new broker session starts from what the database says)."""
+        self.ahead.clear()
+        self.asked.clear()
+
+
+def apply_down(
+    connection: sa.Connection,
+    message: FeedMessage,
+    identity: TerminalIdentity,
+    *,
+    size: int | None = None,
+    memory: FeedMemory | None = None,
+) -> list[Request]:
+    """Apply one server message to the replica; return the requests the terminal must send.
+
+    `size` is the length of the message body as received (the pull's byte count; encoded
+    again when not given). Without a `memory` each call starts afresh, so gaps are asked
+    for on every call: the relay passes one per broker session.
+    """
+    memory = FeedMemory() if memory is None else memory
+    now = time.time()
+    if isinstance(message, ChangeEvent):
+        return _apply_live(connection, message.changes, identity, memory, now)
+    nbytes = len(encode(message)) if size is None else size
+    if isinstance(message, SnapshotPage):
+        upsert(connection, message.changes, now)
+        _count(connection, message.request_id, records=len(message.changes), nbytes=nbytes)
+        return []
+    if isinstance(message, SnapshotDone):
+        return _finish_snapshot(connection, message, identity, memory, nbytes, now)
+    if isinstance(message, ImageData):
+        store_image(connection, message, now)
+        _count(connection, message.request_id, image_count=1, image_bytes=nbytes)
+        return []
+    _finish_images(connection, message, now)
+    return []
+
+
+def coalesce(messages: Iterable[tuple[FeedMessage, int]]) -> list[tuple[FeedMessage, int]]:
+    """Merge adjacent change events (and add up their sizes), keeping everything in order.
+
+    The rules do not depend on how changes are batched, so a tick's worth of live events
+    is applied with one position read, one upsert and one position write.
+    """
+    merged: list[tuple[FeedMessage, int]] = []
+    run: list[Change] = []
+    run_size = 0
+    for message, size in messages:
+        if isinstance(message, ChangeEvent):
+            run += message.changes
+            run_size += size
+            continue
+        if run:
+            merged.append((ChangeEvent(changes=run), run_size))
+            run, run_size = [], 0
+        merged.append((message, size))
+    if run:
+        merged.append((ChangeEvent(changes=run), run_size))
+    return merged
+
+
+# -- records --------------------------------------------------------------------------------
+
+
+def upsert(connection: sa.Connection, changes: Sequence[Change], now: float) -> None:
+    """Write every change whose version is newer than the replica's, in one executemany.
+
+    The statement goes straight to the driver: SQLAlchemy's per-row parameter processing
+    would cost more than SQLite's own work on a 1,000-record page.
+    """
+    if not changes:
+        return
+    sql, positional = _upsert_sql(connection)
+    rows = [_row(change, now) for change in changes]
+    if positional:
+        connection.exec_driver_sql(sql, rows)
+    else:
+        connection.exec_driver_sql(sql, [dict(zip(_COLUMNS, row, strict=True)) for row in rows])
+
+
+_COLUMNS = ("topic", "key", "version", "deleted", "body", "image", "applied_at")
+_Row = tuple[str, str, int, bool, bytes | None, str | None, float]
+
+
+def _row(change: Change, now: float) -> _Row:
+    """The replica row of a change, in `_COLUMNS` order; a tombstone has no body."""
+    record = change.record
+    if record is None:
+        return (change.topic, change.key, change.version, True, None, None, now)
+    if record.version != change.version or record.key != change.key:
+        record = msgspec.structs.replace(record, key=change.key, version=change.version)
+    body = encode(record)
+    return (change.topic, change.key, change.version, False, body, image_of(record), now)
+
+
+_UPSERTS: dict[str, tuple[str, bool]] = {}
+
+
+def _upsert_sql(connection: sa.Connection) -> tuple[str, bool]:
+    """INSERT … ON CONFLICT(topic, key) DO UPDATE … WHERE the incoming version is newer.
+
+    Compiled once per dialect; returns the SQL and whether its parameters are positional.
+    """
+    dialect = connection.dialect
+    if dialect.name not in _UPSERTS:
+        module = postgresql if dialect.name == "postgresql" else sqlite
+        insert = module.insert(replica).values({name: sa.bindparam(name) for name in _COLUMNS})
+        statement = insert.on_conflict_do_update(
+            index_elements=[replica.c.topic, replica.c.key],
+            set_={name: insert.excluded[name] for name in _COLUMNS[2:]},
+            where=insert.excluded.version > replica.c.version,
+        )
+        compiled = statement.compile(dialect=dialect)
+        assert not compiled.positional or compiled.positiontup == list(_COLUMNS)
+        _UPSERTS[dialect.name] = (compiled.string, compiled.positional)
+    return _UPSERTS[dialect.name]
+
+
+# -- streams --------------------------------------------------------------------------------
+
+
+def positions(connection: sa.Connection, names: Iterable[str] | None = None) -> dict[str, int]:
+    """Position (last contiguous seq applied) of the named streams that have one, or of all."""
+    query = sa.select(streams.c.stream, streams.c.position)
+    if names is None:
+        return {row.stream: row.position for row in connection.execute(query)}
+    found: dict[str, int] = {}
+    wanted = list(names)
+    for start in range(0, len(wanted), IN_CHUNK):
+        chunk = wanted[start : start + IN_CHUNK]
+        rows = connection.execute(query.where(streams.c.stream.in_(chunk)))
+        found.update({row.stream: row.position for row in rows})
+    return found
+
+
+def _move(connection: sa.Connection, moved: dict[str, int], now: float) -> None:
+    """Raise the positions of streams (never lower one), creating rows as needed."""
+    if not moved:
+        return
+    dialect = connection.dialect.name
+    insert = postgresql.insert(streams) if dialect == "postgresql" else sqlite.insert(streams)
+    statement = insert.on_conflict_do_update(
+        index_elements=[streams.c.stream],
+        set_={"position": insert.excluded.position, "updated_at": insert.excluded.updated_at},
+        where=insert.excluded.position > streams.c.position,
+    )
+    rows = [{"stream": s, "position": p, "updated_at": now} for s, p in moved.items()]
+    connection.execute(statement, rows)
+
+
+def _apply_live(
+    connection: sa.Connection,
+    changes: Sequence[Change],
+    identity: TerminalIdentity,
+    memory: FeedMemory,
+    now: float,
+) -> list[Request]:
+    """Apply live changes past each stream's position; advance it; ask for any gap."""
+    by_stream: dict[str, list[Change]] = {}
+    for change in changes:
+        by_stream.setdefault(change.stream, []).append(change)
+    current = positions(connection, by_stream)
+    fresh: list[Change] = []
+    moved: dict[str, int] = {}
+    for stream, group in by_stream.items():
+        position = current.get(stream, 0)
+        new = [change for change in group if change.seq > position]
+        fresh += new
+        advanced = memory.advance(stream, position, (change.seq for change in new))
+        if advanced > position:
+            moved[stream] = advanced
+    upsert(connection, fresh, now)
+    _move(connection, moved, now)
+    after = {stream: moved.get(stream, current.get(stream, 0)) for stream in by_stream}
+    return _catch_ups(connection, after, identity, memory, now)
+
+
+def _catch_ups(
+    connection: sa.Connection,
+    after: dict[str, int],
+    identity: TerminalIdentity,
+    memory: FeedMemory,
+    now: float,
+) -> list[Request]:
+    """One CatchUpRequest per stream left with a gap, unless a pull will close it anyway."""
+    gaps = {stream: position for stream, position in after.items() if memory.gap_after(stream)}
+    if not gaps:
+        return []
+    pulling = _topics_being_pulled(connection, now)
+    requests: list[Request] = []
+    for stream, position in gaps.items():
+        if split_stream(stream)[0] in pulling:
+            continue
+        if memory.should_ask(stream, position + 1):
+            log.info("terminal %s: gap in %s after seq %d", identity.terminal, stream, position)
+            requests.append(
+                CatchUpRequest(
+                    terminal=identity.terminal,
+                    location=identity.location,
+                    pos=identity.pos,
+                    terminal_kind=identity.kind,
+                    stream=stream,
+                    from_seq=position + 1,
+                )
+            )
+    return requests
+
+
+def _topics_being_pulled(connection: sa.Connection, now: float) -> set[str]:
+    """Topics of snapshots still streaming: their high-water will close gaps there."""
+    rows = connection.execute(
+        sa.select(pulls.c.topics).where(
+            pulls.c.status == REQUESTED, pulls.c.started_at > now - PULL_COVERS_S
+        )
+    )
+    return {topic for row in rows for topic in json.loads(row.topics)}
+
+
+# -- snapshots and images -------------------------------------------------------------------
+
+
+def start_pull(
+    connection: sa.Connection,
+    request_id: str,
+    topics: Sequence[str],
+    *,
+    full: bool,
+    images: bool,
+    now: float | None = None,
+) -> None:
+    """Record a pull the terminal is about to request (its progress and outcome go here)."""
+    connection.execute(
+        pulls.insert().values(
+            request_id=request_id,
+            topics=json.dumps(list(topics)),
+            full=full,
+            images=images,
+            status=REQUESTED,
+            records=0,
+            bytes=0,
+            image_count=0,
+            image_bytes=0,
+            started_at=time.time() if now is None else now,
+        )
+    )
+
+
+def _count(
+    connection: sa.Connection,
+    request_id: str,
+    *,
+    records: int = 0,
+    nbytes: int = 0,
+    image_count: int = 0,
+    image_bytes: int = 0,
+) -> None:
+    connection.execute(
+        pulls.update()
+        .where(pulls.c.request_id == request_id)
+        .values(
+            records=pulls.c.records + records,
+            bytes=pulls.c.bytes + nbytes,
+            image_count=pulls.c.image_count + image_count,
+            image_bytes=pulls.c.image_bytes + image_bytes,
+        )
+    )
+
+
+def _finish_snapshot(
+    connection: sa.Connection,
+    done: SnapshotDone,
+    identity: TerminalIdentity,
+    memory: FeedMemory,
+    nbytes: int,
+    now: float,
+) -> list[Request]:
+    """Raise positions to the high-water; then the images the terminal lacks, if asked for."""
+    current = positions(connection, done.high_water)
+    after: dict[str, int] = {}
+    for stream, high_water in done.high_water.items():
+        position = current.get(stream, 0)
+        after[stream] = memory.advance(stream, max(position, high_water), ())
+    _move(connection, {s: p for s, p in after.items() if p > current.get(s, 0)}, now)
+    _count(connection, done.request_id, nbytes=nbytes)
+    requests: list[Request] = []
+    wants_images = connection.execute(
+        sa.select(pulls.c.images).where(pulls.c.request_id == done.request_id)
+    ).scalar()
+    missing = missing_images(connection, done.images) if wants_images else []
+    status = FETCHING_IMAGES if missing else DONE
+    connection.execute(
+        pulls.update()
+        .where(pulls.c.request_id == done.request_id)
+        .values(
+            status=status,
+            high_water=json.dumps(done.high_water),
+            finished_at=now if status == DONE else None,
+        )
+    )
+    if missing:
+        requests.append(
+            ImageRequest(terminal=identity.terminal, request_id=done.request_id, hashes=missing)
+        )
+    return requests + _catch_ups(connection, after, identity, memory, now)
+
+
+def missing_images(connection: sa.Connection, listed: Iterable[str] = ()) -> list[str]:
+    """Hashes listed or referenced by live records that `cajasync_images` does not hold."""
+    referenced = connection.execute(
+        sa.select(replica.c.image)
+        .distinct()
+        .select_from(replica.outerjoin(images, images.c.sha256 == replica.c.image))
+        .where(replica.c.image.is_not(None), sa.not_(replica.c.deleted), images.c.sha256.is_(None))
+    )
+    wanted = {row.image for row in referenced}
+    extra = sorted(set(listed) - wanted)
+    for start in range(0, len(extra), IN_CHUNK):
+        chunk = extra[start : start + IN_CHUNK]
+        held = connection.execute(sa.select(images.c.sha256).where(images.c.sha256.in_(chunk)))
+        wanted.update(set(chunk) - {row.sha256 for row in held})
+    return sorted(wanted)
+
+
+def store_image(connection: sa.Connection, image: ImageData, now: float) -> bool:
+    """Store an image once by its sha256; False (and a warning) when the bytes do not match."""
+    actual = hashlib.sha256(image.data).hexdigest()
+    if actual != image.sha256:
+        log.warning(
+            "image %s of request %s does not match its content (sha256 %s); not stored",
+            image.sha256,
+            image.request_id,
+            actual,
+        )
+        return False
+    dialect = connection.dialect.name
+    insert = postgresql.insert(images) if dialect == "postgresql" else sqlite.insert(images)
+    connection.execute(
+        insert.on_conflict_do_nothing(index_elements=[images.c.sha256]).values(
+            sha256=image.sha256, size=len(image.data), data=image.data, stored_at=now
+        )
+    )
+    return True
+
+
+def _finish_images(connection: sa.Connection, done: ImagesDone, now: float) -> None:
+    if done.missing:
+        log.warning(
+            "request %s: the server has no image for %d hash(es), e.g. %s",
+            done.request_id,
+            len(done.missing),
+            done.missing[0],
+        )
+    connection.execute(
+        pulls.update()
+        .where(pulls.c.request_id == done.request_id)
+        .values(status=DONE, finished_at=now)
+    )

@@ -1,0 +1,186 @@
+"""The server request handler: consume `cajasync.requests`, answer each terminal request.
+
+Snapshots and refreshes, catch-ups and image requests are heavy reads, so they have their
+own queue and a small prefetch, away from the ingest path. Each request is checked first
+(inbox/answers.py): one that does not decode, or names a topic or stream its terminal is
+not entitled to, goes to `cajasync.dlx` with its reason (confirmed) and is acked. Otherwise
+its replies are read from one catalog snapshot and published to `t.<terminal>` with
+confirms; the request is acked once they are all confirmed. Broker sessions are retried by
+`cajasync.broker.reconnect_policy` (an unacked request is delivered again); a store
+failure gives the request back to the queue and stops the handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Final
+
+import pika
+import tenacity
+from sqlalchemy.engine import Engine
+
+from cajasync.broker import broker_errors, close_quietly, connect, reconnect_policy
+from cajasync.errors import BrokerUnavailable, InvalidMessage, StoreError
+from cajasync.settings import Settings
+from cajasync.topology import REQUESTS_QUEUE, declare_server
+from inbox import rabbitmq
+from inbox.answers import CatchUpPlan, ImagePlan, Plan, SnapshotPlan, Tally, plan, replies
+from inbox.catalog_reads import read_snapshot, reading_engine
+from inbox.classify import Delivery
+from inbox.replies import Replies
+
+log = logging.getLogger(__name__)
+
+PREFETCH: Final = 4
+POLL_S: Final = 0.05
+
+
+@dataclass(slots=True)
+class RequestStats:
+    """What the request handler did so far."""
+
+    received: int = 0
+    snapshots: int = 0
+    catch_ups: int = 0
+    image_requests: int = 0
+    dead_lettered: int = 0
+    undeliverable: int = 0  # answered requests whose terminal has no queue
+    replies_sent: int = 0  # confirmed and delivered to a terminal's queue
+    records_sent: int = 0
+    changes_sent: int = 0
+    images_sent: int = 0
+
+    def count(self, plan: Plan, tally: Tally) -> None:
+        """Add one answered request."""
+        match plan:
+            case SnapshotPlan():
+                self.snapshots += 1
+            case CatchUpPlan():
+                self.catch_ups += 1
+            case ImagePlan():
+                self.image_requests += 1
+        self.records_sent += tally.records
+        self.changes_sent += tally.changes
+        self.images_sent += tally.images
+
+
+def run_requests(
+    engine: Engine,
+    settings: Settings,
+    *,
+    stop: threading.Event | None = None,
+    until_idle: float | None = None,
+) -> RequestStats:
+    """Answer requests until `stop` is set, or until none arrived for `until_idle` seconds."""
+    reader = reading_engine(engine)
+    try:
+        return RequestHandler(reader, settings, stop=stop, until_idle=until_idle).run()
+    finally:
+        if reader is not engine:
+            reader.dispose()
+
+
+class RequestHandler:
+    """One consumer of `cajasync.requests` over a server store."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        *,
+        stop: threading.Event | None = None,
+        until_idle: float | None = None,
+    ) -> None:
+        self.stats = RequestStats()
+        self._engine = engine
+        self._settings = settings
+        self._stop = stop
+        self._until_idle = until_idle
+        self._last_arrival = time.monotonic()
+
+    def run(self) -> RequestStats:
+        """Consume until done, reconnecting with the broker reconnect policy."""
+        policy = reconnect_policy(self._settings, what="request handler")
+        give_up: tenacity.stop.stop_base = tenacity.stop_never
+        if self._stop is not None:
+            give_up = tenacity.stop_when_event_set(self._stop)
+            policy = policy.copy(sleep=self._stop.wait)
+        if self._until_idle is not None:  # a broker away that long is idle too
+            give_up = give_up | tenacity.stop_after_delay(self._until_idle)
+        try:
+            policy.copy(stop=give_up)(self._session)
+        except BrokerUnavailable:
+            if not self._stopping():
+                raise
+        return self.stats
+
+    def _session(self) -> None:
+        url = self._settings.broker_url
+        connection = connect(url, doing="connecting the request handler")
+        try:
+            with broker_errors(url, f"consuming {REQUESTS_QUEUE}"):
+                self._consume(connection)
+        finally:
+            close_quietly(connection)
+
+    def _consume(self, connection: pika.BlockingConnection) -> None:
+        channel = connection.channel()
+        declare_server(channel)  # idempotent: a fresh or reset broker gets its queues back
+        channel.basic_qos(prefetch_count=PREFETCH)
+        dead = connection.channel()
+        dead.confirm_delivery()
+        out = rabbitmq.Publisher(channel, dead)
+        answers = Replies(connection)
+        self._last_arrival = time.monotonic()
+        for method, properties, body in channel.consume(REQUESTS_QUEUE, inactivity_timeout=POLL_S):
+            if method is not None:
+                self._handle(out, answers, rabbitmq.delivery(method, properties, body))
+                self._last_arrival = time.monotonic()
+            if self._stopping() or self._quiet():
+                break
+        channel.cancel()
+
+    def _handle(self, out: rabbitmq.Publisher, answers: Replies, delivery: Delivery) -> None:
+        """Answer one request, or dead-letter it; then ack it."""
+        self.stats.received += 1
+        try:
+            checked = plan(delivery.body, delivery.routing_key, delivery.user_id)
+        except InvalidMessage as exc:
+            out.dead_letter(delivery, exc.reason)
+            self.stats.dead_lettered += 1
+        else:
+            try:
+                self._answer(answers, checked)
+            except StoreError:
+                out.nack(delivery.delivery_tag)
+                raise
+        out.ack(delivery.delivery_tag)
+
+    def _answer(self, answers: Replies, checked: Plan) -> None:
+        """Send a checked request's replies from one catalog snapshot; return once the broker
+        confirmed them all."""
+        terminal = checked.request.terminal
+        tally = Tally()
+        sent = 0
+        with read_snapshot(self._engine, doing=f"answering terminal {terminal}") as reader:
+            for body in replies(checked, reader, tally):
+                if not answers.send(terminal, body):
+                    break
+                sent += 1
+        if answers.settle():
+            self.stats.replies_sent += sent
+            self.stats.count(checked, tally)
+        else:
+            self.stats.undeliverable += 1
+
+    def _quiet(self) -> bool:
+        return (
+            self._until_idle is not None
+            and time.monotonic() - self._last_arrival >= self._until_idle
+        )
+
+    def _stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()

@@ -1,0 +1,584 @@
+"""The server relay: the catalog's change log down to the terminals.
+
+    stats = run_feed_relay(engine, settings, stop=stop_event)  # until stopped
+    stats = run_feed_relay(engine, settings, until_idle=1.0)  # until nothing is left
+
+Every tick (`settings.poll_interval_s`, or at once when confirms free the window) it
+*settles* what the broker confirmed (one UPDATE setting `published_at`), then *claims*
+unpublished `catalog_changes` rows in `id` order and publishes them to `cajasync.down`
+with routing key `chg.<topic>.<scope>`: consecutive rows of one stream travel as one
+`ChangeEvent` (so stream order holds inside and across messages on the one channel).
+Publisher confirms are pipelined: up to `settings.publish_window` changes are in flight.
+
+Nothing is skipped: the claim is "every unpublished row not in flight", not "rows after a
+cursor", so a row whose transaction committed late is still found. A lost connection or
+a restart leaves unconfirmed rows unpublished and they simply go again; terminals apply
+by version, so a duplicate is harmless. Run one feed relay per server store.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Final, NamedTuple, Protocol
+
+import msgspec
+import pika
+import pika.channel
+import pika.connection
+import pika.exceptions
+import pika.frame
+import pika.spec
+import sqlalchemy as sa
+import tenacity
+from pika.exchange_type import ExchangeType
+from sqlalchemy.engine import Engine
+
+from cajasync.broker import PIKA_ERRORS, broker_errors, describe, parameters, reconnect_policy
+from cajasync.errors import BrokerUnavailable, StoreError
+from cajasync.settings import Settings
+from cajasync.topology import DOWN_EXCHANGE
+from outbox.catalog_tables import change_log
+from schemas.codec import encode
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE: Final = "application/msgpack"
+PERSISTENT: Final = 2
+MAX_EVENT_CHANGES: Final = 100  # changes of one stream per message
+MAX_EVENT_BYTES: Final = 256 * 1024
+MARK_CHUNK: Final = 5000
+OPENING_WATCH_S: Final = 0.2
+CLOSE_GRACE_S: Final = 2.0
+
+
+def change_routing_key(topic: str, scope: str) -> str:
+    """`chg.<topic>.<scope>`: what terminals of that scope are bound to."""
+    return f"chg.{topic}.{scope}"
+
+
+# -- the change log's SQL ------------------------------------------------------------------
+
+
+class ChangeRow(NamedTuple):
+    """One unpublished change as the relay reads it."""
+
+    id: int
+    stream: str
+    seq: int
+    topic: str
+    scope: str
+    body: bytes  # msgpack schemas.feed.Change
+
+
+def claim_unpublished(connection: sa.Connection, limit: int) -> list[ChangeRow]:
+    """The first `limit` unpublished changes in publish (`id`) order."""
+    c = change_log.c
+    rows = connection.execute(
+        sa.select(c.id, c.stream, c.seq, c.topic, c.scope, c.body)
+        .where(c.published_at.is_(None))
+        .order_by(c.id)
+        .limit(limit)
+    )
+    return [ChangeRow(*row) for row in rows]
+
+
+def mark_published(connection: sa.Connection, ids: Sequence[int], *, now: float) -> int:
+    """Record the broker's confirm of these changes."""
+    marked = 0
+    ordered = sorted(ids)
+    for start in range(0, len(ordered), MARK_CHUNK):
+        chunk = ordered[start : start + MARK_CHUNK]
+        statement = change_log.update().where(change_log.c.id.in_(chunk)).values(published_at=now)
+        marked += connection.execute(statement).rowcount
+    return marked
+
+
+# -- events: consecutive rows of one stream, one message -----------------------------------
+
+
+class _RawChangeEvent(msgspec.Struct, tag_field="kind", tag="change"):
+    """`schemas.feed.ChangeEvent` with its changes already encoded (same bytes on the wire)."""
+
+    changes: list[msgspec.Raw]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One message to publish: changes of one stream, in seq order."""
+
+    routing_key: str
+    stream: str
+    first_seq: int
+    last_seq: int
+    ids: list[int]
+    body: bytes
+
+
+def events_of(rows: Sequence[ChangeRow]) -> list[Event]:
+    """Group consecutive rows of the same stream into events (bounded in count and bytes)."""
+    events: list[Event] = []
+    group: list[ChangeRow] = []
+    size = 0
+    for row in rows:
+        if group and (
+            row.stream != group[0].stream
+            or len(group) >= MAX_EVENT_CHANGES
+            or size + len(row.body) > MAX_EVENT_BYTES
+        ):
+            events.append(_event(group))
+            group, size = [], 0
+        group.append(row)
+        size += len(row.body)
+    if group:
+        events.append(_event(group))
+    return events
+
+
+def _event(rows: list[ChangeRow]) -> Event:
+    first = rows[0]
+    body = encode(_RawChangeEvent(changes=[msgspec.Raw(row.body) for row in rows]))
+    return Event(
+        routing_key=change_routing_key(first.topic, first.scope),
+        stream=first.stream,
+        first_seq=first.seq,
+        last_seq=rows[-1].seq,
+        ids=[row.id for row in rows],
+        body=body,
+    )
+
+
+@dataclass
+class Inflight:
+    """Unconfirmed events on one channel by delivery tag, and the change ids each carries."""
+
+    capacity: int  # changes
+    _ids_by_tag: dict[int, list[int]] = field(default_factory=dict)
+    _ids: set[int] = field(default_factory=set)
+    _last_tag: int = 0
+
+    @property
+    def space(self) -> int:
+        return max(0, self.capacity - len(self._ids))
+
+    @property
+    def empty(self) -> bool:
+        return not self._ids_by_tag
+
+    def __contains__(self, change_id: object) -> bool:
+        return change_id in self._ids
+
+    def add(self, ids: list[int]) -> int:
+        """Record the publish of one event carrying `ids`; return its delivery tag."""
+        self._last_tag += 1
+        self._ids_by_tag[self._last_tag] = ids
+        self._ids.update(ids)
+        return self._last_tag
+
+    def settle(self, tag: int, *, multiple: bool) -> list[int]:
+        """The change ids a broker ack/nack of `tag` (and earlier ones if `multiple`) covers."""
+        tags = [t for t in self._ids_by_tag if t <= tag] if multiple else [tag]
+        settled: list[int] = []
+        for settled_tag in tags:
+            settled += self._ids_by_tag.pop(settled_tag, [])
+        self._ids.difference_update(settled)
+        return settled
+
+    def reset(self) -> None:
+        """Forget everything in flight (the channel is gone)."""
+        self._ids_by_tag.clear()
+        self._ids.clear()
+        self._last_tag = 0
+
+
+# -- the pika adapter ----------------------------------------------------------------------
+
+
+class FeedHandler(Protocol):
+    """What the relay does with broker events (called on the ioloop thread)."""
+
+    def wants_stop(self) -> bool:
+        """True when the link should give up opening and close."""
+
+    def on_ready(self) -> None:
+        """The channel is in confirm mode: publishing may start."""
+
+    def on_confirm(self, tag: int, *, multiple: bool, ok: bool) -> None:
+        """The broker acked (ok) or nacked publishes up to `tag`."""
+
+
+class FeedLink:
+    """One publishing session on `cajasync.down`; `run()` blocks until closed or lost.
+
+    pika's exceptions stop here: `run()` raises BrokerUnavailable.
+    """
+
+    def __init__(self, settings: Settings, handler: FeedHandler) -> None:
+        self._url = settings.broker_url
+        self._handler = handler
+        self._connection: pika.SelectConnection | None = None
+        self._channel: pika.channel.Channel | None = None
+        self._closing = False
+        self._error: BaseException | None = None
+
+    def run(self) -> None:
+        """Connect and serve until `close()`; BrokerUnavailable if it cannot open or drops."""
+        with broker_errors(self._url, "connecting the feed relay"):
+            self._connection = pika.SelectConnection(
+                parameters(self._url),
+                on_open_callback=self._on_open,
+                on_open_error_callback=self._on_open_error,
+                on_close_callback=self._on_closed,
+            )
+        ioloop = self._connection.ioloop
+        ioloop.call_later(OPENING_WATCH_S, self._watch_opening)
+        try:
+            ioloop.start()
+        finally:
+            ioloop.close()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Close the session; `run()` then returns."""
+        self._closing = True
+        connection = self._connection
+        if connection is None or connection.is_closed or connection.is_closing:
+            return
+        connection.close()
+        connection.ioloop.call_later(CLOSE_GRACE_S, self._stop_if_still_closing)
+
+    def fail(self, error: BaseException) -> None:
+        """End the session because of `error`, which `run()` will raise."""
+        if self._error is None:
+            self._error = error
+        if not self._closing:
+            self.close()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Run `callback` on the ioloop after `delay` seconds; its errors end the session."""
+        assert self._connection is not None
+        self._connection.ioloop.call_later(delay, lambda: self._guard(callback))
+
+    def publish(self, event: Event) -> None:
+        """Publish one change event, persistent; not mandatory (no terminal bound is normal)."""
+        properties = pika.BasicProperties(
+            delivery_mode=PERSISTENT,
+            content_type=CONTENT_TYPE,
+            message_id=f"{event.stream}/{event.first_seq}-{event.last_seq}",
+            timestamp=int(time.time()),
+            headers={"stream": event.stream, "seq": event.last_seq},
+        )
+        with broker_errors(self._url, f"publishing {event.stream} seq {event.first_seq}"):
+            if self._channel is None or not self._channel.is_open:
+                raise pika.exceptions.ChannelWrongStateError("the feed channel is not open")
+            self._channel.basic_publish(DOWN_EXCHANGE, event.routing_key, event.body, properties)
+
+    # -- pika callbacks ------------------------------------------------------------------
+
+    def _watch_opening(self) -> None:
+        connection = self._connection
+        if connection is None or self._channel is not None or connection.is_closed:
+            return
+        if self._handler.wants_stop():
+            self.close()
+        else:
+            connection.ioloop.call_later(OPENING_WATCH_S, self._watch_opening)
+
+    def _on_open(self, connection: pika.connection.Connection) -> None:
+        connection.channel(on_open_callback=self._on_channel_open)
+
+    def _on_open_error(self, _c: pika.connection.Connection, error: BaseException | str) -> None:
+        if not self._closing:
+            self._error = self._broker_error(error, "connecting the feed relay")
+        self._stop_ioloop()
+
+    def _on_closed(self, _c: pika.connection.Connection, reason: BaseException) -> None:
+        if not self._closing and self._error is None:
+            self._error = self._broker_error(reason, "publishing change events")
+        self._stop_ioloop()
+
+    def _on_channel_open(self, channel: pika.channel.Channel) -> None:
+        self._channel = channel
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.exchange_declare(
+            DOWN_EXCHANGE,
+            ExchangeType("topic"),
+            durable=True,
+            callback=lambda _f: self._on_declared(),
+        )
+
+    def _on_declared(self) -> None:
+        assert self._channel is not None
+        self._channel.confirm_delivery(
+            self._on_ack_nack, callback=lambda _f: self._guard(self._handler.on_ready)
+        )
+
+    def _on_channel_closed(self, _channel: pika.channel.Channel, reason: BaseException) -> None:
+        self._channel = None
+        if not self._closing:
+            self.fail(self._broker_error(reason, "publishing change events"))
+
+    def _on_ack_nack(
+        self, frame: pika.frame.Method[pika.spec.Basic.Ack | pika.spec.Basic.Nack]
+    ) -> None:
+        method = frame.method
+        ok = isinstance(method, pika.spec.Basic.Ack)
+        self._guard(
+            lambda: self._handler.on_confirm(method.delivery_tag, multiple=method.multiple, ok=ok)
+        )
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _guard(self, callback: Callable[[], None]) -> None:
+        """Run a handler callback; an error ends the session instead of killing the ioloop."""
+        if self._error is not None:
+            return
+        try:
+            callback()
+        except Exception as exc:  # re-raised by run() once the connection has closed
+            self.fail(exc)
+
+    def _stop_if_still_closing(self) -> None:
+        if self._connection is not None and not self._connection.is_closed:
+            log.warning("RabbitMQ at %s did not answer the close; leaving", describe(self._url))
+            self._stop_ioloop()
+
+    def _stop_ioloop(self) -> None:
+        assert self._connection is not None
+        self._connection.ioloop.stop()
+
+    def _broker_error(self, error: BaseException | str, doing: str) -> BaseException:
+        """The BrokerUnavailable for a pika error reported through a callback."""
+        if isinstance(
+            error, pika.exceptions.ChannelClosedByBroker | pika.exceptions.ConnectionClosedByBroker
+        ):
+            return BrokerUnavailable(
+                f"RabbitMQ at {describe(self._url)} closed the session while {doing}: "
+                f"{error.reply_code} {error.reply_text}"
+            )
+        cause = error if isinstance(error, PIKA_ERRORS) else pika.exceptions.AMQPError(error)
+        try:
+            with broker_errors(self._url, doing):
+                raise cause
+        except BrokerUnavailable as mapped:
+            return mapped
+        raise AssertionError("broker_errors maps every pika error")  # pragma: no cover
+
+
+# -- the relay -----------------------------------------------------------------------------
+
+
+@dataclass
+class FeedStats:
+    """Counters of one feed relay run."""
+
+    published: int = 0  # changes handed to the broker (a re-publish counts again)
+    confirmed: int = 0  # changes the broker confirmed (marked published)
+    events: int = 0  # messages published
+    nacked: int = 0  # changes the broker refused (published again later)
+    reconnects: int = 0
+
+    def copy(self) -> FeedStats:
+        return replace(self)
+
+
+class FeedRelay:
+    """Claim, publish, settle; reconnects until stopped or idle."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        *,
+        stop: threading.Event | None = None,
+        until_idle: float | None = None,
+        on_progress: Callable[[FeedStats], None] | None = None,
+    ) -> None:
+        self.engine, self.settings, self.until_idle = engine, settings, until_idle
+        self.stop = stop or threading.Event()
+        self.on_progress = on_progress
+        self.stats = FeedStats()
+        self.inflight = Inflight(settings.publish_window)
+        self.link: FeedLink | None = None
+        self.done = False
+        self._sessions = 0
+        self._nack_streak = 0
+        self._reported = self.stats.copy()
+        self._reset_session()
+
+    # -- runs and sessions ----------------------------------------------------------------
+
+    def run(self) -> FeedStats:
+        """Relay until stopped (or idle); BrokerUnavailable if the broker stays away past it."""
+        while not self.done and not self.stop.is_set():
+            try:
+                self._policy()(self._session)
+            except BrokerUnavailable:
+                if self.stop.is_set():
+                    break
+                raise
+        return self.stats.copy()
+
+    def _session(self) -> None:
+        """One broker session; returns when done or when a productive session was lost."""
+        if self._sessions:
+            self.stats.reconnects += 1
+        self._sessions += 1
+        confirmed_before = self.stats.confirmed
+        self.link = FeedLink(self.settings, self)
+        try:
+            self.link.run()
+        except BrokerUnavailable as exc:
+            up_for = time.monotonic() - (self.ready_at or time.monotonic())
+            if self.stats.confirmed == confirmed_before and up_for < self.settings.retry_max_s:
+                raise  # nothing got through: back off
+            log.warning("feed relay: %s; reconnecting", exc)
+        finally:
+            self._settle()
+            self.inflight.reset()
+            self._reset_session()
+            self.link = None
+
+    def _policy(self) -> tenacity.Retrying:
+        give_up: tenacity.stop.stop_base = tenacity.stop_when_event_set(self.stop)
+        if self.until_idle is not None:
+            give_up = give_up | tenacity.stop_after_delay(self.until_idle)
+        policy = reconnect_policy(self.settings, what="feed relay")
+        return policy.copy(stop=give_up, sleep=self.stop.wait)
+
+    def _reset_session(self) -> None:
+        self.ready_at: float | None = None
+        self.confirmed: list[int] = []
+        self.nacked: list[int] = []
+        self.hold_until = 0.0
+        self.last_activity = time.monotonic()
+        self.found_nothing = False
+        self._kicked = False
+
+    # -- FeedHandler ----------------------------------------------------------------------
+
+    def wants_stop(self) -> bool:
+        return self.stop.is_set()
+
+    def on_ready(self) -> None:
+        log.info("feed relay connected")
+        self.ready_at = time.monotonic()
+        self._tick_periodically()
+
+    def on_confirm(self, tag: int, *, multiple: bool, ok: bool) -> None:
+        ids = self.inflight.settle(tag, multiple=multiple)
+        (self.confirmed if ok else self.nacked).extend(ids)
+        self.last_activity = time.monotonic()
+        if self.inflight.space * 4 >= self.inflight.capacity:
+            self._kick()
+
+    # -- ticks ----------------------------------------------------------------------------
+
+    def _tick_periodically(self) -> None:
+        self._tick()
+        if self.link is not None and not self.done:
+            self.link.call_later(self.settings.poll_interval_s, self._tick_periodically)
+
+    def _kick(self) -> None:
+        """Tick as soon as the ioloop is free (confirms made room in the window)."""
+        if not self._kicked and self.link is not None:
+            self._kicked = True
+            self.link.call_later(0, self._tick)
+
+    def _tick(self) -> None:
+        self._kicked = False
+        if self.done or self.link is None:
+            return
+        self._settle()
+        if self._finished():
+            self.done = True
+            self.link.close()
+        else:
+            self._fill()
+        self._report()
+
+    def _finished(self) -> bool:
+        if self.stop.is_set():
+            return True
+        idle = self.until_idle
+        quiet = self.inflight.empty and self.found_nothing
+        return idle is not None and quiet and time.monotonic() - self.last_activity >= idle
+
+    def _report(self) -> None:
+        if self.on_progress is not None and self.stats != self._reported:
+            self._reported = self.stats.copy()
+            self.on_progress(self._reported.copy())
+
+    # -- settle and fill ------------------------------------------------------------------
+
+    def _settle(self) -> None:
+        """Mark confirmed changes published; hold back after a nack (they go again later)."""
+        if self.confirmed:
+            with _store_errors("marking changes published"), self.engine.begin() as connection:
+                mark_published(connection, self.confirmed, now=time.time())
+            self.stats.confirmed += len(self.confirmed)
+            self.confirmed = []
+            self._nack_streak = 0
+        if self.nacked:
+            self.stats.nacked += len(self.nacked)
+            self._nack_streak += 1
+            delay = min(
+                self.settings.retry_max_s,
+                self.settings.retry_initial_s * 2 ** (self._nack_streak - 1),
+            )
+            self.hold_until = time.monotonic() + delay
+            log.warning(
+                "feed relay: broker nacked %d change(s) (a queue could not take them); "
+                "publishing again in %.1fs",
+                len(self.nacked),
+                delay,
+            )
+            self.nacked = []
+
+    def _fill(self) -> None:
+        """Publish unpublished changes, in id order, while the window has room."""
+        if self.inflight.space == 0 or self.link is None or time.monotonic() < self.hold_until:
+            return
+        with _store_errors("claiming changes"), self.engine.connect() as connection:
+            rows = claim_unpublished(connection, self.inflight.capacity)
+        fresh = [row for row in rows if row.id not in self.inflight][: self.inflight.space]
+        self.found_nothing = not fresh
+        for event in events_of(fresh):
+            self.link.publish(event)
+            self.inflight.add(event.ids)
+            self.stats.events += 1
+            self.stats.published += len(event.ids)
+        if fresh:
+            self.last_activity = time.monotonic()
+
+
+def run_feed_relay(
+    engine: Engine,
+    settings: Settings,
+    *,
+    stop: threading.Event | None = None,
+    until_idle: float | None = None,
+    on_progress: Callable[[FeedStats], None] | None = None,
+) -> FeedStats:
+    """Publish the change log to `cajasync.down` until `stop` is set or, with `until_idle`,
+    nothing was left to publish for that many seconds.
+
+    An unreachable broker is retried with back-off for as long as `stop` is unset; with
+    `until_idle`, BrokerUnavailable is raised once it stays away that long.
+    """
+    relay = FeedRelay(engine, settings, stop=stop, until_idle=until_idle, on_progress=on_progress)
+    return relay.run()
+
+
+@contextmanager
+def _store_errors(doing: str) -> Iterator[None]:
+    """Turn SQLAlchemy errors into StoreError naming the action."""
+    try:
+        yield
+    except sa.exc.SQLAlchemyError as exc:
+        raise StoreError(f"feed relay: database error while {doing}: {exc}") from exc
