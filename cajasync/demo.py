@@ -20,6 +20,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from cajasync import demo_backoffice as backoffice
 from cajasync import topology
 from cajasync.broker import blocking_channel
 from cajasync.db import make_engine
@@ -74,6 +75,7 @@ class DemoState:
 
     tills: list[Till]
     server_engine: Engine
+    office: backoffice.BackOffice
     phase: str = "opening"
     events: list[str] = field(default_factory=list)
 
@@ -93,9 +95,9 @@ def run_demo(
     *,
     plan: DemoPlan | None = None,
     on_tick: Callable[[DemoState], None] | None = None,
-) -> list[TopicRow]:
-    """Run the store day; return the final per-terminal, per-topic table."""
-    from inbox.server import run_server
+) -> DemoResult:
+    """Run the store day; return the final tables: operations up, replicas down."""
+    from cajasync.services import serve
     from inbox.setup import init_server
     from outbox.relay import run_terminal
     from outbox.setup import init_terminal
@@ -107,6 +109,14 @@ def run_demo(
         old.unlink()
     server_url = f"sqlite:///{directory / 'server.db'}"
     init_server(server_url, settings)
+    server_engine = make_engine(server_url)
+    backoffice.seed(server_engine)
+    stop = threading.Event()
+    server = threading.Thread(
+        target=serve, args=(server_engine, settings), kwargs={"stop": stop}, daemon=True
+    )
+    server.start()
+    _wait_published(server_engine)  # the seed's change log goes out before any till exists
     run_tag = uuid.uuid4().hex[:4].upper()
     kinds = ["retail", "restaurant", "hotel"]
     tills = []
@@ -120,16 +130,17 @@ def run_demo(
         broker_url=_via(settings.broker_url, cut_till.netcut.port)
     )
 
-    state = DemoState(tills, make_engine(server_url))
-    stop = threading.Event()
-    workers = [
-        threading.Thread(
-            target=run_server,
-            args=(state.server_engine, settings),
-            kwargs={"stop": stop},
-            daemon=True,
+    state = DemoState(
+        tills, server_engine, office=backoffice.BackOffice(server_engine, lambda _: None)
+    )
+    state.office.note = state.note
+    for till in tills:  # Obtener datos: from empty to stocked
+        state.note(
+            f"{till.identity.terminal} stocked: {backoffice.stock_till(till.engine, settings)}"
         )
-    ]
+        if on_tick:
+            on_tick(state)
+    workers = [server, threading.Thread(target=state.office.run, daemon=True)]
     workers += [
         threading.Thread(
             target=run_terminal, args=(t.engine, t.settings), kwargs={"stop": stop}, daemon=True
@@ -137,16 +148,20 @@ def run_demo(
         for t in tills
     ]
     workers += [threading.Thread(target=_sell, args=(t, plan), daemon=True) for t in tills]
-    for worker in workers:
+    for worker in workers[1:]:
         worker.start()
     try:
         state.phase = "selling"
         state.note("store open: 3 tills selling")
         _day(state, cut_till, plan, on_tick)
+        state.office.stop.set()
         state.phase = "settling"
-        state.note("day over: waiting for every till to be acknowledged")
+        state.note("day over: waiting for every till to be acknowledged and up to date")
+        changes = len(state.office.changed)
         _wait(
-            lambda: all(_pending(t.engine) == 0 for t in tills),
+            lambda: all(
+                _pending(t.engine) == 0 and state.office.seen_by(t.engine) == changes for t in tills
+            ),
             plan.settle_timeout_s,
             state,
             on_tick,
@@ -156,11 +171,34 @@ def run_demo(
             on_tick(state)
     finally:
         stop.set()
+        state.office.stop.set()
         for worker in workers:
             worker.join(timeout=5)
         cut_till.netcut.close()
         _delete_queues(settings, tills)
-    return final_table(state)
+    return DemoResult(
+        operations=final_table(state),
+        replicas=backoffice.replica_rows(
+            server_engine, [(t.identity.terminal, t.engine) for t in tills], state.office
+        ),
+    )
+
+
+class DemoResult(msgspec.Struct, frozen=True):
+    operations: list[TopicRow]
+    replicas: list[backoffice.ReplicaRow]
+
+
+def _wait_published(server: Engine, timeout: float = 60) -> None:
+    from outbox.catalog_tables import change_log
+
+    deadline = time.monotonic() + timeout
+    query = sa.select(sa.func.count()).where(change_log.c.published_at.is_(None))
+    while time.monotonic() < deadline:
+        with server.connect() as connection:
+            if connection.execute(query).scalar_one() == 0:
+                return
+        time.sleep(0.2)
 
 
 def _day(

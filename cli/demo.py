@@ -40,20 +40,32 @@ def demo(directory: Path, sales: int, broker_url: str) -> None:
         logger.setLevel(logging.ERROR)
     try:
         with Live(Text("opening the store…"), console=console, refresh_per_second=4) as live:
-            rows = run_demo(
+            result = run_demo(
                 directory, settings, plan=plan, on_tick=lambda state: live.update(_view(state))
             )
     finally:
         for logger, level in zip(quiet, levels, strict=True):
             logger.setLevel(level)
     console.print()
+    rows = result.operations
     table(
-        "End of day: terminal vs server",
+        "End of day, up: terminal vs server",
         ["terminal", "topic", "recorded on terminal", "held by server", "pending"],
         [[r.terminal, r.topic, r.recorded, r.held, r.pending] for r in rows],
     )
+    table(
+        "End of day, down: server vs terminal replica",
+        ["terminal", "topic", "server", "terminal", "back-office changes seen"],
+        [[r.terminal, r.topic, r.server, r.terminal_has, r.changes_seen] for r in result.replicas],
+    )
     pending = sum(r.pending for r in rows)
     missing = sum(r.recorded - r.held for r in rows)
+    stale = [
+        r for r in result.replicas if r.server != r.terminal_has or not _all_seen(r.changes_seen)
+    ]
+    if stale:
+        console.print(f"[red]{len(stale)} replica rows differ from the server[/red]")
+        raise SystemExit(1)
     if pending or missing:
         console.print(
             f"[red]{pending} operations still pending, {missing} not held by the server[/red]"
@@ -83,3 +95,8 @@ def _view(state: DemoState) -> Group:
             *(str(total[s]) for s in ("pending", "sent", "acked", "rejected")),
         )
     return Group(grid, Text("\n".join(state.events[-6:]), style="dim"))
+
+
+def _all_seen(fraction: str) -> bool:
+    seen, total = fraction.split("/")
+    return seen == total

@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import msgspec
 from rich.live import Live
 from rich.text import Text
 
@@ -24,10 +23,7 @@ def live_stats(label: str) -> Iterator[Callable[[Any], None]]:
     with Live(Text(f"{label}: starting…"), console=console, refresh_per_second=4) as live:
 
         def update(stats: Any) -> None:
-            fields = (
-                msgspec.structs.asdict(stats) if isinstance(stats, msgspec.Struct) else vars(stats)
-            )
-            live.update(Text(f"{label}: " + "  ".join(f"{k} {v}" for k, v in fields.items())))
+            live.update(Text(f"{label}: {stats}"))
 
         yield update
 

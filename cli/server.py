@@ -38,12 +38,13 @@ def init(db: str, broker_url: str, no_broker: bool) -> None:
 @broker_option
 @until_idle_option
 def run(db: str, broker_url: str, until_idle: float | None) -> None:
-    """Ingest operations, send receipts and ask terminals to replay gaps."""
-    from inbox.server import run_server
+    """Ingest operations (receipts, gap replays), answer snapshot / catch-up / image
+    requests, and publish the catalog's change log to the terminals."""
+    from cajasync.services import serve
 
     settings = settings_for(broker_url)
     with opened(db, "server") as engine, live_stats("server") as on_progress:
-        stats = run_server(
+        stats = serve(
             engine, settings, until_idle=until_idle, stop=stop_on_signals(), on_progress=on_progress
         )
     console.print(f"server stopped: {stats}")
