@@ -33,3 +33,11 @@ class InvalidMessage(CajasyncError):
 
 class UnknownOperation(CajasyncError):
     """Raised when an op id given by a caller is not in the terminal outbox."""
+
+
+class CatalogError(CajasyncError):
+    """Raised when a catalog write breaks a topic, scope or key rule, or a record is invalid."""
+
+
+class PullTimedOut(CajasyncError):
+    """Raised when a pull is not answered in full within its timeout."""

@@ -35,9 +35,9 @@ def change_bindings(terminal: str, location: str, pos: str, kind: str) -> list[s
     keys = []
     for topic, scope in DOWN_TOPIC_SCOPES.items():
         if topic in TABLE_TOPICS and kind not in TABLE_KINDS:
-            continue
+            continue  # tables and rooms only reach restaurants and hotels
         keys.append(f"chg.{topic}.{scope_names[scope]}")
-    keys.append(f"chg.*.term.{terminal}")
+        keys.append(f"chg.{topic}.term.{terminal}")
     return keys
 
 

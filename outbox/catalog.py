@@ -37,7 +37,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from cajasync.errors import CajasyncError, StoreError
+from cajasync.errors import CatalogError, StoreError
 from inbox.store.dialect import Dialect
 from outbox.catalog_tables import catalog_images, catalog_records, change_log, stream_heads
 from schemas.codec import encode
@@ -50,10 +50,6 @@ SCOPE_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,32}")
 SCOPE_HINTS: Final = {"all": "all", "loc": "loc.<location>", "pos": "pos.<point of sale>"}
 
 _record_decoder: msgspec.msgpack.Decoder[Record] = msgspec.msgpack.Decoder(Record)
-
-
-class CatalogError(CajasyncError):
-    """Raised when a catalog write breaks a topic, scope or key rule, or a record is invalid."""
 
 
 # -- scopes --------------------------------------------------------------------------------

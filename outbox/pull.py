@@ -24,7 +24,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cajasync.errors import CajasyncError, ConfigError
+from cajasync.errors import CajasyncError, ConfigError, PullTimedOut
 from cajasync.settings import Settings
 from inbox.replica import ABANDONED, DONE, positions, start_pull
 from inbox.replica_tables import pulls
@@ -184,7 +184,7 @@ def _run_until_done(
                     f"pull {request_id}: the terminal session ended: {session.error}"
                 ) from session.error
             if time.monotonic() >= deadline:
-                raise CajasyncError(
+                raise PullTimedOut(
                     f"pull {request_id} not finished in time (status {row.status}, "
                     f"{row.records} records so far); is `cajasync server run` answering "
                     "requests? What arrived is applied; pull again to complete it"

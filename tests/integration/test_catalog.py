@@ -15,9 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from cajasync.db import make_engine
-from cajasync.errors import ConfigError
+from cajasync.errors import CatalogError, ConfigError
 from outbox import catalog
-from outbox.catalog import CatalogError
 from outbox.catalog_tables import catalog_images, catalog_records, change_log, stream_heads
 from outbox.seed import PNG_SIGNATURE, seed_catalog
 from schemas.feed import Change
