@@ -6,9 +6,10 @@
 Every tick (`settings.poll_interval_s`, or at once when confirms free the window) it
 *settles* what the broker confirmed (one UPDATE setting `published_at`), then *claims*
 unpublished `catalog_changes` rows in `id` order and publishes them to `cajasync.down`
-with routing key `chg.<topic>.<scope>`: consecutive rows of one stream travel as one
-`ChangeEvent` (so stream order holds inside and across messages on the one channel).
-Publisher confirms are pipelined: up to `settings.publish_window` changes are in flight.
+(through `outbox.feed_rabbitmq.FeedLink`) with routing key `chg.<topic>.<scope>`:
+consecutive rows of one stream travel as one `ChangeEvent` (so stream order holds inside
+and across messages on the one channel). Publisher confirms are pipelined: up to
+`settings.publish_window` changes are in flight.
 
 Nothing is skipped: the claim is "every unpublished row not in flight", not "rows after a
 cursor", so a row whose transaction committed late is still found. A lost connection or
@@ -24,36 +25,25 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Final, NamedTuple, Protocol
+from typing import Final, NamedTuple
 
 import msgspec
-import pika
-import pika.channel
-import pika.connection
-import pika.exceptions
-import pika.frame
-import pika.spec
 import sqlalchemy as sa
 import tenacity
-from pika.exchange_type import ExchangeType
 from sqlalchemy.engine import Engine
 
-from cajasync.broker import PIKA_ERRORS, broker_errors, describe, parameters, reconnect_policy
+from cajasync.broker import reconnect_policy
 from cajasync.errors import BrokerUnavailable, StoreError
 from cajasync.settings import Settings
-from cajasync.topology import DOWN_EXCHANGE
 from outbox.catalog_tables import change_log
+from outbox.feed_rabbitmq import Event, FeedLink
 from schemas.codec import encode
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPE: Final = "application/msgpack"
-PERSISTENT: Final = 2
 MAX_EVENT_CHANGES: Final = 100  # changes of one stream per message
 MAX_EVENT_BYTES: Final = 256 * 1024
 MARK_CHUNK: Final = 5000
-OPENING_WATCH_S: Final = 0.2
-CLOSE_GRACE_S: Final = 2.0
 
 
 def change_routing_key(topic: str, scope: str) -> str:
@@ -105,18 +95,6 @@ class _RawChangeEvent(msgspec.Struct, tag_field="kind", tag="change"):
     """`schemas.feed.ChangeEvent` with its changes already encoded (same bytes on the wire)."""
 
     changes: list[msgspec.Raw]
-
-
-@dataclass(frozen=True)
-class Event:
-    """One message to publish: changes of one stream, in seq order."""
-
-    routing_key: str
-    stream: str
-    first_seq: int
-    last_seq: int
-    ids: list[int]
-    body: bytes
 
 
 def events_of(rows: Sequence[ChangeRow]) -> list[Event]:
@@ -193,181 +171,6 @@ class Inflight:
         self._ids_by_tag.clear()
         self._ids.clear()
         self._last_tag = 0
-
-
-# -- the pika adapter ----------------------------------------------------------------------
-
-
-class FeedHandler(Protocol):
-    """What the relay does with broker events (called on the ioloop thread)."""
-
-    def wants_stop(self) -> bool:
-        """True when the link should give up opening and close."""
-
-    def on_ready(self) -> None:
-        """The channel is in confirm mode: publishing may start."""
-
-    def on_confirm(self, tag: int, *, multiple: bool, ok: bool) -> None:
-        """The broker acked (ok) or nacked publishes up to `tag`."""
-
-
-class FeedLink:
-    """One publishing session on `cajasync.down`; `run()` blocks until closed or lost.
-
-    pika's exceptions stop here: `run()` raises BrokerUnavailable.
-    """
-
-    def __init__(self, settings: Settings, handler: FeedHandler) -> None:
-        self._url = settings.broker_url
-        self._handler = handler
-        self._connection: pika.SelectConnection | None = None
-        self._channel: pika.channel.Channel | None = None
-        self._closing = False
-        self._error: BaseException | None = None
-
-    def run(self) -> None:
-        """Connect and serve until `close()`; BrokerUnavailable if it cannot open or drops."""
-        with broker_errors(self._url, "connecting the feed relay"):
-            self._connection = pika.SelectConnection(
-                parameters(self._url),
-                on_open_callback=self._on_open,
-                on_open_error_callback=self._on_open_error,
-                on_close_callback=self._on_closed,
-            )
-        ioloop = self._connection.ioloop
-        ioloop.call_later(OPENING_WATCH_S, self._watch_opening)
-        try:
-            ioloop.start()
-        finally:
-            ioloop.close()
-        if self._error is not None:
-            raise self._error
-
-    def close(self) -> None:
-        """Close the session; `run()` then returns."""
-        self._closing = True
-        connection = self._connection
-        if connection is None or connection.is_closed or connection.is_closing:
-            return
-        connection.close()
-        connection.ioloop.call_later(CLOSE_GRACE_S, self._stop_if_still_closing)
-
-    def fail(self, error: BaseException) -> None:
-        """End the session because of `error`, which `run()` will raise."""
-        if self._error is None:
-            self._error = error
-        if not self._closing:
-            self.close()
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
-        """Run `callback` on the ioloop after `delay` seconds; its errors end the session."""
-        assert self._connection is not None
-        self._connection.ioloop.call_later(delay, lambda: self._guard(callback))
-
-    def publish(self, event: Event) -> None:
-        """Publish one change event, persistent; not mandatory (no terminal bound is normal)."""
-        properties = pika.BasicProperties(
-            delivery_mode=PERSISTENT,
-            content_type=CONTENT_TYPE,
-            message_id=f"{event.stream}/{event.first_seq}-{event.last_seq}",
-            timestamp=int(time.time()),
-            headers={"stream": event.stream, "seq": event.last_seq},
-        )
-        with broker_errors(self._url, f"publishing {event.stream} seq {event.first_seq}"):
-            if self._channel is None or not self._channel.is_open:
-                raise pika.exceptions.ChannelWrongStateError("the feed channel is not open")
-            self._channel.basic_publish(DOWN_EXCHANGE, event.routing_key, event.body, properties)
-
-    # -- pika callbacks ------------------------------------------------------------------
-
-    def _watch_opening(self) -> None:
-        connection = self._connection
-        if connection is None or self._channel is not None or connection.is_closed:
-            return
-        if self._handler.wants_stop():
-            self.close()
-        else:
-            connection.ioloop.call_later(OPENING_WATCH_S, self._watch_opening)
-
-    def _on_open(self, connection: pika.connection.Connection) -> None:
-        connection.channel(on_open_callback=self._on_channel_open)
-
-    def _on_open_error(self, _c: pika.connection.Connection, error: BaseException | str) -> None:
-        if not self._closing:
-            self._error = self._broker_error(error, "connecting the feed relay")
-        self._stop_ioloop()
-
-    def _on_closed(self, _c: pika.connection.Connection, reason: BaseException) -> None:
-        if not self._closing and self._error is None:
-            self._error = self._broker_error(reason, "publishing change events")
-        self._stop_ioloop()
-
-    def _on_channel_open(self, channel: pika.channel.Channel) -> None:
-        self._channel = channel
-        channel.add_on_close_callback(self._on_channel_closed)
-        channel.exchange_declare(
-            DOWN_EXCHANGE,
-            ExchangeType("topic"),
-            durable=True,
-            callback=lambda _f: self._on_declared(),
-        )
-
-    def _on_declared(self) -> None:
-        assert self._channel is not None
-        self._channel.confirm_delivery(
-            self._on_ack_nack, callback=lambda _f: self._guard(self._handler.on_ready)
-        )
-
-    def _on_channel_closed(self, _channel: pika.channel.Channel, reason: BaseException) -> None:
-        self._channel = None
-        if not self._closing:
-            self.fail(self._broker_error(reason, "publishing change events"))
-
-    def _on_ack_nack(
-        self, frame: pika.frame.Method[pika.spec.Basic.Ack | pika.spec.Basic.Nack]
-    ) -> None:
-        method = frame.method
-        ok = isinstance(method, pika.spec.Basic.Ack)
-        self._guard(
-            lambda: self._handler.on_confirm(method.delivery_tag, multiple=method.multiple, ok=ok)
-        )
-
-    # -- helpers -------------------------------------------------------------------------
-
-    def _guard(self, callback: Callable[[], None]) -> None:
-        """Run a handler callback; an error ends the session instead of killing the ioloop."""
-        if self._error is not None:
-            return
-        try:
-            callback()
-        except Exception as exc:  # re-raised by run() once the connection has closed
-            self.fail(exc)
-
-    def _stop_if_still_closing(self) -> None:
-        if self._connection is not None and not self._connection.is_closed:
-            log.warning("RabbitMQ at %s did not answer the close; leaving", describe(self._url))
-            self._stop_ioloop()
-
-    def _stop_ioloop(self) -> None:
-        assert self._connection is not None
-        self._connection.ioloop.stop()
-
-    def _broker_error(self, error: BaseException | str, doing: str) -> BaseException:
-        """The BrokerUnavailable for a pika error reported through a callback."""
-        if isinstance(
-            error, pika.exceptions.ChannelClosedByBroker | pika.exceptions.ConnectionClosedByBroker
-        ):
-            return BrokerUnavailable(
-                f"RabbitMQ at {describe(self._url)} closed the session while {doing}: "
-                f"{error.reply_code} {error.reply_text}"
-            )
-        cause = error if isinstance(error, PIKA_ERRORS) else pika.exceptions.AMQPError(error)
-        try:
-            with broker_errors(self._url, doing):
-                raise cause
-        except BrokerUnavailable as mapped:
-            return mapped
-        raise AssertionError("broker_errors maps every pika error")  # pragma: no cover
 
 
 # -- the relay -----------------------------------------------------------------------------
@@ -460,7 +263,7 @@ class FeedRelay:
         self.found_nothing = False
         self._kicked = False
 
-    # -- FeedHandler ----------------------------------------------------------------------
+    # -- SessionHandler: FeedLink events --------------------------------------------------
 
     def wants_stop(self) -> bool:
         return self.stop.is_set()
