@@ -137,12 +137,13 @@ def apply_down(
     if isinstance(message, SnapshotPage):
         upsert(connection, message.changes, now)
         _count(connection, message.request_id, records=len(message.changes), nbytes=nbytes)
-        return []
+        return _complete_records(connection, message.request_id, identity, now)
     if isinstance(message, SnapshotDone):
         return _finish_snapshot(connection, message, identity, memory, nbytes, now)
     if isinstance(message, ImageData):
         store_image(connection, message, now)
         _count(connection, message.request_id, image_count=1, image_bytes=nbytes)
+        _complete_images(connection, message.request_id, now)
         return []
     _finish_images(connection, message, now)
     return []
@@ -394,26 +395,57 @@ def _finish_snapshot(
         after[stream] = memory.advance(stream, max(position, high_water), ())
     _move(connection, {s: p for s, p in after.items() if p > current.get(s, 0)}, now)
     _count(connection, done.request_id, nbytes=nbytes)
-    requests: list[Request] = []
-    wants_images = connection.execute(
-        sa.select(pulls.c.images).where(pulls.c.request_id == done.request_id)
-    ).scalar()
-    missing = missing_images(connection, done.images) if wants_images else []
-    status = FETCHING_IMAGES if missing else DONE
     connection.execute(
         pulls.update()
         .where(pulls.c.request_id == done.request_id)
-        .values(
-            status=status,
-            high_water=json.dumps(done.high_water),
-            finished_at=now if status == DONE else None,
-        )
+        .values(high_water=json.dumps(done.high_water), expected_records=done.records)
     )
-    if missing:
-        requests.append(
-            ImageRequest(terminal=identity.terminal, request_id=done.request_id, hashes=missing)
-        )
+    requests = _complete_records(connection, done.request_id, identity, now, done.images)
     return requests + _catch_ups(connection, after, identity, memory, now)
+
+
+def _complete_records(
+    connection: sa.Connection,
+    request_id: str,
+    identity: TerminalIdentity,
+    now: float,
+    listed_images: Iterable[str] = (),
+) -> list[Request]:
+    """Once every record the server sent is applied (pages may trail the "done" when two
+    consumers share the queue), ask for the images the terminal lacks, or finish."""
+    row = connection.execute(
+        sa.select(pulls.c.status, pulls.c.records, pulls.c.expected_records, pulls.c.images).where(
+            pulls.c.request_id == request_id
+        )
+    ).first()
+    if row is None or row.status != REQUESTED or row.expected_records is None:
+        return []
+    if row.records < row.expected_records:
+        return []  # the last pages are still on their way
+    missing = missing_images(connection, listed_images) if row.images else []
+    status = FETCHING_IMAGES if missing else DONE
+    connection.execute(
+        pulls.update()
+        .where(pulls.c.request_id == request_id)
+        .values(status=status, finished_at=now if status == DONE else None)
+    )
+    if not missing:
+        return []
+    return [ImageRequest(terminal=identity.terminal, request_id=request_id, hashes=missing)]
+
+
+def _complete_images(connection: sa.Connection, request_id: str, now: float) -> None:
+    """Finish an image fetch once every image the server said it sent is stored."""
+    connection.execute(
+        pulls.update()
+        .where(
+            pulls.c.request_id == request_id,
+            pulls.c.status.in_([REQUESTED, FETCHING_IMAGES]),
+            pulls.c.expected_images.is_not(None),
+            pulls.c.image_count >= pulls.c.expected_images,
+        )
+        .values(status=DONE, finished_at=now)
+    )
 
 
 def missing_images(connection: sa.Connection, listed: Iterable[str] = ()) -> list[str]:
@@ -465,5 +497,6 @@ def _finish_images(connection: sa.Connection, done: ImagesDone, now: float) -> N
     connection.execute(
         pulls.update()
         .where(pulls.c.request_id == done.request_id)
-        .values(status=DONE, finished_at=now)
+        .values(expected_images=done.sent)
     )
+    _complete_images(connection, done.request_id, now)

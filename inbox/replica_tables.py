@@ -50,6 +50,8 @@ pulls = sa.Table(
     sa.Column("image_count", sa.Integer, nullable=False),
     sa.Column("image_bytes", sa.Integer, nullable=False),
     sa.Column("high_water", sa.Text),  # JSON {stream: seq} from SnapshotDone
+    sa.Column("expected_records", sa.Integer),  # SnapshotDone.records: complete at that count
+    sa.Column("expected_images", sa.Integer),  # ImagesDone.sent: complete at that count
     sa.Column("started_at", sa.Float, nullable=False),
     sa.Column("finished_at", sa.Float),
 )

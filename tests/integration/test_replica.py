@@ -560,3 +560,20 @@ def test_deleted_records_need_no_image(engine: Engine) -> None:
     requests = feed(SnapshotDone(request_id="r1", high_water={PRODUCTS: 2}, records=0))
 
     assert requests == []
+
+
+def test_a_pull_whose_done_overtakes_its_last_page_finishes_only_with_that_page(
+    engine: Engine,
+) -> None:
+    begin_pull(engine, "r1")
+    feed = Feed(engine)
+
+    feed(
+        SnapshotPage(request_id="r1", stream=PRODUCTS, changes=[change(1, "A", 1)]),
+        SnapshotDone(request_id="r1", high_water={PRODUCTS: 2}, records=2),
+    )
+    assert pull_row(engine, "r1").status == "requested"  # the other consumer holds a page
+
+    feed(SnapshotPage(request_id="r1", stream=PRODUCTS, changes=[change(2, "B", 1)]))
+    row = pull_row(engine, "r1")
+    assert (row.status, row.records) == (DONE, 2)
