@@ -20,9 +20,9 @@ def _ingest(url: str, start: Event, stop: Event) -> None:
 
 
 def _requests(url: str, start: Event, stop: Event) -> None:
+    """Connected before the clock, as a running server is when a till asks."""
     from inbox.requests import run_requests
 
-    start.wait()
     run_requests(make_engine(url), load_settings(broker_url=BROKER_URL), stop=stop)
 
 

@@ -62,6 +62,9 @@ class Replies:
         )
         self._published += 1
         self._unconfirmed.add(self._published)
+        # Hand the frames to the socket now: BlockingConnection only writes when its ioloop
+        # runs, and the terminal should apply page 1 while the server reads page 2.
+        self._connection.process_data_events(time_limit=0)
         return True
 
     def settle(self) -> bool:

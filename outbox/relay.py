@@ -36,9 +36,9 @@ from outbox.claims import OutRow, mark_refused, mark_sent, store_errors
 from outbox.identity import TerminalIdentity, load_identity
 from outbox.inflight import Holds, Window
 from outbox.rabbitmq import Link
-from schemas.codec import decode_down
+from schemas.codec import decode_terminal_inbox
 from schemas.envelope import Receipt, ReplayRequest
-from schemas.unions import DownMessage, Request
+from schemas.unions import Request, TerminalInbox
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class Relay:
         self.confirmed: list[int] = []
         self.refused: dict[int, str] = {}
         self.returned: dict[int, str] = {}
-        self.inbox: list[tuple[int, DownMessage, int]] = []  # (tag, message, body size)
+        self.inbox: list[tuple[int, TerminalInbox, int]] = []  # (tag, message, body size)
         self.last_activity = time.monotonic()
         self.found_nothing = False
         self._kicked = False
@@ -212,7 +212,7 @@ class Relay:
         self.last_activity = time.monotonic()
         assert self.link is not None
         try:
-            message = decode_down(body)
+            message = decode_terminal_inbox(body)
         except InvalidMessage as exc:
             log.warning(
                 "terminal %s: dropping message %s: %s", self.identity.terminal, routing_key, exc
@@ -332,10 +332,8 @@ class Relay:
                     replay_from = min(replay_from or message.from_seq, message.from_seq)
                 else:
                     feed.append((message, size))
-            for message, size in coalesce(feed):
-                requests += apply_down(
-                    connection, message, self.identity, size=size, memory=self.feed
-                )
+            for fed, size in coalesce(feed):
+                requests += apply_down(connection, fed, self.identity, size=size, memory=self.feed)
             self.stats.down += len(feed)
         self.link.ack(self.inbox[-1][0], multiple=True)
         self.inbox = []

@@ -8,13 +8,14 @@ import msgspec
 
 from cajasync.errors import InvalidMessage
 from schemas.envelope import OpEnvelope
-from schemas.unions import DownMessage, Request
+from schemas.unions import DownMessage, Request, TerminalInbox
 
 _encoder = msgspec.msgpack.Encoder()
 _json_encoder = msgspec.json.Encoder()
 _up_decoder = msgspec.msgpack.Decoder(OpEnvelope)
 _down_decoder: msgspec.msgpack.Decoder[DownMessage] = msgspec.msgpack.Decoder(DownMessage)
 _request_decoder: msgspec.msgpack.Decoder[Request] = msgspec.msgpack.Decoder(Request)
+_terminal_decoder: msgspec.msgpack.Decoder[TerminalInbox] = msgspec.msgpack.Decoder(TerminalInbox)
 
 
 def encode(message: Any) -> bytes:
@@ -34,6 +35,14 @@ def decode_down(body: bytes) -> DownMessage:
     """Decode a receipt or request from the server."""
     try:
         return _down_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise InvalidMessage(f"undecodable server message: {exc}") from exc
+
+
+def decode_terminal_inbox(body: bytes) -> TerminalInbox:
+    """Decode what a terminal's queue holds, snapshot pages with their records still encoded."""
+    try:
+        return _terminal_decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise InvalidMessage(f"undecodable server message: {exc}") from exc
 

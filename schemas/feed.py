@@ -61,6 +61,37 @@ class SnapshotPage(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", 
     changes: list[Change]
 
 
+class RawChange(msgspec.Struct, frozen=True, kw_only=True):
+    """A `Change` as a terminal receives it in a snapshot page: the record left encoded.
+
+    Same wire format as `Change`; a bootstrap stores the bytes as they came instead of
+    decoding and re-encoding every record (checked: kind, key and version; the replica's
+    read API decodes fully).
+    """
+
+    stream: Stream
+    seq: Annotated[int, msgspec.Meta(ge=1)]
+    topic: str
+    key: str
+    version: Annotated[int, msgspec.Meta(ge=1)]
+    record: msgspec.Raw  # msgpack nil (b"\xc0") for a tombstone
+
+    @property
+    def deleted(self) -> bool:
+        return bytes(self.record) == NIL
+
+
+NIL = b"\xc0"  # msgpack nil
+
+
+class RawSnapshotPage(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="page"):
+    """`SnapshotPage` as the terminal decodes it (see RawChange)."""
+
+    request_id: str
+    stream: Stream
+    changes: list[RawChange]
+
+
 class SnapshotDone(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="done"):
     """Every page of a request was sent; each stream's high-water seq at snapshot time.
 

@@ -9,6 +9,7 @@ from schemas.feed import (
     ImageData,
     ImageRequest,
     ImagesDone,
+    RawSnapshotPage,
     SnapshotDone,
     SnapshotPage,
     SnapshotRequest,
@@ -21,3 +22,8 @@ DownMessage = (
 
 # What `cajasync.requests` receives from terminals (tag field: `kind`).
 Request = SnapshotRequest | CatchUpRequest | ImageRequest
+
+# The same, as the terminal relay decodes it: snapshot pages keep their records encoded.
+TerminalInbox = (
+    Receipt | ReplayRequest | ChangeEvent | RawSnapshotPage | SnapshotDone | ImageData | ImagesDone
+)

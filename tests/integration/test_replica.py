@@ -577,3 +577,54 @@ def test_a_pull_whose_done_overtakes_its_last_page_finishes_only_with_that_page(
     feed(SnapshotPage(request_id="r1", stream=PRODUCTS, changes=[change(2, "B", 1)]))
     row = pull_row(engine, "r1")
     assert (row.status, row.records) == (DONE, 2)
+
+
+def test_a_page_received_with_encoded_records_stores_them_as_they_came(engine: Engine) -> None:
+    import msgspec
+
+    from schemas.feed import RawSnapshotPage
+
+    begin_pull(engine, "r1")
+    image = hashlib.sha256(b"png").hexdigest()
+    page = SnapshotPage(
+        request_id="r1",
+        stream=PRODUCTS,
+        changes=[change(1, "A", 3, image=image), change(2, "B", 2, deleted=True)],
+    )
+    raw_page = msgspec.msgpack.decode(encode(page), type=RawSnapshotPage)
+
+    Feed(engine)(raw_page, SnapshotDone(request_id="r1", high_water={PRODUCTS: 2}, records=2))
+
+    with engine.connect() as connection:
+        rows = {
+            r.key: r
+            for r in connection.execute(sa.select(replica).where(replica.c.topic == "productos"))
+        }
+    assert rows["A"].body == encode(page.changes[0].record)
+    assert (rows["A"].version, rows["A"].image, rows["A"].deleted) == (3, image, False)
+    assert (rows["B"].version, rows["B"].deleted, rows["B"].body) == (2, True, None)
+    assert Replica(engine).get(Product, "A") == page.changes[0].record
+    assert pull_row(engine, "r1").status == DONE
+
+
+def test_an_encoded_record_that_is_no_record_is_skipped_not_stored(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    import msgspec
+
+    from schemas.feed import RawChange, RawSnapshotPage
+
+    begin_pull(engine, "r1")
+    bogus = RawChange(
+        stream=PRODUCTS,
+        seq=1,
+        topic="productos",
+        key="A",
+        version=1,
+        record=msgspec.Raw(msgspec.msgpack.encode({"type": "clientes", "key": "A"})),
+    )
+    with caplog.at_level(logging.ERROR, logger="inbox.replica"):
+        Feed(engine)(RawSnapshotPage(request_id="r1", stream=PRODUCTS, changes=[bogus]))
+
+    assert Replica(engine).get_record("productos", "A") is None
+    assert "not a record" in caplog.text
