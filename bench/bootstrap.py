@@ -20,10 +20,9 @@ from bench.procs import Fleet
 
 
 def run(products: int = 100_000) -> Result:
+    from outbox.catalog_tables import catalog_records
     from outbox.pull import pull
     from outbox.seed import seed_catalog
-
-    from outbox.catalog_tables import catalog_records
 
     with tempfile.TemporaryDirectory() as tmp, fresh_pg_database() as url:
         server = down.server_store(url)
