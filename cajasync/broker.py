@@ -6,7 +6,9 @@ pika's exceptions stop here; callers see BrokerUnavailable with where and what t
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -94,13 +96,33 @@ def close_quietly(connection: Any) -> None:
         log.debug("connection already closed", exc_info=True)
 
 
-def reconnect_policy(settings: Settings, *, what: str) -> tenacity.Retrying:
-    """The one retry policy for broker sessions: exponential backoff, forever, logged."""
+def reconnect_policy(
+    settings: Settings,
+    *,
+    what: str,
+    stop: threading.Event | None = None,
+    give_up_after: float | None = None,
+) -> tenacity.Retrying:
+    """The one retry policy for broker sessions: exponential backoff, logged, until `stop`
+    is set (its backoff sleeps wake up at once then) or `give_up_after` seconds passed."""
+    give_up: tenacity.stop.stop_base = tenacity.stop_never
+    sleep: Callable[[float], None] = time.sleep
+    if stop is not None:
+        give_up = tenacity.stop_when_event_set(stop)
+        event = stop
+
+        def sleep(seconds: float) -> None:  # wakes up as soon as `stop` is set
+            event.wait(seconds)
+
+    if give_up_after is not None:
+        give_up = give_up | tenacity.stop_after_delay(give_up_after)
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(BrokerUnavailable),
         wait=tenacity.wait_exponential(
             multiplier=settings.retry_initial_s, max=settings.retry_max_s
         ),
+        stop=give_up,
+        sleep=sleep,
         before_sleep=lambda state: log.warning(
             "%s: broker unavailable (%s), retrying in %.1fs",
             what,
@@ -109,3 +131,14 @@ def reconnect_policy(settings: Settings, *, what: str) -> tenacity.Retrying:
         ),
         reraise=True,
     )
+
+
+@contextmanager
+def consuming(url: str, *, connecting: str, queue: str) -> Iterator[pika.BlockingConnection]:
+    """A blocking connection for one consume session; errors become BrokerUnavailable."""
+    connection = connect(url, doing=connecting)
+    try:
+        with broker_errors(url, f"consuming {queue}"):
+            yield connection
+    finally:
+        close_quietly(connection)

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from typing import Final
 
 import pika
-import tenacity
 from sqlalchemy.engine import Engine
 
-from cajasync.broker import broker_errors, close_quietly, connect, reconnect_policy
+from cajasync.broker import consuming, reconnect_policy
 from cajasync.errors import BrokerUnavailable, InvalidMessage, StoreError
 from cajasync.settings import Settings
 from cajasync.topology import REQUESTS_QUEUE, declare_server
@@ -103,15 +102,11 @@ class RequestHandler:
 
     def run(self) -> RequestStats:
         """Consume until done, reconnecting with the broker reconnect policy."""
-        policy = reconnect_policy(self._settings, what="request handler")
-        give_up: tenacity.stop.stop_base = tenacity.stop_never
-        if self._stop is not None:
-            give_up = tenacity.stop_when_event_set(self._stop)
-            policy = policy.copy(sleep=self._stop.wait)
-        if self._until_idle is not None:  # a broker away that long is idle too
-            give_up = give_up | tenacity.stop_after_delay(self._until_idle)
+        policy = reconnect_policy(
+            self._settings, what="request handler", stop=self._stop, give_up_after=self._until_idle
+        )
         try:
-            policy.copy(stop=give_up)(self._session)
+            policy(self._session)
         except BrokerUnavailable:
             if not self._stopping():
                 raise
@@ -119,12 +114,10 @@ class RequestHandler:
 
     def _session(self) -> None:
         url = self._settings.broker_url
-        connection = connect(url, doing="connecting the request handler")
-        try:
-            with broker_errors(url, f"consuming {REQUESTS_QUEUE}"):
-                self._consume(connection)
-        finally:
-            close_quietly(connection)
+        with consuming(
+            url, connecting="connecting the request handler", queue=REQUESTS_QUEUE
+        ) as connection:
+            self._consume(connection)
 
     def _consume(self, connection: pika.BlockingConnection) -> None:
         channel = connection.channel()

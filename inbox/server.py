@@ -16,10 +16,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import pika
-import tenacity
 from sqlalchemy.engine import Engine
 
-from cajasync.broker import broker_errors, close_quietly, connect, reconnect_policy
+from cajasync.broker import consuming, reconnect_policy
 from cajasync.errors import BrokerUnavailable, StoreError
 from cajasync.settings import Settings
 from cajasync.topology import OPS_QUEUE, declare_server
@@ -115,14 +114,9 @@ class Ingest:
 
     def run(self) -> IngestStats:
         """Consume until done, reconnecting with the broker reconnect policy."""
-        policy = reconnect_policy(self._settings, what="server ingest")
-        give_up: tenacity.stop.stop_base = tenacity.stop_never
-        if self._stop is not None:
-            give_up = tenacity.stop_when_event_set(self._stop)
-            policy = policy.copy(sleep=self._stop.wait)
-        if self._until_idle is not None:  # a broker away that long is idle too: report it
-            give_up = give_up | tenacity.stop_after_delay(self._until_idle)
-        policy = policy.copy(stop=give_up)
+        policy = reconnect_policy(
+            self._settings, what="server ingest", stop=self._stop, give_up_after=self._until_idle
+        )
         try:
             policy(self._session)
         except BrokerUnavailable:
@@ -132,12 +126,9 @@ class Ingest:
 
     def _session(self) -> None:
         url = self._settings.broker_url
-        connection = connect(url, doing="connecting server ingest")
-        try:
-            with broker_errors(url, f"consuming {OPS_QUEUE}"):
-                self._consume(connection)
-        finally:
-            close_quietly(connection)
+        connecting = "connecting server ingest"
+        with consuming(url, connecting=connecting, queue=OPS_QUEUE) as connection:
+            self._consume(connection)
 
     def _consume(self, connection: pika.BlockingConnection) -> None:
         channel = connection.channel()

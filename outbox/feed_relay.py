@@ -248,11 +248,9 @@ class FeedRelay:
             self.link = None
 
     def _policy(self) -> tenacity.Retrying:
-        give_up: tenacity.stop.stop_base = tenacity.stop_when_event_set(self.stop)
-        if self.until_idle is not None:
-            give_up = give_up | tenacity.stop_after_delay(self.until_idle)
-        policy = reconnect_policy(self.settings, what="feed relay")
-        return policy.copy(stop=give_up, sleep=self.stop.wait)
+        return reconnect_policy(
+            self.settings, what="feed relay", stop=self.stop, give_up_after=self.until_idle
+        )
 
     def _reset_session(self) -> None:
         self.ready_at: float | None = None

@@ -147,18 +147,11 @@ class Relay:
 
     def _policy(self) -> tenacity.Retrying:
         """The broker reconnect policy, ended by `stop`, `until_idle` or the deadline."""
-        give_up: tenacity.stop.stop_base = tenacity.stop_when_event_set(self.stop)
         limit = self.mode.until_idle
         if self.mode.deadline is not None:
             limit = max(0.0, self.mode.deadline - time.monotonic())
-        if limit is not None:
-            give_up = give_up | tenacity.stop_after_delay(limit)
         what = f"relay of terminal {self.identity.terminal}"
-        return reconnect_policy(self.settings, what=what).copy(stop=give_up, sleep=self._sleep)
-
-    def _sleep(self, seconds: float) -> None:
-        """Back-off sleep that wakes up as soon as `stop` is set."""
-        self.stop.wait(seconds)
+        return reconnect_policy(self.settings, what=what, stop=self.stop, give_up_after=limit)
 
     def _end_session(self) -> None:
         """Record what the broker confirmed; everything still in flight stays pending."""
