@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Final, Literal, Protocol
 
 from schemas.envelope import OpEnvelope
@@ -29,7 +29,12 @@ FileStatus = Literal["partial", "complete", "corrupt"]
 
 MAX_INT: Final = 2**31 - 1  # the seq and version columns are 32-bit integers
 MAX_SIZE: Final = 2**63 - 1  # file sizes are 64-bit integers
-MAX_AMOUNT: Final = Decimal(10) ** 14  # amounts are NUMERIC(16, 2)
+AMOUNT_DIGITS: Final = 16  # amounts are NUMERIC(16, 2) (inbox/store/tables.py)
+AMOUNT_PLACES: Final = 2
+MAX_AMOUNT: Final = Decimal(10) ** (AMOUNT_DIGITS - AMOUNT_PLACES)
+_LIMIT: Final = f"10^{AMOUNT_DIGITS - AMOUNT_PLACES}"
+_CENTS: Final = Decimal(1).scaleb(-AMOUNT_PLACES)
+_ROUNDING: Final = Context(prec=AMOUNT_DIGITS + 8, rounding=ROUND_HALF_UP)  # as the database
 MAX_TOPIC: Final = 32
 TERMINAL_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
@@ -129,10 +134,26 @@ def storage_problem(envelope: OpEnvelope) -> str | None:
     if envelope.seq > MAX_INT or envelope.version > MAX_INT:
         return f"seq {envelope.seq} / version {envelope.version} exceed {MAX_INT}"
     amount = amount_of(envelope)
-    if amount is not None and not (amount.is_finite() and abs(amount) < MAX_AMOUNT):
-        return f"amount {amount} is not a finite number below {MAX_AMOUNT}"
+    if amount is not None:
+        problem = amount_problem(amount)
+        if problem is not None:
+            return problem
     if isinstance(envelope.op, WeeklyFileChunk):
         return _chunk_problem(envelope.op)
+    return None
+
+
+def amount_problem(amount: Decimal) -> str | None:
+    """Why an amount does not fit its NUMERIC(16, 2) column once rounded to cents, or None.
+
+    The database rounds half away from zero to the column's scale first, then checks the
+    precision: 99999999999999.999 is below 10^14 but stored as 10^14, which does not fit.
+    """
+    if not amount.is_finite() or abs(amount) >= MAX_AMOUNT:
+        return f"amount {amount} is not a finite number below {_LIMIT}"
+    rounded = _ROUNDING.quantize(amount, _CENTS)
+    if abs(rounded) >= MAX_AMOUNT:
+        return f"amount {amount} rounds to {rounded} at cents, not below {_LIMIT}"
     return None
 
 

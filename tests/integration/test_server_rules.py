@@ -7,12 +7,16 @@ import uuid
 from decimal import Decimal
 
 import msgspec
+import pytest
+import sqlalchemy as sa
 
 from inbox.classify import Delivery, classify, sender
 from inbox.gaps import GapTracker
 from inbox.rabbitmq import receipts_of
 from inbox.store import Accepted, Gap, Rejection, Verdict
-from schemas import OpEnvelope, Sale, SaleLine, SalePayment, SaleTotals, encode
+from inbox.store.base import AMOUNT_DIGITS, AMOUNT_PLACES, storage_problem
+from inbox.store.tables import operations
+from schemas import CashPayment, OpEnvelope, Sale, SaleLine, SalePayment, SaleTotals, encode
 
 NOW = dt.datetime(2026, 3, 2, 12, 30, tzinfo=dt.UTC)
 OP_ID = uuid.UUID("0b6f3a52-6c77-4f1e-9a39-3f6ad9a4c001")
@@ -32,7 +36,9 @@ def sale() -> Sale:
     )
 
 
-def envelope(terminal: str = "T1", seq: int = 4, op: Sale | None = None) -> OpEnvelope:
+def envelope(
+    terminal: str = "T1", seq: int = 4, op: Sale | CashPayment | None = None
+) -> OpEnvelope:
     return OpEnvelope(
         terminal=terminal, seq=seq, op_id=OP_ID, version=2, recorded_at=NOW, op=op or sale()
     )
@@ -121,6 +127,39 @@ def test_seq_beyond_the_store_columns_is_rejected() -> None:
     rejection = classify(delivery(encode(envelope(seq=2**40))))
     assert isinstance(rejection, Rejection)
     assert "exceed" in rejection.reason
+
+
+def cash_payment(amount: str) -> CashPayment:
+    return CashPayment(
+        kind="advance",
+        payee_kind="supplier",
+        payee="SUP1",
+        amount=Decimal(amount),
+        method="cash",
+        date=NOW,
+    )
+
+
+@pytest.mark.parametrize(
+    "amount", ["99999999999999.999", "99999999999999.995", "-99999999999999.995"]
+)
+def test_amount_that_rounds_to_ten_to_the_fourteen_at_cents_does_not_fit_the_store(
+    amount: str,
+) -> None:
+    problem = storage_problem(envelope(op=cash_payment(amount)))
+    assert problem is not None
+    assert "rounds to" in problem
+
+
+@pytest.mark.parametrize("amount", ["99999999999999.994", "-99999999999999.99", "0.001"])
+def test_amount_that_fits_at_cents_fits_the_store(amount: str) -> None:
+    assert storage_problem(envelope(op=cash_payment(amount))) is None
+
+
+def test_amount_limits_are_the_amount_columns() -> None:
+    column = operations.c.amount.type
+    assert isinstance(column, sa.Numeric)
+    assert (column.precision, column.scale) == (AMOUNT_DIGITS, AMOUNT_PLACES)
 
 
 def test_one_receipt_per_terminal_keeps_the_batch_order() -> None:
