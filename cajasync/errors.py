@@ -19,6 +19,20 @@ class StoreError(CajasyncError):
     """Raised when a terminal or server database cannot be opened or is not initialised."""
 
 
+class StoreUnavailable(StoreError):
+    """Raised when a database is away or briefly refuses work (connection refused or lost,
+    restarting, overloaded, a serialization failure): the same work is retried later."""
+
+
+class StoreDataError(StoreError):
+    """Raised when a database refuses a value or a row (out of a column's range, a broken
+    constraint): the data is bad, not the database. `reason` is the database's own words."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class NotInitialised(StoreError):
     """Raised when a terminal database has not been set up with `cajasync terminal init`."""
 

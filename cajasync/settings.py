@@ -29,6 +29,8 @@ class Settings:
     ingest_batch: int = 500
     ingest_flush_s: float = 0.02
     gap_grace_s: float = 5.0
+    # how long a server loop waits for its database to come back before it stops
+    store_give_up_s: float = 300.0
     # backoff for reconnects
     retry_initial_s: float = 0.5
     retry_max_s: float = 10.0

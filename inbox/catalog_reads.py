@@ -3,7 +3,8 @@
 `read_snapshot(engine)` opens one transaction per request: REPEATABLE READ and read-only
 on PostgreSQL; on SQLite a deferred BEGIN, whose first read fixes the snapshot (WAL) and
 takes no write lock, so the back office and ingest keep writing while a snapshot streams.
-Every query is a keyset page of a bounded size. SQLAlchemy errors become StoreError.
+Every query is a keyset page of a bounded size. SQLAlchemy errors become StoreError
+(StoreUnavailable for an outage, StoreDataError for a value the database refuses).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from cajasync.db import is_sqlite, make_engine
-from cajasync.errors import StoreError
+from cajasync.store_faults import store_error
 from outbox.catalog_tables import catalog_images, catalog_records, change_log, stream_heads
 from schemas.feed import split_stream
 
@@ -139,7 +140,4 @@ def read_snapshot(engine: Engine, *, doing: str) -> Iterator[SqlCatalogReader]:
                 yield SqlCatalogReader(connection)
     except sa.exc.SQLAlchemyError as exc:
         where = engine.url.render_as_string(hide_password=True)
-        raise StoreError(
-            f"server store {where}: {doing} failed ({type(exc).__name__}: {exc}); "
-            "is it initialised (`cajasync server init`) and reachable?"
-        ) from exc
+        raise store_error(exc, f"server store {where}", doing) from exc

@@ -16,7 +16,7 @@ from typing import Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cajasync.errors import StoreError
+from cajasync.store_faults import store_error
 from inbox.store import rules, sql_weekly
 from inbox.store.base import (
     Gap,
@@ -99,16 +99,14 @@ class SqlServerStore:
 
     @contextmanager
     def _transaction(self, doing: str) -> Iterator[sa.Connection]:
-        """A transaction whose database errors become StoreError naming the store."""
+        """A transaction whose database errors become StoreUnavailable (an outage: retry),
+        StoreDataError (a value the database refuses) or StoreError, naming the store."""
         try:
             with self._engine.begin() as connection:
                 yield connection
-        except sa.exc.SQLAlchemyError as exc:
+        except (sa.exc.SQLAlchemyError, OverflowError) as exc:
             where = self._engine.url.render_as_string(hide_password=True)
-            raise StoreError(
-                f"server store {where}: {doing} failed ({type(exc).__name__}: {exc}); "
-                "is it initialised (`cajasync server init`) and reachable?"
-            ) from exc
+            raise store_error(exc, f"server store {where}", doing) from exc
 
     def _record(
         self, connection: sa.Connection, planned: rules.Plan, now: dt.datetime
