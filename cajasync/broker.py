@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import pika
@@ -26,6 +26,8 @@ HOW_TO_START = (
     "start one with `docker compose up -d rabbitmq` (compose.yaml) "
     "or `rabbitmq-server -detached`, or point CAJASYNC_BROKER_URL at yours"
 )
+
+SERVICE_S: Final = 0.25  # longest wait without servicing a connection in `serviced_sleep`
 
 PIKA_ERRORS: tuple[type[BaseException], ...] = (
     pika.exceptions.AMQPError,
@@ -131,6 +133,20 @@ def reconnect_policy(
         ),
         reraise=True,
     )
+
+
+def serviced_sleep(
+    connection: pika.BlockingConnection, stop: threading.Event | None = None
+) -> Callable[[float], None]:
+    """A sleep for retry policies that keeps `connection` serviced (heartbeats go on, the
+    broker does not drop a consumer that waits) and ends early once `stop` is set."""
+
+    def sleep(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0 and not (stop and stop.is_set()):
+            connection.sleep(min(left, SERVICE_S))
+
+    return sleep
 
 
 @contextmanager

@@ -3,7 +3,11 @@ answer every terminal with one receipt per batch, then ack the batch to the brok
 
 Poison messages go to `cajasync.dlx` (confirmed) before their batch is acked; gaps in a
 terminal's seqs are requested again after `gap_grace_s`. Broker sessions are retried by
-`cajasync.broker.reconnect_policy`; a store failure nacks the batch and stops ingest.
+`cajasync.broker.reconnect_policy`. A message the database refuses is isolated from its
+batch (`inbox.isolate`), rejected and dead-lettered with the database's reason; the rest
+of the batch is applied. A database that is away is waited for with
+`cajasync.store_faults.store_retry`, the batch held unacked meanwhile; only an outage
+longer than `store_give_up_s` (or a broken store) nacks the batch and stops ingest.
 """
 
 from __future__ import annotations
@@ -11,21 +15,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import pika
 from sqlalchemy.engine import Engine
 
-from cajasync.broker import consuming, reconnect_policy
-from cajasync.errors import BrokerUnavailable, StoreError
+from cajasync.broker import consuming, reconnect_policy, serviced_sleep
+from cajasync.errors import BrokerUnavailable, StoreError, StoreUnavailable
 from cajasync.settings import Settings
+from cajasync.store_faults import store_retry
 from cajasync.topology import OPS_QUEUE, declare_server
 from inbox import rabbitmq
 from inbox.classify import Delivery, classify
 from inbox.gaps import GapTracker
-from inbox.store.base import Rejection, ServerStore, Verdict
+from inbox.isolate import apply_isolating
+from inbox.store.base import Gap, Incoming, Rejection, ServerStore, Verdict
 from inbox.store.sql import SqlServerStore
 
 log = logging.getLogger(__name__)
@@ -110,6 +116,7 @@ class Ingest:
         self._stop = stop
         self._on_progress = on_progress
         self._tracker = GapTracker(settings.gap_grace_s)
+        self._retry = store_retry(settings, what="server ingest", stop=stop)
         self._last_arrival = self._last_flush = self._last_gap_check = time.monotonic()
 
     def run(self) -> IngestStats:
@@ -137,6 +144,12 @@ class Ingest:
         dead = connection.channel()
         dead.confirm_delivery()
         out = rabbitmq.Publisher(channel, dead)
+        self._retry = store_retry(  # waits for the store without starving the broker session
+            self._settings,
+            what="server ingest",
+            stop=self._stop,
+            sleep=serviced_sleep(connection, self._stop),
+        )
         self._last_arrival = time.monotonic()
         pending: list[Delivery] = []
         first_at = 0.0
@@ -178,26 +191,45 @@ class Ingest:
         return self._stop is not None and self._stop.is_set()
 
     def _flush(self, out: rabbitmq.Publisher, deliveries: list[Delivery]) -> None:
-        """Apply a batch, answer its terminals, then ack it; nack it if the store fails."""
+        """Apply a batch, answer its terminals, then ack it; nack it if the store fails
+        for good (or is away when ingest is stopped)."""
         batch = [classify(delivery) for delivery in deliveries]
         for delivery, incoming in zip(deliveries, batch, strict=True):
             if isinstance(incoming, Rejection):
                 out.dead_letter(delivery, incoming.reason)
                 self.stats.dead_lettered += 1
         try:
-            verdicts = self._store.apply(batch)
-        except StoreError:
+            applied = apply_isolating(self._apply, batch)
+        except StoreError as exc:
             out.nack(deliveries[-1].delivery_tag)
+            if isinstance(exc, StoreUnavailable) and self._stopping():
+                log.warning("server ingest stopped while the store was away; batch requeued")
+                return
             raise
+        for index, reason in applied.refused.items():
+            out.dead_letter(deliveries[index], reason)
+            self.stats.dead_lettered += 1
+        verdicts = applied.verdicts
         self.stats.receipts_sent += out.receipts(verdicts)
         out.ack(deliveries[-1].delivery_tag)
         self.stats.count(verdicts)
         self._last_flush = time.monotonic()
         self._progress()
 
+    def _apply(self, batch: Sequence[Incoming]) -> list[Verdict]:
+        return self._retry(self._store.apply, batch)
+
+    def _gaps(self) -> list[Gap]:
+        try:
+            return self._retry(self._store.gaps)
+        except StoreUnavailable:
+            if self._stopping():
+                return []  # stopped while the store was away: nothing to ask for now
+            raise
+
     def _check_gaps(self, out: rabbitmq.Publisher, now: float) -> None:
         self._last_gap_check = now
-        due = self._tracker.due(self._store.gaps(), now)
+        due = self._tracker.due(self._gaps(), now)
         for gap in due:
             log.info("asking %s to replay seqs %d..%d", gap.terminal, gap.from_seq, gap.to_seq)
             out.replay(gap)

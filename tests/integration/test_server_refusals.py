@@ -1,0 +1,183 @@
+"""A message the server store refuses never stops ingest (both server stores).
+
+The store's own checks (`storage_problem`) keep out what the columns cannot hold; where they
+miss something (simulated here by switching them off), the database's refusal still costs
+only that message: it is rejected with the database's reason, receipted and dead-lettered,
+the rest of its batch is applied, and ingest goes on with the next messages.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import pytest
+import sqlalchemy as sa
+
+from cajasync import topology
+from cajasync.db import make_engine
+from cajasync.settings import Settings
+from inbox.rabbitmq import REASON_HEADER
+from inbox.server import IngestStats, run_server
+from schemas import CashPayment, OpEnvelope
+from tests.integration.test_server_ingest import (
+    NOW,
+    _held,
+    dead_letters,
+    envelope,
+    publish,
+    receipt_items,
+    received_down,
+)
+
+pytestmark = pytest.mark.rabbitmq
+
+HUGE = Decimal("99999999999999.999")  # below 10^14, but 10^14 once rounded to cents
+
+
+@pytest.fixture
+def engine(server_db_url: str) -> Iterator[sa.Engine]:
+    engine = make_engine(server_db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def terminal(clean_broker: str, channel: Any, new_terminal_id: Callable[[], str]) -> str:
+    terminal = new_terminal_id()
+    topology.declare_terminal(channel, terminal, "L1", "PV1", "retail")
+    return terminal
+
+
+class Running:
+    """Server ingest in a thread, until stopped; what it did and how it ended."""
+
+    def __init__(self, engine: sa.Engine, settings: Settings) -> None:
+        self.stop = threading.Event()
+        self.seen: list[IngestStats] = []
+        self.errors: list[BaseException] = []
+        self.progressed = threading.Condition()
+        self._thread = threading.Thread(target=self._run, args=(engine, settings))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait_received(self, count: int) -> IngestStats:
+        """The stats once ingest received `count` messages (failing if it stopped)."""
+        with self.progressed:
+            assert self.progressed.wait_for(
+                lambda: self.errors or (self.seen and self.seen[-1].received >= count),
+                timeout=30,
+            ), f"ingest did not receive {count} messages: {self.seen[-1:]}"
+        assert not self.errors, self.errors
+        return self.seen[-1]
+
+    def finish(self) -> None:
+        """Stop ingest; it must end by itself, without an error."""
+        self.stop.set()
+        if self._thread.is_alive():
+            self._thread.join(30)
+        assert not self._thread.is_alive()
+        assert not self.errors, self.errors
+
+    def _run(self, engine: sa.Engine, settings: Settings) -> None:
+        try:
+            run_server(engine, settings, stop=self.stop, on_progress=self._on_progress)
+        except BaseException as exc:
+            with self.progressed:
+                self.errors.append(exc)
+                self.progressed.notify_all()
+
+    def _on_progress(self, stats: IngestStats) -> None:
+        with self.progressed:
+            self.seen.append(stats)
+            self.progressed.notify_all()
+
+
+@pytest.fixture
+def ingest(engine: sa.Engine, settings: Settings) -> Iterator[Running]:
+    """Server ingest, started by the test when its first messages are queued."""
+    running = Running(engine, settings)
+    try:
+        yield running
+    finally:
+        running.finish()
+
+
+def cash_payment(terminal: str, seq: int, amount: Decimal) -> OpEnvelope:
+    op = CashPayment(
+        kind="advance",
+        payee_kind="supplier",
+        payee="SUP1",
+        amount=amount,
+        method="cash",
+        date=NOW,
+    )
+    return msgspec.structs.replace(envelope(terminal, seq), op=op)
+
+
+def refused_by_the_database(engine: sa.Engine, terminal: str, seq: int) -> OpEnvelope:
+    """An operation that passes classify (with the store checks off) but the database refuses:
+    an amount beyond NUMERIC(16, 2) on PostgreSQL, a version beyond int64 on SQLite."""
+    if engine.dialect.name == "postgresql":
+        return cash_payment(terminal, seq, HUGE)
+    return msgspec.structs.replace(envelope(terminal, seq), version=2**63)
+
+
+def test_message_the_database_refuses_is_rejected_and_the_rest_of_its_batch_applied(
+    engine: sa.Engine,
+    settings: Settings,
+    channel: Any,
+    terminal: str,
+    ingest: Running,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("inbox.classify.storage_problem", lambda _envelope: None)
+    monkeypatch.setattr("inbox.store.rules.storage_problem", lambda _envelope: None)
+    bad = refused_by_the_database(engine, terminal, 3)
+    batch = [envelope(terminal, 1), envelope(terminal, 2), bad, envelope(terminal, 4)]
+    for env in batch:
+        publish(channel, env)
+    later = envelope(terminal, 5)
+
+    ingest.start()  # the four are queued: they come as one batch
+    stats = ingest.wait_received(4)
+    assert (stats.applied, stats.rejected, stats.dead_lettered) == (3, 1, 1)
+    publish(channel, later)  # ingest is still running: the next message is applied
+    assert ingest.wait_received(5).applied == 4
+
+    assert _held(engine, terminal)["topics"] == {"ventas": 4}
+    assert _held(engine, terminal)["contiguous_seq"] == 5  # the refused seq is held, rejected
+    [(_, headers)] = dead_letters(channel, terminal)
+    assert "the server store refused it" in headers[REASON_HEADER]
+    items = receipt_items(received_down(channel, terminal, lambda m: len(receipt_items(m)) >= 5))
+    assert [(i.seq, i.op_id, i.status) for i in items] == [
+        (1, batch[0].op_id, "acked"),
+        (2, batch[1].op_id, "acked"),
+        (3, bad.op_id, "rejected"),
+        (4, batch[3].op_id, "acked"),
+        (5, later.op_id, "acked"),
+    ]
+    assert items[2].reason == headers[REASON_HEADER]
+
+
+def test_cash_payment_that_rounds_to_ten_to_the_fourteen_is_rejected_and_ingest_goes_on(
+    engine: sa.Engine, settings: Settings, channel: Any, terminal: str, ingest: Running
+) -> None:
+    huge = cash_payment(terminal, 1, HUGE)
+    publish(channel, huge)
+    publish(channel, envelope(terminal, 2))
+    ingest.start()
+    assert ingest.wait_received(2).applied == 1
+    publish(channel, envelope(terminal, 3))
+    assert ingest.wait_received(3).applied == 2
+
+    assert _held(engine, terminal)["topics"] == {"ventas": 2}
+    [(_, headers)] = dead_letters(channel, terminal)
+    assert str(HUGE) in headers[REASON_HEADER]
+    items = receipt_items(received_down(channel, terminal, lambda m: len(receipt_items(m)) >= 3))
+    assert [(i.seq, i.status) for i in items] == [(1, "rejected"), (2, "acked"), (3, "acked")]
+    assert items[0].op_id == huge.op_id
