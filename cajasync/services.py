@@ -4,6 +4,7 @@ database connections; they share one stop event."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from cajasync.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,7 +37,8 @@ def serve(
 ) -> ServerStats:
     """Run ingest, the request handler and the feed relay until stopped (or all idle).
 
-    If one loop fails, the others are stopped and its error is raised.
+    If one loop fails, the others are stopped and its error is raised. A database that is
+    away does not fail them: each waits for it, up to `settings.store_give_up_s`.
     """
     from inbox.requests import run_requests
     from inbox.server import run_server
@@ -56,6 +60,7 @@ def serve(
         try:
             stats.loops[name] = body()
         except BaseException as exc:
+            log.error("server %s loop stopped, stopping the others: %s", name, exc)
             errors.append(exc)
             stop.set()
 

@@ -97,7 +97,7 @@ def store_error(exc: BaseException, where: str, doing: str) -> StoreError:
     if kind is StoreDataError:
         return StoreDataError(f"{where}: {doing} refused by the database: {says}", says)
     if kind is StoreUnavailable:
-        return StoreUnavailable(f"{where}: {doing} failed, the database is unreachable: {says}")
+        return StoreUnavailable(f"{where}: {doing} failed: {says}")
     return StoreError(
         f"{where}: {doing} failed ({says}); is it initialised (`cajasync server init`)?"
     )

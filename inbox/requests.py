@@ -6,8 +6,11 @@ own queue and a small prefetch, away from the ingest path. Each request is check
 not entitled to, goes to `cajasync.dlx` with its reason (confirmed) and is acked. Otherwise
 its replies are read from one catalog snapshot and published to `t.<terminal>` with
 confirms; the request is acked once they are all confirmed. Broker sessions are retried by
-`cajasync.broker.reconnect_policy` (an unacked request is delivered again); a store
-failure gives the request back to the queue and stops the handler.
+`cajasync.broker.reconnect_policy` (an unacked request is delivered again). A database
+that is away is waited for with `cajasync.store_faults.store_retry` and the request
+answered then; a request whose reads the database refuses is dead-lettered with the
+reason; a broken store, or an outage longer than `store_give_up_s`, gives the request
+back to the queue and stops the handler.
 """
 
 from __future__ import annotations
@@ -21,9 +24,16 @@ from typing import Final
 import pika
 from sqlalchemy.engine import Engine
 
-from cajasync.broker import consuming, reconnect_policy
-from cajasync.errors import BrokerUnavailable, InvalidMessage, StoreError
+from cajasync.broker import consuming, reconnect_policy, serviced_sleep
+from cajasync.errors import (
+    BrokerUnavailable,
+    InvalidMessage,
+    StoreDataError,
+    StoreError,
+    StoreUnavailable,
+)
 from cajasync.settings import Settings
+from cajasync.store_faults import store_retry
 from cajasync.topology import REQUESTS_QUEUE, declare_server
 from inbox import rabbitmq
 from inbox.answers import CatchUpPlan, ImagePlan, Plan, SnapshotPlan, Tally, plan, replies
@@ -99,6 +109,7 @@ class RequestHandler:
         self._stop = stop
         self._until_idle = until_idle
         self._last_arrival = time.monotonic()
+        self._retry = store_retry(settings, what="request handler", stop=stop)
 
     def run(self) -> RequestStats:
         """Consume until done, reconnecting with the broker reconnect policy."""
@@ -127,6 +138,12 @@ class RequestHandler:
         dead.confirm_delivery()
         out = rabbitmq.Publisher(channel, dead)
         answers = Replies(connection)
+        self._retry = store_retry(  # waits for the store without starving the broker session
+            self._settings,
+            what="request handler",
+            stop=self._stop,
+            sleep=serviced_sleep(connection, self._stop),
+        )
         self._last_arrival = time.monotonic()
         for method, properties, body in channel.consume(REQUESTS_QUEUE, inactivity_timeout=POLL_S):
             if method is not None:
@@ -146,9 +163,15 @@ class RequestHandler:
             self.stats.dead_lettered += 1
         else:
             try:
-                self._answer(answers, checked)
-            except StoreError:
+                self._retry(self._answer, answers, checked)
+            except StoreDataError as exc:
+                out.dead_letter(delivery, f"the server store refused its reads ({exc.reason})")
+                self.stats.dead_lettered += 1
+            except StoreError as exc:
                 out.nack(delivery.delivery_tag)
+                if isinstance(exc, StoreUnavailable) and self._stopping():
+                    log.warning("request handler stopped while the store was away; requeued")
+                    return
                 raise
         out.ack(delivery.delivery_tag)
 

@@ -15,6 +15,10 @@ Nothing is skipped: the claim is "every unpublished row not in flight", not "row
 cursor", so a row whose transaction committed late is still found. A lost connection or
 a restart leaves unconfirmed rows unpublished and they simply go again; terminals apply
 by version, so a duplicate is harmless. Run one feed relay per server store.
+
+A database that is away pauses the ticks (`cajasync.store_faults.Outage`: the ioloop keeps
+the broker session alive meanwhile); confirmed changes stay to be marked when it is back.
+Only an outage longer than `store_give_up_s` stops the relay.
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ import tenacity
 from sqlalchemy.engine import Engine
 
 from cajasync.broker import reconnect_policy
-from cajasync.errors import BrokerUnavailable, StoreError
+from cajasync.errors import BrokerUnavailable, StoreUnavailable
 from cajasync.settings import Settings
+from cajasync.store_faults import Outage, store_error
 from outbox.catalog_tables import change_log
 from outbox.feed_rabbitmq import Event, FeedLink
 from schemas.codec import encode
@@ -212,6 +217,7 @@ class FeedRelay:
         self._sessions = 0
         self._nack_streak = 0
         self._reported = self.stats.copy()
+        self._outage = Outage(settings, what="feed relay")
         self._reset_session()
 
     # -- runs and sessions ----------------------------------------------------------------
@@ -242,7 +248,7 @@ class FeedRelay:
                 raise  # nothing got through: back off
             log.warning("feed relay: %s; reconnecting", exc)
         finally:
-            self._settle()
+            self._settle_before_leaving()
             self.inflight.reset()
             self._reset_session()
             self.link = None
@@ -295,12 +301,22 @@ class FeedRelay:
         self._kicked = False
         if self.done or self.link is None:
             return
-        self._settle()
-        if self._finished():
-            self.done = True
-            self.link.close()
+        if self._outage.waiting() and not self.stop.is_set():
+            return
+        try:
+            self._settle()
+            if self._finished():
+                self.done = True
+                self.link.close()
+            else:
+                self._fill()
+        except StoreUnavailable as exc:
+            self._outage.failed(exc)  # raises once the outage lasted past store_give_up_s
+            if self.stop.is_set():
+                self.done = True
+                self.link.close()
         else:
-            self._fill()
+            self._outage.over()
         self._report()
 
     def _finished(self) -> bool:
@@ -341,6 +357,15 @@ class FeedRelay:
             )
             self.nacked = []
 
+    def _settle_before_leaving(self) -> None:
+        """Settle at the end of a session; with the store away, confirmed changes stay
+        unpublished and simply go again (a duplicate is harmless)."""
+        try:
+            self._settle()
+        except StoreUnavailable as exc:
+            log.warning("feed relay: %d confirmed change(s) go again: %s", len(self.confirmed), exc)
+            self.confirmed = []
+
     def _fill(self) -> None:
         """Publish unpublished changes, in id order, while the window has room."""
         if self.inflight.space == 0 or self.link is None or time.monotonic() < self.hold_until:
@@ -378,8 +403,9 @@ def run_feed_relay(
 
 @contextmanager
 def _store_errors(doing: str) -> Iterator[None]:
-    """Turn SQLAlchemy errors into StoreError naming the action."""
+    """Turn SQLAlchemy errors into StoreError (StoreUnavailable for an outage) naming the
+    action."""
     try:
         yield
     except sa.exc.SQLAlchemyError as exc:
-        raise StoreError(f"feed relay: database error while {doing}: {exc}") from exc
+        raise store_error(exc, "feed relay", doing) from exc

@@ -1,4 +1,4 @@
-"""A message the server store refuses never stops ingest (both server stores).
+"""A message the server store refuses never stops the server (both server stores).
 
 The store's own checks (`storage_problem`) keep out what the columns cannot hold; where they
 miss something (simulated here by switching them off), the database's refusal still costs
@@ -9,20 +9,25 @@ the rest of its batch is applied, and ingest goes on with the next messages.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
 import msgspec
+import pika
 import pytest
 import sqlalchemy as sa
 
 from cajasync import topology
 from cajasync.db import make_engine
 from cajasync.settings import Settings
+from inbox.catalog_reads import SqlCatalogReader
 from inbox.rabbitmq import REASON_HEADER
+from inbox.requests import run_requests
 from inbox.server import IngestStats, run_server
-from schemas import CashPayment, OpEnvelope
+from schemas import CashPayment, OpEnvelope, encode
+from schemas.feed import SnapshotDone, SnapshotRequest
 from tests.integration.test_server_ingest import (
     NOW,
     _held,
@@ -181,3 +186,72 @@ def test_cash_payment_that_rounds_to_ten_to_the_fourteen_is_rejected_and_ingest_
     items = receipt_items(received_down(channel, terminal, lambda m: len(receipt_items(m)) >= 3))
     assert [(i.seq, i.status) for i in items] == [(1, "rejected"), (2, "acked"), (3, "acked")]
     assert items[0].op_id == huge.op_id
+
+
+class DatabaseSaid(Exception):
+    """A DBAPI error with the server's SQLSTATE, as psycopg raises it."""
+
+    sqlstate = "22021"  # invalid byte sequence for encoding
+
+
+def test_request_whose_reads_the_database_refuses_is_dead_lettered_and_the_next_answered(
+    engine: sa.Engine,
+    settings: Settings,
+    channel: Any,
+    terminal: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    heads = SqlCatalogReader.heads
+    calls: list[int] = []
+
+    def refuse_first(reader: SqlCatalogReader, streams: Sequence[str]) -> dict[str, int]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise sa.exc.DataError("SELECT ...", {}, DatabaseSaid("invalid byte sequence"))
+        return heads(reader, streams)
+
+    monkeypatch.setattr(SqlCatalogReader, "heads", refuse_first)
+    first, second = snapshot_request(terminal), snapshot_request(terminal)
+    publish_request(channel, first)
+    publish_request(channel, second)
+
+    stats = run_requests(engine, settings, until_idle=0.5)
+
+    assert (stats.dead_lettered, stats.snapshots) == (1, 1)
+    [(body, headers)] = dead_letters_of_requests(channel)
+    assert body == encode(first)
+    assert "invalid byte sequence" in headers[REASON_HEADER]
+    replies = received_down(
+        channel, terminal, lambda m: any(isinstance(x, SnapshotDone) for x in m)
+    )
+    done = [m for m in replies if isinstance(m, SnapshotDone)]
+    assert [d.request_id for d in done] == [second.request_id]
+
+
+def snapshot_request(terminal: str) -> SnapshotRequest:
+    return SnapshotRequest(
+        terminal=terminal,
+        location="L1",
+        pos="PV1",
+        terminal_kind="retail",
+        request_id=uuid.uuid4().hex,
+        topics=["productos"],
+    )
+
+
+def publish_request(channel: Any, request: SnapshotRequest) -> None:
+    channel.basic_publish(
+        topology.UP_EXCHANGE,
+        f"req.{request.terminal}.snapshot",
+        encode(request),
+        pika.BasicProperties(delivery_mode=2, content_type="application/msgpack", user_id="guest"),
+    )
+
+
+def dead_letters_of_requests(channel: Any) -> list[tuple[bytes, dict[str, Any]]]:
+    found: list[tuple[bytes, dict[str, Any]]] = []
+    while True:
+        method, properties, body = channel.basic_get(topology.DEAD_QUEUE, auto_ack=True)
+        if method is None:
+            return found
+        found.append((body, properties.headers))
