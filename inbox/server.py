@@ -1,7 +1,8 @@
 """Server ingest: consume `cajasync.ops` in batches, apply each batch in one transaction,
 answer every terminal with one receipt per batch, then ack the batch to the broker.
 
-Poison messages go to `cajasync.dlx` (confirmed) before their batch is acked; gaps in a
+Poison messages and conflicting copies go to `cajasync.dlx` (confirmed, with their reason)
+before their batch is acked, as the store's verdicts say (`dead_letters`); gaps in a
 terminal's seqs are requested again after `gap_grace_s`. Broker sessions are retried by
 `cajasync.broker.reconnect_policy`; a store failure nacks the batch and stops ingest.
 """
@@ -25,7 +26,7 @@ from cajasync.topology import OPS_QUEUE, declare_server
 from inbox import rabbitmq
 from inbox.classify import Delivery, classify
 from inbox.gaps import GapTracker
-from inbox.store.base import Rejection, ServerStore, Verdict
+from inbox.store.base import ServerStore, Verdict
 from inbox.store.sql import SqlServerStore
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,17 @@ GAP_CHECK_S: Final = 0.5
 
 @dataclass(slots=True)
 class IngestStats:
-    """What server ingest did so far; `received` = applied + stale + duplicates + rejected."""
+    """What server ingest did so far.
+
+    `received` = applied + stale + duplicates + rejected + conflicts.
+    """
 
     received: int = 0
     applied: int = 0
     duplicates: int = 0
     stale: int = 0
     rejected: int = 0
+    conflicts: int = 0
     dead_lettered: int = 0
     receipts_sent: int = 0
     replays_requested: int = 0
@@ -59,6 +64,8 @@ class IngestStats:
                     self.duplicates += 1
                 case "rejected":
                     self.rejected += 1
+                case "conflict":
+                    self.conflicts += 1
 
 
 def run_server(
@@ -74,6 +81,15 @@ def run_server(
         SqlServerStore(engine), settings, until_idle=until_idle, stop=stop, on_progress=on_progress
     )
     return ingest.run()
+
+
+def dead_letters(deliveries: list[Delivery], verdicts: list[Verdict]) -> list[tuple[Delivery, str]]:
+    """The deliveries of a batch that go to the dead-letter queue, each with its reason."""
+    return [
+        (delivery, verdict.dead_letter)
+        for delivery, verdict in zip(deliveries, verdicts, strict=True)
+        if verdict.dead_letter
+    ]
 
 
 def server_stats(engine: Engine) -> dict[str, list[dict[str, Any]]]:
@@ -180,15 +196,14 @@ class Ingest:
     def _flush(self, out: rabbitmq.Publisher, deliveries: list[Delivery]) -> None:
         """Apply a batch, answer its terminals, then ack it; nack it if the store fails."""
         batch = [classify(delivery) for delivery in deliveries]
-        for delivery, incoming in zip(deliveries, batch, strict=True):
-            if isinstance(incoming, Rejection):
-                out.dead_letter(delivery, incoming.reason)
-                self.stats.dead_lettered += 1
         try:
             verdicts = self._store.apply(batch)
         except StoreError:
             out.nack(deliveries[-1].delivery_tag)
             raise
+        for delivery, reason in dead_letters(deliveries, verdicts):
+            out.dead_letter(delivery, reason)
+            self.stats.dead_lettered += 1
         self.stats.receipts_sent += out.receipts(verdicts)
         out.ack(deliveries[-1].delivery_tag)
         self.stats.count(verdicts)
