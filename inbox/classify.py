@@ -1,7 +1,24 @@
-"""From a broker delivery to an Incoming: decode, validate, check who sent it and where.
+"""From a broker delivery to an Incoming: decode, check who sent it and where, validate.
 
 Pure functions over a `Delivery` (what server ingest keeps of a pika message), so the rules
 for routing keys, `user_id` and rejection details are tested without a broker.
+
+Only an operation of its own terminal occupies that terminal's seq: it decoded, its routing
+key names the terminal and topic of its envelope, and its `user_id` is that terminal's own
+broker user or a shared one (`SHARED_USERS`: then the broker cannot tell terminals apart and
+the routing key is all there is). Such an operation is `Accepted`, or `Invalid` when it fails
+validation or does not fit the store: it is the terminal's real operation, so it is recorded
+as rejected under its own `(op_id, version)` and its seq counts as held (otherwise contiguity
+would stall at it and every replay the server asks for would be rejected again). Only a seq
+or version beyond the store's columns cannot be held at all: that one is rejected unrecorded
+and answered to its terminal.
+
+Anything else is a `Rejection`, recorded nowhere: a body that does not decode, an envelope
+under another terminal's or topic's routing key, a broker user that is not the terminal, and
+a message without `user_id`. Every operation message must carry `user_id` (the relay always
+sets it); there is no exception, whoever the broker user is. A rejection is answered only to
+a sender the broker authenticated: a non-shared user equal to the routing key's terminal.
+No header is trusted for a terminal or a seq.
 """
 
 from __future__ import annotations
@@ -11,7 +28,17 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from cajasync.errors import InvalidMessage
-from inbox.store.base import TERMINAL_ID, Accepted, Incoming, Rejection, storage_problem
+from inbox.store.base import (
+    MAX_INT,
+    TERMINAL_ID,
+    Accepted,
+    Incoming,
+    Invalid,
+    Rejection,
+    digest_of,
+    storage_problem,
+)
+from inbox.store.rules import admit
 from schemas.codec import decode_op
 from schemas.envelope import OpEnvelope
 from schemas.ops import topic_of
@@ -35,64 +62,70 @@ class Delivery:
 
 
 def classify(delivery: Delivery) -> Incoming:
-    """Accept a message that decodes, validates and came by the right route; else reject it."""
-    envelope: OpEnvelope | None = None
+    """Sort a delivery: Accepted, Invalid (its own terminal's, failing validation), Rejection."""
     try:
         envelope = decode_op(delivery.body)
-        validate(envelope)
-        _check_storable(envelope)
-        _check_route(delivery, envelope)
+    except InvalidMessage as exc:
+        return rejection(delivery, None, exc.reason)
+    try:
+        check_sender(delivery, envelope)
     except InvalidMessage as exc:
         return rejection(delivery, envelope, exc.reason)
-    return Accepted(envelope)
+    digest = digest_of(delivery.body)
+    try:
+        validate(envelope)
+        _check_storable(envelope)
+    except InvalidMessage as exc:
+        return admit(Invalid(envelope, exc.reason, digest))
+    return Accepted(envelope, digest)
 
 
 def rejection(delivery: Delivery, envelope: OpEnvelope | None, reason: str) -> Rejection:
-    """Everything known about a rejected message's origin, trusting the broker's checks first."""
-    terminal = sender(delivery)
+    """A message from nowhere, answered only to a sender the broker authenticated."""
     op_id, version = _identity(delivery, envelope)
     return Rejection(
-        terminal=terminal,
-        seq=_seq(delivery, envelope, terminal),
+        terminal=authenticated_sender(delivery),
+        seq=None,
         op_id=op_id,
         version=version,
-        topic=_route(delivery.routing_key)[1] or str(delivery.headers.get("topic", "")),
+        topic=_route(delivery.routing_key)[1] or "",
         reason=reason,
     )
 
 
-def sender(delivery: Delivery) -> str | None:
-    """The terminal that sent a message: its own broker user, else its routing key or headers."""
+def authenticated_sender(delivery: Delivery) -> str | None:
+    """The terminal whose own broker user published a message on its own routing key, if any."""
     user = delivery.user_id
-    candidates = [
-        user if user and user not in SHARED_USERS else None,
-        _route(delivery.routing_key)[0],
-        delivery.headers.get("terminal"),
-    ]
-    for candidate in candidates:
-        if isinstance(candidate, str) and TERMINAL_ID.match(candidate):
-            return candidate
-    return None
+    if user is None or user in SHARED_USERS or not TERMINAL_ID.match(user):
+        return None
+    return user if _route(delivery.routing_key)[0] == user else None
+
+
+def check_sender(delivery: Delivery, envelope: OpEnvelope) -> None:
+    """Raise InvalidMessage unless the operation came from its own terminal, by its own route."""
+    terminal, topic = _route(delivery.routing_key)
+    user = delivery.user_id
+    if not user:
+        raise InvalidMessage(
+            f"no user_id: an operation of terminal {envelope.terminal} arrived on "
+            f"{delivery.routing_key!r} without the broker user that published it "
+            "(every cajasync relay sets it; publish with user_id)"
+        )
+    expected = f"op.{envelope.terminal}.{topic_of(envelope.op)}"
+    if (terminal, topic) != (envelope.terminal, topic_of(envelope.op)):
+        raise InvalidMessage(
+            f"routing key {delivery.routing_key!r} does not match the operation ({expected!r})"
+        )
+    if user not in SHARED_USERS and user != envelope.terminal:
+        raise InvalidMessage(
+            f"broker user {user!r} published an operation of terminal {envelope.terminal}"
+        )
 
 
 def _check_storable(envelope: OpEnvelope) -> None:
     problem = storage_problem(envelope)
     if problem is not None:
         raise InvalidMessage(f"terminal {envelope.terminal} seq {envelope.seq}: {problem}")
-
-
-def _check_route(delivery: Delivery, envelope: OpEnvelope) -> None:
-    terminal, topic = _route(delivery.routing_key)
-    expected = f"op.{envelope.terminal}.{topic_of(envelope.op)}"
-    if (terminal, topic) != (envelope.terminal, topic_of(envelope.op)):
-        raise InvalidMessage(
-            f"routing key {delivery.routing_key!r} does not match the operation ({expected!r})"
-        )
-    user = delivery.user_id
-    if user and user not in SHARED_USERS and user != envelope.terminal:
-        raise InvalidMessage(
-            f"broker user {user!r} published an operation of terminal {envelope.terminal}"
-        )
 
 
 def _route(routing_key: str) -> tuple[str | None, str | None]:
@@ -108,15 +141,7 @@ def _identity(delivery: Delivery, envelope: OpEnvelope | None) -> tuple[str | No
         return str(envelope.op_id), envelope.version
     op_id, _, version = (delivery.message_id or "").partition("/")
     try:
-        return str(uuid.UUID(op_id)), int(version)
+        parsed = str(uuid.UUID(op_id)), int(version)
     except ValueError:
         return None, None
-
-
-def _seq(delivery: Delivery, envelope: OpEnvelope | None, terminal: str | None) -> int | None:
-    if envelope is not None and envelope.terminal == terminal:
-        return envelope.seq
-    seq = delivery.headers.get("seq")
-    if isinstance(seq, int) and not isinstance(seq, bool):
-        return seq
-    return None
+    return parsed if 1 <= parsed[1] <= MAX_INT else (None, None)

@@ -4,9 +4,10 @@ A batch is applied in one transaction. When the database refuses it for its data
 (StoreDataError: a value out of a column's range, a constraint the rules did not
 foresee), the batch is halved and each half applied in its own transaction; a half that
 is refused again is halved again, and a single message that is still refused is rejected
-with the database's reason (its rejection recorded like any other, so its seq counts as
-held). Everything else is applied as usual: one bad message among n costs about
-2·log2(n) more transactions, and none of the others is lost.
+with the database's reason: it becomes `Invalid`, recorded as rejected under its own
+`(op_id, version)` like any operation that fails validation, so its seq counts as held, and
+its verdict carries the dead-letter reason. Everything else is applied as usual: one bad
+message among n costs about 2·log2(n) more transactions, and none of the others is lost.
 
 A store that is away (StoreUnavailable) is not the batch's fault: `apply` is expected to
 wait for it, and whatever it raises in the end is raised here.
@@ -18,8 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from cajasync.errors import StoreDataError
-from inbox.store.base import Accepted, Incoming, Rejection, Verdict
-from schemas.ops import topic_of
+from inbox.store.base import Accepted, Incoming, Invalid, Rejection, Verdict
 
 Apply = Callable[[Sequence[Incoming]], list[Verdict]]
 """`ServerStore.apply`, possibly wrapped in a retry policy."""
@@ -70,39 +70,29 @@ def _refuse(
     index: int,
 ) -> Verdict:
     """Reject a message the database refused; record the rejection when it can be."""
-    if isinstance(incoming, Rejection):  # already dead-lettered with its own reason
-        return _unrecorded(incoming)
-    rejection = refusal(incoming, exc.reason)
-    refused[index] = rejection.reason
+    if isinstance(incoming, Rejection):  # recorded nowhere: cannot be what was refused
+        return _unrecorded(
+            incoming.terminal, incoming.seq, incoming.op_id, incoming.version, incoming.reason
+        )
+    invalid = refusal(incoming, exc.reason)
+    refused[index] = invalid.reason
     try:
-        return apply([rejection])[0]
+        return apply([invalid])[0]
     except StoreDataError:
-        return _unrecorded(rejection)
+        env = invalid.envelope
+        return _unrecorded(env.terminal, env.seq, str(env.op_id), env.version, invalid.reason)
 
 
-def _unrecorded(rejection: Rejection) -> Verdict:
-    return Verdict(
-        rejection.terminal,
-        rejection.seq,
-        rejection.op_id,
-        rejection.version,
-        "rejected",
-        rejection.reason,
-        "rejected",
-    )
+def _unrecorded(
+    terminal: str | None, seq: int | None, op_id: str | None, version: int | None, reason: str
+) -> Verdict:
+    """A rejection the store could not even record: answered and dead-lettered all the same."""
+    return Verdict(terminal, seq, op_id, version, "rejected", reason, "rejected", reason)
 
 
-def refusal(accepted: Accepted, says: str) -> Rejection:
-    """The rejection of a valid operation the database refused, with its reason."""
-    env = accepted.envelope
-    return Rejection(
-        terminal=env.terminal,
-        seq=env.seq,
-        op_id=str(env.op_id),
-        version=env.version,
-        topic=topic_of(env.op),
-        reason=(
-            f"terminal {env.terminal} seq {env.seq} op {env.op_id}: "
-            f"the server store refused it ({says})"
-        ),
-    )
+def refusal(incoming: Accepted | Invalid, says: str) -> Invalid:
+    """A valid operation the database refused: its own terminal's, rejected with the reason."""
+    env = incoming.envelope
+    where = f"terminal {env.terminal} seq {env.seq} op {env.op_id}"
+    reason = f"{where}: the server store refused it ({says})"
+    return Invalid(env, reason, incoming.digest)

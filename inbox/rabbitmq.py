@@ -44,21 +44,29 @@ def delivery(method: Any, properties: Any, body: bytes | None) -> Delivery:
 
 
 def receipts_of(verdicts: list[Verdict]) -> list[Receipt]:
-    """One receipt per terminal, its items in batch order; verdicts of no terminal are dropped."""
+    """One receipt per terminal, its items in batch order.
+
+    Every item names the `(op_id, version)` it answers: a verdict without them, or without a
+    terminal to tell (a message from nowhere), gets no item.
+    """
     items: dict[str, list[ReceiptItem]] = defaultdict(list)
     for verdict in verdicts:
-        if verdict.terminal is not None and TERMINAL_ID.match(verdict.terminal):
-            items[verdict.terminal].append(_item(verdict))
+        item = _item(verdict)
+        if item is not None and verdict.terminal and TERMINAL_ID.match(verdict.terminal):
+            items[verdict.terminal].append(item)
     return [Receipt(terminal=terminal, items=items[terminal]) for terminal in sorted(items)]
 
 
-def _item(verdict: Verdict) -> ReceiptItem:
+def _item(verdict: Verdict) -> ReceiptItem | None:
+    op_id = _uuid(verdict.op_id)
+    if op_id is None or verdict.version is None:
+        return None
     return ReceiptItem(
-        op_id=_uuid(verdict.op_id),
+        op_id=op_id,
         version=verdict.version,
         seq=verdict.seq,
         status=verdict.status,
-        reason=verdict.reason,
+        reason=verdict.reason if verdict.status == "rejected" else "",
     )
 
 

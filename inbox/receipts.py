@@ -21,26 +21,24 @@ _SETTLES: dict[str, tuple[str, ...]] = {
     REJECTED: (PENDING, SENT),
 }
 
-# Which identifying fields an item carries: (seq, op_id, version).
-_Shape = tuple[bool, bool, bool]
-
 
 def apply_receipt(connection: sa.Connection, receipt: Receipt) -> tuple[int, int]:
     """Settle the rows a receipt names; return how many became (acked, rejected).
 
-    An item with a seq matches that row (and, when it also names an op id or version,
-    only if they agree, so a receipt meant for an older database never settles a reused
-    seq); an item without a seq matches by (op_id, version). Unknown rows are ignored.
+    An item settles the row with its `(op_id, version)`, and only if its seq agrees when it
+    names one (so a receipt meant for an older database never settles a reused seq). An item
+    that names no `(op_id, version)` (a seq alone proves nothing: anyone could have claimed
+    it) or none of this outbox's rows is ignored.
     """
     now = time.time()
-    groups: dict[tuple[str, _Shape], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, bool], list[dict[str, Any]]] = defaultdict(list)
     for item in receipt.items:
-        shape = (item.seq is not None, item.op_id is not None, item.version is not None)
-        if shape[0] or (shape[1] and shape[2]):
-            groups[item.status, shape].append(_parameters(item, now))
+        if item.op_id is not None and item.version is not None:
+            groups[item.status, item.seq is not None].append(_parameters(item, now))
     counts = {ACKED: 0, REJECTED: 0}
-    for (status, shape), parameters in groups.items():
-        counts[status] += connection.execute(_settle_statement(status, shape), parameters).rowcount
+    for (status, has_seq), parameters in groups.items():
+        statement = _settle_statement(status, has_seq=has_seq)
+        counts[status] += connection.execute(statement, parameters).rowcount
     return counts[ACKED], counts[REJECTED]
 
 
@@ -65,24 +63,23 @@ def _parameters(item: ReceiptItem, now: float) -> dict[str, Any]:
     reason = (item.reason or "rejected by the server") if item.status == REJECTED else None
     return {
         "m_seq": item.seq,
-        "m_op_id": None if item.op_id is None else str(item.op_id),
+        "m_op_id": str(item.op_id),
         "m_version": item.version,
         "now": now,
         "reason": reason,
     }
 
 
-def _settle_statement(status: str, shape: _Shape) -> sa.Update:
-    has_seq, has_op_id, has_version = shape
+def _settle_statement(status: str, *, has_seq: bool) -> sa.Update:
     # OR of equalities, not IN: an expanding IN cannot run as executemany.
     settles = sa.or_(*(outbox.c.state == state for state in _SETTLES[status]))
-    conditions: list[sa.ColumnElement[bool]] = [settles]
+    conditions: list[sa.ColumnElement[bool]] = [
+        settles,
+        outbox.c.op_id == sa.bindparam("m_op_id"),
+        outbox.c.version == sa.bindparam("m_version"),
+    ]
     if has_seq:
         conditions.append(outbox.c.seq == sa.bindparam("m_seq"))
-    if has_op_id:
-        conditions.append(outbox.c.op_id == sa.bindparam("m_op_id"))
-    if has_version:
-        conditions.append(outbox.c.version == sa.bindparam("m_version"))
     return (
         outbox.update()
         .where(*conditions)

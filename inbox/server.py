@@ -1,7 +1,8 @@
 """Server ingest: consume `cajasync.ops` in batches, apply each batch in one transaction,
 answer every terminal with one receipt per batch, then ack the batch to the broker.
 
-Poison messages go to `cajasync.dlx` (confirmed) before their batch is acked; gaps in a
+Poison messages and conflicting copies go to `cajasync.dlx` (confirmed, with their reason)
+before their batch is acked, as the store's verdicts say (`dead_letters`); gaps in a
 terminal's seqs are requested again after `gap_grace_s`. Broker sessions are retried by
 `cajasync.broker.reconnect_policy`. A message the database refuses is isolated from its
 batch (`inbox.isolate`), rejected and dead-lettered with the database's reason; the rest
@@ -31,7 +32,7 @@ from inbox import rabbitmq
 from inbox.classify import Delivery, classify
 from inbox.gaps import GapTracker
 from inbox.isolate import apply_isolating
-from inbox.store.base import Gap, Incoming, Rejection, ServerStore, Verdict
+from inbox.store.base import Gap, Incoming, ServerStore, Verdict
 from inbox.store.sql import SqlServerStore
 
 log = logging.getLogger(__name__)
@@ -41,13 +42,17 @@ GAP_CHECK_S: Final = 0.5
 
 @dataclass(slots=True)
 class IngestStats:
-    """What server ingest did so far; `received` = applied + stale + duplicates + rejected."""
+    """What server ingest did so far.
+
+    `received` = applied + stale + duplicates + rejected + conflicts.
+    """
 
     received: int = 0
     applied: int = 0
     duplicates: int = 0
     stale: int = 0
     rejected: int = 0
+    conflicts: int = 0
     dead_lettered: int = 0
     receipts_sent: int = 0
     replays_requested: int = 0
@@ -65,6 +70,8 @@ class IngestStats:
                     self.duplicates += 1
                 case "rejected":
                     self.rejected += 1
+                case "conflict":
+                    self.conflicts += 1
 
 
 def run_server(
@@ -80,6 +87,15 @@ def run_server(
         SqlServerStore(engine), settings, until_idle=until_idle, stop=stop, on_progress=on_progress
     )
     return ingest.run()
+
+
+def dead_letters(deliveries: list[Delivery], verdicts: list[Verdict]) -> list[tuple[Delivery, str]]:
+    """The deliveries of a batch that go to the dead-letter queue, each with its reason."""
+    return [
+        (delivery, verdict.dead_letter)
+        for delivery, verdict in zip(deliveries, verdicts, strict=True)
+        if verdict.dead_letter
+    ]
 
 
 def server_stats(engine: Engine) -> dict[str, list[dict[str, Any]]]:
@@ -194,10 +210,6 @@ class Ingest:
         """Apply a batch, answer its terminals, then ack it; nack it if the store fails
         for good (or is away when ingest is stopped)."""
         batch = [classify(delivery) for delivery in deliveries]
-        for delivery, incoming in zip(deliveries, batch, strict=True):
-            if isinstance(incoming, Rejection):
-                out.dead_letter(delivery, incoming.reason)
-                self.stats.dead_lettered += 1
         try:
             applied = apply_isolating(self._apply, batch)
         except StoreError as exc:
@@ -206,10 +218,10 @@ class Ingest:
                 log.warning("server ingest stopped while the store was away; batch requeued")
                 return
             raise
-        for index, reason in applied.refused.items():
-            out.dead_letter(deliveries[index], reason)
-            self.stats.dead_lettered += 1
         verdicts = applied.verdicts
+        for delivery, reason in dead_letters(deliveries, verdicts):
+            out.dead_letter(delivery, reason)
+            self.stats.dead_lettered += 1
         self.stats.receipts_sent += out.receipts(verdicts)
         out.ack(deliveries[-1].delivery_tag)
         self.stats.count(verdicts)

@@ -31,7 +31,12 @@ class OpEnvelope(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ReceiptItem(msgspec.Struct, frozen=True, kw_only=True):
-    """The server's verdict on one outbox row."""
+    """The server's verdict on one outbox row, named by its `(op_id, version)`.
+
+    The server always sets `op_id` and `version` (and `seq` when the operation decoded); a
+    terminal ignores an item without them. They stay optional on the wire so that a receipt
+    from an older server still decodes (a field's type never changes).
+    """
 
     op_id: uuid.UUID | None
     version: int | None

@@ -2,18 +2,24 @@
 
 Rules every adapter keeps (tests/integration/test_store_contract.py checks them):
 
+* only an operation of its own terminal (`Accepted` or `Invalid`: it decoded and its sender
+  checks passed) occupies a seq; a `Rejection` (it did not decode, or its sender is not the
+  terminal it names) is recorded nowhere and answered only to its authenticated sender;
 * one tracking row per `(op_id, version)`; a second arrival is a duplicate whose verdict is
   repeated (acked again, or rejected again with the stored reason) and nothing is re-applied;
-* one current row per `op_id`, the highest version; an older version arriving later is
-  recorded as stale, changes nothing and is still acked (the terminal must stop resending);
-* a rejection with a known terminal and seq is recorded under `bad:<terminal>:<seq>`
-  (version 0), so its seq counts as held and contiguity moves past it;
+  a copy whose content digest differs from the first's is answered the same way, with the
+  outcome "conflict" and a dead letter naming both digests: the first is kept;
+* an `Invalid` operation is recorded as rejected under its own `(op_id, version)`, so its seq
+  counts as held and contiguity moves past it (a replay of it is a duplicate, rejected again);
+* a different `(op_id, version)` claiming a seq already held is rejected with the outcome
+  "conflict" and dead-lettered; the operation held keeps the seq;
 * per terminal, `contiguous_seq` is the highest N with 1..N all held;
 * weekly file chunks are reassembled once every chunk is held, then checked by size and sha256.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,7 +30,7 @@ from schemas.envelope import OpEnvelope
 from schemas.ops import CashPayment, Sale, WeeklyFileChunk, ZClose
 
 Status = Literal["acked", "rejected"]
-Outcome = Literal["applied", "stale", "duplicate", "rejected"]
+Outcome = Literal["applied", "stale", "duplicate", "rejected", "conflict"]
 FileStatus = Literal["partial", "complete", "corrupt"]
 
 MAX_INT: Final = 2**31 - 1  # the seq and version columns are 32-bit integers
@@ -41,14 +47,37 @@ TERMINAL_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """A message that decoded and validated: apply it."""
+    """An operation that decoded, validated and came from its own terminal: apply it.
+
+    `digest` is the sha256 (hex) of the message as received; "" means of `encode(envelope)`.
+    """
 
     envelope: OpEnvelope
+    digest: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """An operation of its own terminal that fails validation: record it as rejected.
+
+    It is the terminal's real operation, so it is held under its own `(op_id, version)` and
+    its seq counts as held; otherwise contiguity would stall at it for good and every replay
+    the server asked for would be rejected again.
+    """
+
+    envelope: OpEnvelope
+    reason: str
+    digest: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """A message that failed decoding, validation or the routing checks, with what is known."""
+    """A message from nowhere: it did not decode, or its sender is not the terminal it names.
+
+    It is recorded nowhere and occupies no seq. `terminal` is who may be told (an
+    authenticated sender), None when nobody is; `seq`, when known, only cross-checks that
+    answer's receipt item on the terminal.
+    """
 
     terminal: str | None
     seq: int | None
@@ -58,7 +87,7 @@ class Rejection:
     reason: str
 
 
-Incoming = Accepted | Rejection
+Incoming = Accepted | Invalid | Rejection
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +101,7 @@ class Verdict:
     status: Status
     reason: str = ""
     outcome: Outcome = "applied"
+    dead_letter: str = ""  # why this copy goes to the dead-letter queue; "" when it does not
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +193,11 @@ def _chunk_problem(chunk: WeeklyFileChunk) -> str | None:
     if "\x00" in chunk.file_name:
         return "file name contains a NUL character"
     return None
+
+
+def digest_of(body: bytes) -> str:
+    """The content digest of a message body: sha256, hex."""
+    return hashlib.sha256(body).hexdigest()
 
 
 def amount_of(envelope: OpEnvelope) -> Decimal | None:

@@ -19,6 +19,7 @@ class _Received:
     seq: int
     status: str
     reason: str
+    digest: str
 
 
 @dataclass(slots=True)
@@ -83,12 +84,12 @@ class MemoryServerStore:
 
     def _record(self, planned: rules.Plan) -> rules.Learned:
         new: set[rules.Key] = set()
-        stored: dict[rules.Key, tuple[str, str]] = {}
+        stored: dict[rules.Key, rules.Held] = {}
         claimed: set[tuple[str, int]] = set()
         for row in planned.sorted_rows():
             held = self._received.get(row.key)
             if held is not None:
-                stored[row.key] = (held.status, held.reason)
+                stored[row.key] = rules.Held(held.status, held.reason, held.digest)
             elif row.seq not in self._held.get(row.terminal, ()) and (
                 (row.terminal, row.seq) not in claimed
             ):
@@ -98,7 +99,7 @@ class MemoryServerStore:
         for key in sorted(new):
             row = planned.rows[key]
             status = rules.status_of(row, applied)
-            self._received[key] = _Received(row.terminal, row.seq, status, row.reason)
+            self._received[key] = _Received(row.terminal, row.seq, status, row.reason, row.digest)
             self._held.setdefault(row.terminal, set()).add(row.seq)
         return rules.Learned(new=new, applied=applied, stored=stored)
 

@@ -11,17 +11,18 @@ from dataclasses import dataclass, field
 
 from inbox.store.base import (
     MAX_INT,
-    MAX_TOPIC,
-    TERMINAL_ID,
     Accepted,
     Incoming,
+    Invalid,
     Outcome,
     Rejection,
     Status,
     Verdict,
+    digest_of,
     storage_problem,
 )
 from inbox.store.tables import APPLIED, REJECTED, STALE
+from schemas.codec import encode
 from schemas.envelope import OpEnvelope
 from schemas.ops import topic_of
 
@@ -31,12 +32,13 @@ Key = tuple[str, int]
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """A tracking row to insert: an accepted envelope or a recordable rejection."""
+    """A tracking row to insert: an accepted envelope, or an invalid one recorded as rejected."""
 
     key: Key
     terminal: str
     seq: int
     topic: str
+    digest: str
     reason: str = ""
     envelope: OpEnvelope | None = None
 
@@ -53,12 +55,21 @@ class Row:
         return self.key[1]
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What a tracking row already held says: its status, reason and content digest."""
+
+    status: str
+    reason: str
+    digest: str  # "" for rows recorded before digests were kept
+
+
 @dataclass(slots=True)
 class Plan:
-    """A batch reduced to one row per key, remembering which key each message maps to."""
+    """A batch reduced to one row per key, remembering each message's own row."""
 
     incoming: list[Incoming]
-    keys: list[Key | None]
+    own: list[Row | None]
     rows: dict[Key, Row] = field(default_factory=dict)
 
     def sorted_rows(self) -> list[Row]:
@@ -72,46 +83,48 @@ class Learned:
 
     new: set[Key]
     applied: set[Key]
-    stored: dict[Key, tuple[str, str]]  # key -> (status, reason) of rows already held
-
-
-def rejection_key(terminal: str, seq: int) -> Key:
-    """The synthetic tracking key of a rejected message."""
-    return (f"bad:{terminal}:{seq}", 0)
+    stored: dict[Key, Held]  # rows already held, by key
 
 
 def admit(incoming: Incoming) -> Incoming:
-    """Turn an accepted envelope that does not fit the store into a rejection."""
+    """Turn an operation that does not fit the store into an invalid one, or a rejection.
+
+    An operation whose seq or version does not fit the tracking row cannot hold a seq: it is
+    rejected without being recorded (answered to its terminal, which sent it).
+    """
     if isinstance(incoming, Rejection):
         return incoming
     envelope = incoming.envelope
-    problem = storage_problem(envelope)
-    if problem is None:
+    if isinstance(incoming, Accepted):
+        problem = storage_problem(envelope)
+        if problem is None:
+            return incoming
+        reason = f"terminal {envelope.terminal} seq {envelope.seq} op {envelope.op_id}: {problem}"
+        incoming = Invalid(envelope, reason, incoming.digest)
+    if envelope.seq <= MAX_INT and envelope.version <= MAX_INT:
         return incoming
     return Rejection(
         terminal=envelope.terminal,
-        seq=envelope.seq if envelope.seq <= MAX_INT else None,
+        seq=envelope.seq,
         op_id=str(envelope.op_id),
         version=envelope.version,
         topic=topic_of(envelope.op),
-        reason=f"terminal {envelope.terminal} seq {envelope.seq} op {envelope.op_id}: {problem}",
+        reason=incoming.reason,
     )
 
 
 def row_of(incoming: Incoming) -> Row | None:
-    """The tracking row of a message, or None for a rejection of unknown terminal or seq."""
+    """The tracking row of a message, or None for a rejection: it is recorded nowhere."""
+    if isinstance(incoming, Rejection):
+        return None
+    env = incoming.envelope
+    key = (str(env.op_id), env.version)
+    topic = topic_of(env.op)
+    digest = incoming.digest or digest_of(encode(env))
     if isinstance(incoming, Accepted):
-        env = incoming.envelope
-        key = (str(env.op_id), env.version)
-        return Row(key, env.terminal, env.seq, topic_of(env.op), envelope=env)
-    terminal, seq = incoming.terminal, incoming.seq
-    if terminal is None or not TERMINAL_ID.match(terminal):
-        return None
-    if seq is None or not 1 <= seq <= MAX_INT:
-        return None
-    topic = _printable(incoming.topic)[:MAX_TOPIC]
+        return Row(key, env.terminal, env.seq, topic, digest, envelope=env)
     reason = _printable(incoming.reason)
-    return Row(rejection_key(terminal, seq), terminal, seq, topic, reason=reason)
+    return Row(key, env.terminal, env.seq, topic, digest, reason=reason)
 
 
 def _printable(text: str) -> str:
@@ -120,12 +133,10 @@ def _printable(text: str) -> str:
 
 
 def plan(batch: Sequence[Incoming]) -> Plan:
-    """One row per key (the first arrival wins) and the key of every message."""
+    """One row per key (the first arrival wins) and every message's own row."""
     admitted = [admit(incoming) for incoming in batch]
-    result = Plan(incoming=admitted, keys=[])
-    for incoming in admitted:
-        row = row_of(incoming)
-        result.keys.append(None if row is None else row.key)
+    result = Plan(incoming=admitted, own=[row_of(incoming) for incoming in admitted])
+    for row in result.own:
         if row is not None:
             result.rows.setdefault(row.key, row)
     return result
@@ -154,22 +165,20 @@ def verdicts(planned: Plan, learned: Learned) -> list[Verdict]:
     """One verdict per message of the batch, in order."""
     answered: set[Key] = set()
     result = []
-    for incoming, key in zip(planned.incoming, planned.keys, strict=True):
-        if key is None:
+    for incoming, own in zip(planned.incoming, planned.own, strict=True):
+        if own is None:
             result.append(_verdict(incoming, "rejected", _reason(incoming), "rejected"))
-        elif key in learned.new and key not in answered:
-            answered.add(key)
-            result.append(_first_verdict(incoming, planned.rows[key], learned.applied))
-        elif key in learned.new:
-            row = planned.rows[key]
-            status = APPLIED if row.accepted else REJECTED
-            result.append(_repeat_verdict(incoming, status, row.reason))
-        elif key in learned.stored:
-            result.append(_repeat_verdict(incoming, *learned.stored[key]))
+        elif own.key in learned.new and own.key not in answered:
+            answered.add(own.key)
+            result.append(_first_verdict(incoming, own, learned.applied))
+        elif own.key in learned.new:
+            first = planned.rows[own.key]
+            status = APPLIED if first.accepted else REJECTED
+            result.append(_repeat_verdict(incoming, own, Held(status, first.reason, first.digest)))
+        elif own.key in learned.stored:
+            result.append(_repeat_verdict(incoming, own, learned.stored[own.key]))
         else:
-            row = planned.rows[key]
-            reason = f"seq {row.seq} of terminal {row.terminal} is held by another operation"
-            result.append(_verdict(incoming, "rejected", reason, "rejected"))
+            result.append(_verdict(incoming, "rejected", _seq_taken(own), "conflict"))
     return result
 
 
@@ -180,29 +189,57 @@ def _first_verdict(incoming: Incoming, row: Row, applied: set[Key]) -> Verdict:
     return _verdict(incoming, "acked", "", "applied" if status == APPLIED else "stale")
 
 
-def _repeat_verdict(incoming: Incoming, stored_status: str, reason: str) -> Verdict:
-    if stored_status == REJECTED:
-        return _verdict(incoming, "rejected", reason, "duplicate")
-    return _verdict(incoming, "acked", "", "duplicate")
+def _repeat_verdict(incoming: Incoming, own: Row, held: Held) -> Verdict:
+    """A duplicate is answered as its first copy was; a copy with other content too, but flagged."""
+    status: Status = "rejected" if held.status == REJECTED else "acked"
+    reason = held.reason if status == "rejected" else ""
+    if held.digest and own.digest != held.digest:
+        return _verdict(incoming, status, reason, "conflict", dead_letter=_other_content(own, held))
+    return _verdict(incoming, status, reason, "duplicate")
+
+
+def _other_content(own: Row, held: Held) -> str:
+    return (
+        f"op {own.op_id} version {own.version} (terminal {own.terminal} seq {own.seq}) arrived "
+        f"again with other content: sha256 {own.digest}, held {held.digest}; the first is kept"
+    )
+
+
+def _seq_taken(own: Row) -> str:
+    return (
+        f"seq {own.seq} of terminal {own.terminal} is held by another operation; op "
+        f"{own.op_id} version {own.version} claims it and is not taken"
+    )
 
 
 def _reason(incoming: Incoming) -> str:
-    return incoming.reason if isinstance(incoming, Rejection) else ""
+    return "" if isinstance(incoming, Accepted) else incoming.reason
 
 
-def _verdict(incoming: Incoming, status: Status, reason: str, outcome: Outcome) -> Verdict:
-    if isinstance(incoming, Accepted):
-        env = incoming.envelope
-        return Verdict(env.terminal, env.seq, str(env.op_id), env.version, status, reason, outcome)
-    return Verdict(
-        incoming.terminal,
-        incoming.seq,
-        incoming.op_id,
-        incoming.version,
-        status,
-        reason,
-        outcome,
-    )
+def _verdict(
+    incoming: Incoming,
+    status: Status,
+    reason: str,
+    outcome: Outcome,
+    *,
+    dead_letter: str | None = None,
+) -> Verdict:
+    """The verdict on one message; every rejection is dead-lettered with its reason."""
+    dead = (reason if status == "rejected" else "") if dead_letter is None else dead_letter
+    if isinstance(incoming, Rejection):
+        return Verdict(
+            incoming.terminal,
+            incoming.seq,
+            incoming.op_id,
+            incoming.version,
+            status,
+            reason,
+            outcome,
+            dead,
+        )
+    env = incoming.envelope
+    op_id = str(env.op_id)
+    return Verdict(env.terminal, env.seq, op_id, env.version, status, reason, outcome, dead)
 
 
 def advance(contiguous: int, held_above: Iterable[int]) -> int:

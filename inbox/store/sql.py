@@ -167,6 +167,7 @@ def _insert_received(
             "status": APPLIED if row.accepted else REJECTED,
             "reason": row.reason,
             "received_at": now,
+            "digest": row.digest,
         }
         for row in rows
     ]
@@ -175,16 +176,17 @@ def _insert_received(
     return {(op_id, version) for op_id, version in connection.execute(statement, params)}
 
 
-def _stored(connection: sa.Connection, keys: list[rules.Key]) -> dict[rules.Key, tuple[str, str]]:
+def _stored(connection: sa.Connection, keys: list[rules.Key]) -> dict[rules.Key, rules.Held]:
     if not keys:
         return {}
     wanted = set(keys)
-    query = sa.select(
-        received.c.op_id, received.c.version, received.c.status, received.c.reason
-    ).where(received.c.op_id.in_(sorted({op_id for op_id, _ in keys})))
+    r = received.c
+    query = sa.select(r.op_id, r.version, r.status, r.reason, r.digest).where(
+        r.op_id.in_(sorted({op_id for op_id, _ in keys}))
+    )
     return {
-        (op_id, version): (status, reason)
-        for op_id, version, status, reason in connection.execute(query)
+        (op_id, version): rules.Held(status, reason, digest or "")
+        for op_id, version, status, reason, digest in connection.execute(query)
         if (op_id, version) in wanted
     }
 

@@ -10,9 +10,10 @@ metadata = sa.MetaData()
 
 APPLIED: Final = "applied"  # this version is (or was) the op's current version
 STALE: Final = "stale"  # an older version that arrived after a newer one: changes nothing
-REJECTED: Final = "rejected"  # failed decoding or validation; see reason
+REJECTED: Final = "rejected"  # its terminal's operation, failing validation; see reason
 
-# One row per (op_id, version) ever received: the dedup/tracking row of the inbox.
+# One row per (op_id, version) ever received from its own terminal: the dedup/tracking row
+# of the inbox, holding that terminal's seq.
 received = sa.Table(
     "inbox_received",
     metadata,
@@ -24,6 +25,7 @@ received = sa.Table(
     sa.Column("status", sa.String(10), nullable=False),
     sa.Column("reason", sa.Text, nullable=False, server_default=""),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("digest", sa.String(64)),  # sha256 of the first copy; NULL before s0004
     sa.UniqueConstraint("terminal", "seq", name="uq_inbox_received_terminal_seq"),
 )
 

@@ -14,6 +14,7 @@ import pika
 import sqlalchemy as sa
 
 from cajasync import topology
+from cajasync.broker import username
 from cajasync.db import make_engine
 from inbox.store.tables import operations, received
 from outbox.tables import ACKED, outbox
@@ -140,7 +141,7 @@ def fill_outbox(path: Path, count: int, seed: int = 3) -> int:
 
 
 def publish_raw(broker_url: str, terminal: str, bodies: list[tuple[int, str, bytes]]) -> None:
-    """Publish outbox bodies as the relay would (seq, topic, body), with confirms."""
+    """Publish outbox bodies as the relay would (seq, topic, body, user id), with confirms."""
     connection = pika.BlockingConnection(pika.URLParameters(broker_url))
     channel = connection.channel()
     channel.confirm_delivery()
@@ -152,6 +153,7 @@ def publish_raw(broker_url: str, terminal: str, bodies: list[tuple[int, str, byt
             pika.BasicProperties(
                 delivery_mode=2,
                 content_type="application/msgpack",
+                user_id=username(broker_url),
                 headers={"terminal": terminal, "seq": seq, "topic": topic},
             ),
             mandatory=True,

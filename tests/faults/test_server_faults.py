@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from cajasync import topology
 from cajasync.db import make_engine
+from inbox.server import server_stats
 from inbox.store.tables import operations
 from outbox.tables import outbox
 from tests.faults.harness import (
@@ -75,29 +76,26 @@ def test_poison_message_goes_dead_with_its_reason_and_the_rest_are_applied(
     server = spawn("server", "run", "--db", server_db_url, env=env, log=tmp_path / "server.log")
     relay = spawn("terminal", "run", "--db", str(path), env=env, log=tmp_path / "relay.log")
     try:
-        wait_for(
-            lambda: outbox_states(path) == {"acked": total - 1, "rejected": 1},
-            60,
-            "19 acked, 1 rejected",
-        )
+        wait_for(lambda: outbox_states(path).get("acked") == total - 1, 60, "19 acked")
+        wait_for(lambda: ops_depth(clean_broker) == 0, 30, "the ops queue drained")
     finally:
         stop(relay)
         stop(server)
 
+    # Under the shared broker user nothing proves the garbage came from this till: it claims
+    # no seq and gets no receipt; the server keeps asking for seq 10 (a gap it reports).
     held, _ = server_counts(server_db_url, terminal)
     assert held == total - 1
+    assert outbox_states(path).get("rejected", 0) == 0
     dead = _get_one(clean_broker, topology.DEAD_QUEUE)
     assert dead is not None
     properties, body = dead
     assert body == b"\x93not msgpack"
     assert "undecodable" in str(properties.headers["x-cajasync-reason"])
-    engine = make_engine(str(path))
-    with engine.connect() as connection:
-        error = connection.execute(
-            sa.select(outbox.c.last_error).where(outbox.c.seq == 10)
-        ).scalar_one()
-    engine.dispose()
-    assert "undecodable" in error
+    server_engine = make_engine(server_db_url)
+    [mine] = [t for t in server_stats(server_engine)["terminals"] if t["terminal"] == terminal]
+    server_engine.dispose()
+    assert (mine["contiguous_seq"], mine["max_seq"]) == (9, total)
 
 
 def test_server_killed_with_a_full_prefetch_window_in_flight_loses_nothing(
@@ -167,8 +165,6 @@ def test_missing_seq_range_is_detected_replayed_and_filled(
         stop(server)
     held, _ = server_counts(server_db_url, terminal)
     assert held == total
-    from inbox.server import server_stats
-
     server = make_engine(server_db_url)
     stats = server_stats(server)
     server.dispose()

@@ -213,12 +213,16 @@ def receipt(terminal: str, *items: ReceiptItem) -> Receipt:
     return Receipt(terminal=terminal, items=list(items))
 
 
-def acked(seq: int) -> ReceiptItem:
-    return ReceiptItem(op_id=None, version=None, seq=seq, status="acked")
+def acked(engine: Engine, seq: int) -> ReceiptItem:
+    """The server's ack of outbox row `seq`, naming its (op_id, version) as every item does."""
+    row = rows(engine)[seq - 1]
+    return ReceiptItem(op_id=uuid.UUID(row.op_id), version=row.version, seq=seq, status="acked")
 
 
-def rejected(seq: int, reason: str) -> ReceiptItem:
-    return ReceiptItem(op_id=None, version=None, seq=seq, status="rejected", reason=reason)
+def rejected(engine: Engine, seq: int, reason: str) -> ReceiptItem:
+    row = rows(engine)[seq - 1]
+    op_id = uuid.UUID(row.op_id)
+    return ReceiptItem(op_id=op_id, version=row.version, seq=seq, status="rejected", reason=reason)
 
 
 def rabbitmqctl(*args: str) -> None:

@@ -52,6 +52,11 @@ def item(
     return ReceiptItem(op_id=op_id, version=version, seq=seq, status=status, reason=reason)  # type: ignore[arg-type]
 
 
+def answer(row: Recorded, status: str, reason: str = "") -> ReceiptItem:
+    """The item a server sends for an outbox row: its seq, op id and version."""
+    return item(status, seq=row.seq, op_id=row.op_id, version=row.version, reason=reason)
+
+
 def apply(engine: Engine, *items: ReceiptItem) -> tuple[int, int]:
     with engine.begin() as connection:
         return apply_receipt(connection, Receipt(terminal=TERMINAL, items=list(items)))
@@ -63,10 +68,8 @@ def replay(engine: Engine, from_seq: int, to_seq: int) -> int:
         return apply_replay(connection, request)
 
 
-def test_an_acked_item_with_a_seq_settles_that_row(
-    engine: Engine, recorded: list[Recorded]
-) -> None:
-    assert apply(engine, item("acked", seq=2)) == (1, 0)
+def test_an_acked_item_settles_the_row_it_names(engine: Engine, recorded: list[Recorded]) -> None:
+    assert apply(engine, answer(recorded[1], "acked")) == (1, 0)
 
     row = rows(engine)[1]
     assert (row.seq, row.state, row.last_error) == (2, "acked", None)
@@ -75,16 +78,16 @@ def test_an_acked_item_with_a_seq_settles_that_row(
 
 
 def test_a_rejected_item_keeps_the_servers_reason(engine: Engine, recorded: list[Recorded]) -> None:
-    assert apply(engine, item("rejected", seq=3, reason="totals do not match")) == (0, 1)
+    assert apply(engine, answer(recorded[2], "rejected", "totals do not match")) == (0, 1)
 
     row = rows(engine)[2]
     assert (row.state, row.last_error) == ("rejected", "totals do not match")
 
 
 def test_a_receipt_settles_pending_rows_too(engine: Engine) -> None:
-    record_sales(engine, 1)  # still pending: the receipt beat the confirm bookkeeping
+    [row] = record_sales(engine, 1)  # still pending: the receipt beat the confirm bookkeeping
 
-    assert apply(engine, item("acked", seq=1)) == (1, 0)
+    assert apply(engine, answer(row, "acked")) == (1, 0)
     assert states(engine) == {1: "acked"}
 
 
@@ -104,13 +107,31 @@ def test_an_item_with_a_seq_and_another_op_id_settles_nothing(
     assert states(engine)[1] == "sent"
 
 
+def test_an_item_naming_only_a_seq_settles_nothing(
+    engine: Engine, recorded: list[Recorded]
+) -> None:
+    assert apply(engine, item("rejected", seq=3, reason="held by another operation")) == (0, 0)
+    assert apply(engine, item("acked", seq=2)) == (0, 0)
+    assert states(engine) == {1: "sent", 2: "sent", 3: "sent", 4: "sent"}
+
+
+def test_an_item_with_the_rows_op_id_and_version_but_another_seq_settles_nothing(
+    engine: Engine, recorded: list[Recorded]
+) -> None:
+    target = recorded[0]
+    wrong_seq = item("rejected", seq=2, op_id=target.op_id, version=target.version)
+    assert apply(engine, wrong_seq) == (0, 0)
+    assert states(engine)[1] == "sent"
+
+
 def test_items_naming_no_known_row_are_ignored(engine: Engine, recorded: list[Recorded]) -> None:
     counts = apply(
         engine,
         item("acked", seq=99),
         item("acked", op_id=uuid.uuid4(), version=1),
         item("rejected", op_id=recorded[0].op_id),  # no version: names no single row
-        item("acked", seq=1),
+        item("rejected", seq=2, version=1),  # no op id
+        answer(recorded[0], "acked"),
     )
 
     assert counts == (1, 0)
@@ -120,9 +141,9 @@ def test_items_naming_no_known_row_are_ignored(engine: Engine, recorded: list[Re
 def test_an_acked_row_stays_acked_when_a_rejection_arrives_later(
     engine: Engine, recorded: list[Recorded]
 ) -> None:
-    apply(engine, item("acked", seq=1))
+    apply(engine, answer(recorded[0], "acked"))
 
-    assert apply(engine, item("rejected", seq=1, reason="late duplicate")) == (0, 0)
+    assert apply(engine, answer(recorded[0], "rejected", "late duplicate")) == (0, 0)
     assert rows(engine)[0].state == "acked"
     assert rows(engine)[0].last_error is None
 
@@ -130,24 +151,24 @@ def test_an_acked_row_stays_acked_when_a_rejection_arrives_later(
 def test_an_acked_row_is_not_counted_again_when_its_receipt_is_redelivered(
     engine: Engine, recorded: list[Recorded]
 ) -> None:
-    apply(engine, item("acked", seq=1))
+    apply(engine, answer(recorded[0], "acked"))
 
-    assert apply(engine, item("acked", seq=1)) == (0, 0)
+    assert apply(engine, answer(recorded[0], "acked")) == (0, 0)
 
 
 def test_a_rejected_row_becomes_acked_when_the_server_later_accepts_it(
     engine: Engine, recorded: list[Recorded]
 ) -> None:
-    apply(engine, item("rejected", seq=2, reason="unknown seller"))
+    apply(engine, answer(recorded[1], "rejected", "unknown seller"))
 
-    assert apply(engine, item("acked", seq=2)) == (1, 0)
+    assert apply(engine, answer(recorded[1], "acked")) == (1, 0)
     assert (rows(engine)[1].state, rows(engine)[1].last_error) == ("acked", None)
 
 
 def test_a_late_broker_confirm_does_not_turn_a_settled_row_back_to_sent(
     engine: Engine, recorded: list[Recorded]
 ) -> None:
-    apply(engine, item("acked", seq=1), item("rejected", seq=2, reason="bad"))
+    apply(engine, answer(recorded[0], "acked"), answer(recorded[1], "rejected", "bad"))
 
     with engine.begin() as connection:
         assert mark_sent(connection, [1, 2, 3], now=2.0) == 1
@@ -157,15 +178,15 @@ def test_a_late_broker_confirm_does_not_turn_a_settled_row_back_to_sent(
 
 def test_one_receipt_settles_many_rows_in_one_go(engine: Engine) -> None:
     made = record_sales(engine, 300)
-    items = [item("acked", seq=r.seq, op_id=r.op_id, version=r.version) for r in made[:-1]]
+    items = [answer(r, "acked") for r in made[:-1]]
 
-    assert apply(engine, *items, item("rejected", seq=made[-1].seq, reason="bad")) == (299, 1)
+    assert apply(engine, *items, answer(made[-1], "rejected", "bad")) == (299, 1)
 
 
 def test_a_replay_request_puts_every_row_in_its_range_back_to_pending(
     engine: Engine, recorded: list[Recorded]
 ) -> None:
-    apply(engine, item("acked", seq=2), item("rejected", seq=3, reason="bad"))
+    apply(engine, answer(recorded[1], "acked"), answer(recorded[2], "rejected", "bad"))
 
     assert replay(engine, 2, 3) == 2
 
@@ -187,7 +208,7 @@ def test_receipts_apply_inside_the_callers_transaction(
 ) -> None:
     with engine.connect() as connection:
         connection.begin()
-        apply_receipt(connection, Receipt(terminal=TERMINAL, items=[item("acked", seq=1)]))
+        apply_receipt(connection, Receipt(terminal=TERMINAL, items=[answer(recorded[0], "acked")]))
         connection.rollback()
 
     with engine.connect() as connection:

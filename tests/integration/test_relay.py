@@ -144,7 +144,12 @@ def test_server_receipts_turn_sent_rows_acked_or_rejected(terminal: Terminal) ->
         send_down(
             terminal.settings.broker_url,
             terminal.id,
-            receipt(terminal.id, acked(1), acked(2), rejected(3, "totals do not match")),
+            receipt(
+                terminal.id,
+                acked(terminal.engine, 1),
+                acked(terminal.engine, 2),
+                rejected(terminal.engine, 3, "totals do not match"),
+            ),
         )
         relay.wait_for(lambda: "sent" not in states(terminal.engine).values(), "the receipt")
         stats = relay.finish()
@@ -164,7 +169,7 @@ def test_the_relay_publishes_new_rows_and_applies_their_receipts_while_running(
         recorded = record_sales(terminal.engine, 5)
         assert tap.seqs(5) == [1, 2, 3, 4, 5]
         relay.wait_for(lambda: set(states(terminal.engine).values()) == {"sent"}, "the confirms")
-        items = [acked(r.seq) for r in recorded]
+        items = [acked(terminal.engine, r.seq) for r in recorded]
         send_down(terminal.settings.broker_url, terminal.id, receipt(terminal.id, *items))
         relay.wait_for(lambda: set(states(terminal.engine).values()) == {"acked"}, "the receipts")
         stats = relay.finish()
@@ -200,7 +205,11 @@ def test_a_replay_request_sends_even_acked_rows_again(
 
     with running_relay(terminal.engine, terminal.settings) as relay:
         url = terminal.settings.broker_url
-        send_down(url, terminal.id, receipt(terminal.id, acked(1), acked(2)))
+        send_down(
+            url,
+            terminal.id,
+            receipt(terminal.id, acked(terminal.engine, 1), acked(terminal.engine, 2)),
+        )
         relay.wait_for(lambda: set(states(terminal.engine).values()) == {"acked"}, "the receipt")
         send_down(url, terminal.id, ReplayRequest(terminal=terminal.id, from_seq=1, to_seq=2))
         assert tap.seqs(2) == [1, 2]
@@ -233,7 +242,9 @@ def test_sent_rows_without_a_receipt_are_published_again_after_resend_after_s(
     with running_relay(terminal.engine, terminal.settings) as relay:
         assert sorted(tap.seqs(3)) == [1, 2, 3]
         send_down(
-            terminal.settings.broker_url, terminal.id, receipt(terminal.id, *map(acked, (1, 2, 3)))
+            terminal.settings.broker_url,
+            terminal.id,
+            receipt(terminal.id, *(acked(terminal.engine, s) for s in (1, 2, 3))),
         )
         relay.wait_for(lambda: set(states(terminal.engine).values()) == {"acked"}, "the receipt")
         stats = relay.finish()
@@ -251,8 +262,8 @@ def test_an_undecodable_server_message_is_dropped_without_blocking_the_receipts_
 
     with running_relay(terminal.engine, terminal.settings) as relay:
         send_down(url, terminal.id, b"\xc1 not msgpack")
-        send_down(url, terminal.id, receipt("SOMEONE-ELSE", acked(1)))
-        send_down(url, terminal.id, receipt(terminal.id, acked(1)))
+        send_down(url, terminal.id, receipt("SOMEONE-ELSE", acked(terminal.engine, 1)))
+        send_down(url, terminal.id, receipt(terminal.id, acked(terminal.engine, 1)))
         relay.wait_for(lambda: states(terminal.engine) == {1: "acked"}, "the receipt")
 
     queue = broker_channel.queue_declare(f"cajasync.t.{terminal.id}", passive=True)

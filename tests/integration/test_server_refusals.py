@@ -26,7 +26,7 @@ from inbox.catalog_reads import SqlCatalogReader
 from inbox.rabbitmq import REASON_HEADER
 from inbox.requests import run_requests
 from inbox.server import IngestStats, run_server
-from schemas import CashPayment, OpEnvelope, encode
+from schemas import CashPayment, OpEnvelope, WeeklyFileChunk, encode
 from schemas.feed import SnapshotDone, SnapshotRequest
 from tests.integration.test_server_ingest import (
     NOW,
@@ -126,10 +126,21 @@ def cash_payment(terminal: str, seq: int, amount: Decimal) -> OpEnvelope:
 
 def refused_by_the_database(engine: sa.Engine, terminal: str, seq: int) -> OpEnvelope:
     """An operation that passes classify (with the store checks off) but the database refuses:
-    an amount beyond NUMERIC(16, 2) on PostgreSQL, a version beyond int64 on SQLite."""
+    an amount beyond NUMERIC(16, 2) on PostgreSQL, a weekly file size beyond int64 on SQLite.
+    Either is refused where the operation is applied, not where it is tracked, so the
+    rejection itself is recorded and holds the seq."""
     if engine.dialect.name == "postgresql":
         return cash_payment(terminal, seq, HUGE)
-    return msgspec.structs.replace(envelope(terminal, seq), version=2**63)
+    chunk = WeeklyFileChunk(
+        week="2026-W10",
+        file_name="semana.bin",
+        size=2**63,
+        sha256="0" * 64,
+        chunk_index=0,
+        chunk_count=1,
+        data=b"x",
+    )
+    return msgspec.structs.replace(envelope(terminal, seq), op=chunk)
 
 
 def test_message_the_database_refuses_is_rejected_and_the_rest_of_its_batch_applied(

@@ -1,4 +1,5 @@
-"""Server ingest's pure rules (no broker, no database): classification, receipts, gap timing."""
+"""Server ingest's pure rules (no broker, no database): classification, receipts, dead letters,
+gap timing."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
-from inbox.classify import Delivery, classify, sender
+from inbox.classify import Delivery, authenticated_sender, classify
 from inbox.gaps import GapTracker
 from inbox.rabbitmq import receipts_of
-from inbox.store import Accepted, Gap, Rejection, Verdict
-from inbox.store.base import AMOUNT_DIGITS, AMOUNT_PLACES, storage_problem
+from inbox.server import dead_letters
+from inbox.store import Accepted, Gap, Invalid, Rejection, Verdict
+from inbox.store.base import AMOUNT_DIGITS, AMOUNT_PLACES, digest_of, storage_problem
 from inbox.store.tables import operations
 from schemas import CashPayment, OpEnvelope, Sale, SaleLine, SalePayment, SaleTotals, encode
 
@@ -61,16 +63,17 @@ def delivery(
     )
 
 
-def test_valid_operation_on_its_own_route_is_accepted() -> None:
-    assert classify(delivery(encode(envelope()))) == Accepted(envelope())
+def test_valid_operation_on_its_own_route_is_accepted_with_the_digest_of_its_body() -> None:
+    body = encode(envelope())
+    assert classify(delivery(body)) == Accepted(envelope(), digest_of(body))
 
 
-def test_undecodable_body_is_rejected_with_what_the_properties_tell() -> None:
+def test_undecodable_body_claims_no_seq_and_is_answered_to_nobody() -> None:
     rejection = classify(delivery(b"\xc1"))
     assert isinstance(rejection, Rejection)
     assert (rejection.terminal, rejection.seq, rejection.op_id, rejection.version) == (
-        "T1",
-        4,
+        None,
+        None,
         str(OP_ID),
         2,
     )
@@ -78,27 +81,40 @@ def test_undecodable_body_is_rejected_with_what_the_properties_tell() -> None:
     assert "undecodable" in rejection.reason
 
 
-def test_unparseable_message_id_leaves_the_op_unknown() -> None:
-    rejection = classify(delivery(b"\xc1", message_id="nonsense"))
+def test_undecodable_body_from_the_terminals_own_broker_user_is_answered_to_it() -> None:
+    rejection = classify(delivery(b"\xc1", user_id="T1"))
     assert isinstance(rejection, Rejection)
-    assert (rejection.op_id, rejection.version, rejection.seq) == (None, None, 4)
+    assert (rejection.terminal, rejection.seq, rejection.op_id, rejection.version) == (
+        "T1",
+        None,
+        str(OP_ID),
+        2,
+    )
 
 
-def test_operation_failing_validation_is_rejected_with_the_rule() -> None:
+def test_unparseable_message_id_leaves_the_op_unknown() -> None:
+    for message_id in ("nonsense", f"{OP_ID}/0", f"{OP_ID}/{2**31}", f"{OP_ID}/x", None):
+        rejection = classify(delivery(b"\xc1", user_id="T1", message_id=message_id))
+        assert isinstance(rejection, Rejection)
+        assert (rejection.op_id, rejection.version, rejection.seq) == (None, None, None)
+
+
+def test_operation_failing_validation_is_invalid_and_keeps_its_own_seq() -> None:
     broken = msgspec.structs.replace(
         sale(), totals=SaleTotals(net=Decimal(1), tax=Decimal(0), total=Decimal(1))
     )
-    rejection = classify(delivery(encode(envelope(op=broken))))
-    assert isinstance(rejection, Rejection)
-    assert "totals" in rejection.reason
-    assert (rejection.terminal, rejection.seq) == ("T1", 4)
+    body = encode(envelope(op=broken))
+    invalid = classify(delivery(body))
+    assert isinstance(invalid, Invalid)
+    assert "totals" in invalid.reason
+    assert (invalid.envelope, invalid.digest) == (envelope(op=broken), digest_of(body))
 
 
-def test_operation_on_another_terminals_route_is_rejected() -> None:
+def test_operation_on_another_terminals_route_is_rejected_claiming_nothing() -> None:
     rejection = classify(delivery(encode(envelope("T2")), routing_key="op.T1.ventas"))
     assert isinstance(rejection, Rejection)
     assert "does not match" in rejection.reason
-    assert (rejection.terminal, rejection.seq) == ("T1", 4)  # the route's seq, from the headers
+    assert (rejection.terminal, rejection.seq, rejection.op_id) == (None, None, str(OP_ID))
 
 
 def test_operation_under_another_topic_is_rejected() -> None:
@@ -107,26 +123,48 @@ def test_operation_under_another_topic_is_rejected() -> None:
     assert "does not match" in rejection.reason
 
 
-def test_broker_user_of_another_terminal_is_rejected_and_answered_to_that_user() -> None:
+def test_broker_user_of_another_terminal_is_rejected_and_answered_to_nobody() -> None:
     rejection = classify(delivery(encode(envelope()), user_id="T9"))
     assert isinstance(rejection, Rejection)
     assert "broker user 'T9'" in rejection.reason
-    assert rejection.terminal == "T9"
+    assert (rejection.terminal, rejection.seq) == (None, None)
+
+
+def test_broker_user_on_its_own_route_with_another_terminals_operation_is_told() -> None:
+    rejection = classify(delivery(encode(envelope("T1")), routing_key="op.T9.ventas", user_id="T9"))
+    assert isinstance(rejection, Rejection)
+    assert (rejection.terminal, rejection.seq) == ("T9", None)
+
+
+def test_operation_without_user_id_is_rejected_whoever_sent_it() -> None:
+    rejection = classify(delivery(encode(envelope()), user_id=None))
+    assert isinstance(rejection, Rejection)
+    assert rejection.reason.startswith("no user_id: ")
+    assert (rejection.terminal, rejection.seq) == (None, None)
 
 
 def test_terminals_own_broker_user_is_accepted() -> None:
     assert isinstance(classify(delivery(encode(envelope()), user_id="T1")), Accepted)
 
 
-def test_sender_ignores_routing_keys_that_are_not_terminal_ids() -> None:
-    odd = Delivery(delivery_tag=1, routing_key="op.a b.ventas", body=b"", headers={})
-    assert sender(odd) is None
+def test_authenticated_sender_is_a_non_shared_user_on_its_own_route() -> None:
+    def sender_of(routing_key: str, user_id: str | None) -> str | None:
+        odd = Delivery(1, routing_key=routing_key, body=b"", user_id=user_id)
+        return authenticated_sender(odd)
+
+    assert sender_of("op.T1.ventas", "T1") == "T1"
+    assert sender_of("op.T1.ventas", "guest") is None
+    assert sender_of("op.T1.ventas", None) is None
+    assert sender_of("op.T1.ventas", "T2") is None
+    assert sender_of("op.a b.ventas", "a b") is None
+    assert sender_of("T1", "T1") is None
 
 
-def test_seq_beyond_the_store_columns_is_rejected() -> None:
+def test_seq_beyond_the_store_columns_is_rejected_without_holding_it() -> None:
     rejection = classify(delivery(encode(envelope(seq=2**40))))
     assert isinstance(rejection, Rejection)
     assert "exceed" in rejection.reason
+    assert (rejection.terminal, rejection.seq) == ("T1", 2**40)
 
 
 def cash_payment(amount: str) -> CashPayment:
@@ -165,18 +203,40 @@ def test_amount_limits_are_the_amount_columns() -> None:
 def test_one_receipt_per_terminal_keeps_the_batch_order() -> None:
     verdicts = [
         Verdict("T2", 1, str(OP_ID), 1, "acked"),
-        Verdict("T1", 5, None, None, "rejected", "bad", "rejected"),
-        Verdict(None, None, None, None, "rejected", "who?", "rejected"),
-        Verdict("T2", 2, "not-a-uuid", 1, "acked", "", "duplicate"),
+        Verdict("T1", 5, str(OP_ID), 3, "rejected", "bad", "rejected", "bad"),
+        Verdict(None, None, str(OP_ID), 1, "rejected", "who?", "rejected", "who?"),
+        Verdict("T2", None, str(OP_ID), 2, "acked", "held", "conflict", "other content"),
     ]
     receipts = receipts_of(verdicts)
-    assert [(r.terminal, [i.seq for i in r.items]) for r in receipts] == [
-        ("T1", [5]),
-        ("T2", [1, 2]),
+    assert [(r.terminal, [(i.seq, i.version) for i in r.items]) for r in receipts] == [
+        ("T1", [(5, 3)]),
+        ("T2", [(1, 1), (None, 2)]),
     ]
     assert receipts[1].items[0].op_id == OP_ID
-    assert receipts[1].items[1].op_id is None
     assert receipts[0].items[0].reason == "bad"
+    assert receipts[1].items[1].reason == ""  # an ack carries no reason
+
+
+def test_receipt_items_always_name_an_op_id_and_version() -> None:
+    verdicts = [
+        Verdict("T1", 5, None, None, "rejected", "bad", "rejected"),
+        Verdict("T1", 6, "not-a-uuid", 1, "rejected", "bad", "rejected"),
+        Verdict("T1", 7, str(OP_ID), None, "rejected", "bad", "rejected"),
+    ]
+    assert receipts_of(verdicts) == []
+
+
+def test_dead_letters_are_the_deliveries_whose_verdict_says_why() -> None:
+    deliveries = [delivery(b"", message_id=str(n)) for n in range(3)]
+    verdicts = [
+        Verdict("T1", 1, str(OP_ID), 1, "acked"),
+        Verdict("T1", 1, str(OP_ID), 1, "acked", "", "conflict", "other content"),
+        Verdict(None, None, None, None, "rejected", "undecodable", "rejected", "undecodable"),
+    ]
+    assert dead_letters(deliveries, verdicts) == [
+        (deliveries[1], "other content"),
+        (deliveries[2], "undecodable"),
+    ]
 
 
 def test_gap_is_requested_only_after_its_grace_period() -> None:

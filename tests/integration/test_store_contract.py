@@ -18,6 +18,7 @@ from inbox.store import (
     Accepted,
     Gap,
     Incoming,
+    Invalid,
     MemoryServerStore,
     Rejection,
     ServerStore,
@@ -33,6 +34,7 @@ from schemas import (
     SalePayment,
     SaleTotals,
     WeeklyFileChunk,
+    encode,
 )
 
 NOW = dt.datetime(2026, 3, 2, 12, 30, tzinfo=dt.UTC)
@@ -104,10 +106,20 @@ def op(
     return Accepted(envelope)
 
 
-def bad(terminal: str | None, seq: int | None, reason: str = "undecodable") -> Rejection:
+def invalid(terminal: str, seq: int, reason: str = "totals do not add up") -> Invalid:
+    """An operation of its own terminal that failed validation."""
+    return Invalid(op(terminal, seq, sale()).envelope, reason)
+
+
+def stray(terminal: str | None, seq: int | None, reason: str = "undecodable") -> Rejection:
+    """A message from nowhere: it did not decode, or its sender is not its terminal."""
     return Rejection(
         terminal=terminal, seq=seq, op_id=None, version=None, topic="ventas", reason=reason
     )
+
+
+def sha256(incoming: Accepted | Invalid) -> str:
+    return hashlib.sha256(encode(incoming.envelope)).hexdigest()
 
 
 class StoreContract:
@@ -160,46 +172,107 @@ class StoreContract:
         assert [v.outcome for v in verdicts] == ["applied", "stale", "duplicate"]
         assert _stats(store) == {"T1": (2, 2, {"ventas": 1})}
 
-    def test_rejection_is_recorded_and_its_seq_counts_as_held(self, store: ServerStore) -> None:
+    def test_invalid_operation_is_recorded_as_rejected_and_its_seq_counts_as_held(
+        self, store: ServerStore
+    ) -> None:
         verdicts = store.apply(
-            [op("T1", 1, sale()), bad("T1", 2, "totals wrong"), op("T1", 3, sale())]
+            [op("T1", 1, sale()), invalid("T1", 2, "totals wrong"), op("T1", 3, sale())]
         )
-        assert [(v.status, v.reason) for v in verdicts] == [
-            ("acked", ""),
-            ("rejected", "totals wrong"),
-            ("acked", ""),
+        assert [(v.status, v.reason, v.dead_letter) for v in verdicts] == [
+            ("acked", "", ""),
+            ("rejected", "totals wrong", "totals wrong"),
+            ("acked", "", ""),
         ]
         assert _stats(store) == {"T1": (3, 3, {"ventas": 2})}
         assert store.gaps() == []
 
-    def test_repeated_rejection_is_rejected_again_with_the_stored_reason(
+    def test_repeated_invalid_operation_is_rejected_again_with_the_stored_reason(
         self, store: ServerStore
     ) -> None:
-        store.apply([bad("T1", 1, "totals wrong")])
-        [again] = store.apply([bad("T1", 1, "something else")])
-        assert (again.status, again.outcome, again.reason) == (
+        first = invalid("T1", 1, "totals wrong")
+        store.apply([first])
+        [again] = store.apply([Invalid(first.envelope, "something else")])
+        assert (again.status, again.outcome, again.reason, again.op_id, again.version) == (
             "rejected",
             "duplicate",
             "totals wrong",
+            str(first.envelope.op_id),
+            1,
         )
 
-    def test_rejection_of_unknown_origin_is_answered_but_not_recorded(
+    def test_rejection_is_answered_but_never_recorded_nor_holds_a_seq(
         self, store: ServerStore
     ) -> None:
-        verdicts = store.apply([bad(None, None), bad("T1", None), bad("not a terminal!", 1)])
-        assert [(v.status, v.outcome) for v in verdicts] == [("rejected", "rejected")] * 3
+        strays = [stray(None, None), stray("T1", None), stray("T1", 3), stray("not a terminal!", 1)]
+        verdicts = store.apply(strays)
+        assert [(v.status, v.outcome, v.dead_letter) for v in verdicts] == [
+            ("rejected", "rejected", "undecodable")
+        ] * 4
         assert store.stats() == []
+        real = op("T1", 3, sale())
+        [verdict] = store.apply([stray("T1", 3), real, stray("T1", 3)])[1:2]
+        assert (verdict.status, verdict.outcome, verdict.seq) == ("acked", "applied", 3)
+        assert _stats(store) == {"T1": (0, 3, {"ventas": 1})}
 
-    def test_seq_already_held_by_another_operation_is_rejected(self, store: ServerStore) -> None:
-        store.apply([op("T1", 1, sale())])
-        [verdict] = store.apply([op("T1", 1, payment())])
-        assert verdict.status == "rejected"
-        assert "held by another operation" in verdict.reason
+    def test_conflicting_claim_on_a_held_seq_is_dead_lettered_and_displaces_nothing(
+        self, store: ServerStore
+    ) -> None:
+        held = op("T1", 1, sale())
+        store.apply([held])
+        claim = op("T1", 1, payment())
+        [verdict] = store.apply([claim])
+        assert (verdict.status, verdict.outcome, verdict.op_id) == (
+            "rejected",
+            "conflict",
+            str(claim.envelope.op_id),
+        )
+        assert "seq 1 of terminal T1 is held by another operation" in verdict.reason
+        assert verdict.dead_letter == verdict.reason
         assert _stats(store) == {"T1": (1, 1, {"ventas": 1})}
+        [again] = store.apply([held])
+        assert (again.status, again.outcome) == ("acked", "duplicate")
+
+    def test_same_key_with_other_content_is_answered_as_the_first_and_dead_lettered(
+        self, store: ServerStore
+    ) -> None:
+        first = op("T1", 1, sale())
+        other = Accepted(msgspec.structs.replace(first.envelope, op=sale(number=2)))
+        in_batch, later = store.apply([first, other])[1], store.apply([other])[0]
+        for verdict in (in_batch, later):
+            assert (verdict.status, verdict.outcome, verdict.reason) == ("acked", "conflict", "")
+            assert sha256(first) in verdict.dead_letter
+            assert sha256(other) in verdict.dead_letter
+        assert _stats(store) == {"T1": (1, 1, {"ventas": 1})}
+        [same] = store.apply([first])
+        assert (same.outcome, same.dead_letter) == ("duplicate", "")
+
+    def test_other_content_of_an_invalid_operation_is_rejected_as_the_first(
+        self, store: ServerStore
+    ) -> None:
+        first = invalid("T1", 1, "totals wrong")
+        other = Invalid(msgspec.structs.replace(first.envelope, seq=2), "seller unknown")
+        store.apply([first])
+        [verdict] = store.apply([other])
+        assert (verdict.status, verdict.outcome, verdict.reason) == (
+            "rejected",
+            "conflict",
+            "totals wrong",
+        )
+        assert sha256(other) in verdict.dead_letter
+        assert _stats(store) == {"T1": (1, 1, {})}
+
+    def test_digest_given_with_the_message_is_the_one_compared(self, store: ServerStore) -> None:
+        first = op("T1", 1, sale())
+        store.apply([Accepted(first.envelope, digest="a" * 64)])
+        [same] = store.apply([Accepted(first.envelope, digest="a" * 64)])
+        [other] = store.apply([Accepted(first.envelope, digest="b" * 64)])
+        assert (same.outcome, other.outcome) == ("duplicate", "conflict")
+        assert f"sha256 {'b' * 64}, held {'a' * 64}" in other.dead_letter
 
     def test_envelope_that_does_not_fit_the_store_is_rejected(self, store: ServerStore) -> None:
         [verdict] = store.apply([op("T1", 2**40, sale())])
-        assert verdict.status == "rejected"
+        assert (verdict.status, verdict.terminal, verdict.seq) == ("rejected", "T1", 2**40)
+        assert "exceed" in verdict.dead_letter
         assert store.stats() == []
 
     def test_contiguity_stops_at_the_first_missing_seq(self, store: ServerStore) -> None:
@@ -211,7 +284,7 @@ class StoreContract:
         store.apply([op("T1", s, sale()) for s in (1, 2, 5, 6, 9)])
         store.apply([op("T1", 4, sale()), op("T1", 3, sale())])
         assert store.gaps() == [Gap("T1", 7, 8)]
-        store.apply([op("T1", 7, sale()), bad("T1", 8)])
+        store.apply([op("T1", 7, sale()), invalid("T1", 8)])
         assert store.gaps() == []
         assert _stats(store)["T1"][:2] == (9, 9)
 
@@ -226,7 +299,7 @@ class StoreContract:
                 op("T1", 1, sale(), op_id=op_id),
                 op("T1", 2, sale(voided=True), op_id=op_id, version=2),
                 op("T1", 3, payment()),
-                bad("T1", 4),
+                invalid("T1", 4),
                 op("T2", 1, payment()),
             ]
         )
@@ -351,16 +424,20 @@ class TestSqlStore(StoreContract):
         self, store: ServerStore, engine: sa.Engine
     ) -> None:
         op_id = uuid.uuid4()
-        store.apply([op("T1", 2, payment(), op_id=op_id, version=2), bad("T1", 3, "why")])
-        store.apply([op("T1", 1, payment(), op_id=op_id, version=1)])
+        v2 = op("T1", 2, payment(), op_id=op_id, version=2)
+        wrong = invalid("T1", 3, "why")
+        store.apply([v2, wrong])
+        v1 = op("T1", 1, payment(), op_id=op_id, version=1)
+        store.apply([v1])
+        r = received.c
         with engine.connect() as connection:
             rows = connection.execute(
-                sa.select(received.c.seq, received.c.status, received.c.reason).order_by("seq")
+                sa.select(r.seq, r.op_id, r.version, r.status, r.reason, r.digest).order_by("seq")
             ).all()
-        assert [tuple(r) for r in rows] == [
-            (1, "stale", ""),
-            (2, "applied", ""),
-            (3, "rejected", "why"),
+        assert [tuple(row) for row in rows] == [
+            (1, str(op_id), 1, "stale", "", sha256(v1)),
+            (2, str(op_id), 2, "applied", "", sha256(v2)),
+            (3, str(wrong.envelope.op_id), 1, "rejected", "why", sha256(wrong)),
         ]
 
     def test_batch_of_thousands_is_applied(self, store: ServerStore) -> None:

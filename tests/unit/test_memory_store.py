@@ -11,7 +11,7 @@ from random import Random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inbox.store import Accepted, Gap, Incoming, MemoryServerStore, Rejection
+from inbox.store import Accepted, Gap, Incoming, Invalid, MemoryServerStore, Rejection
 from schemas import CashPayment, OpEnvelope
 
 NOW = dt.datetime(2026, 3, 2, 12, 30, tzinfo=dt.UTC)
@@ -93,12 +93,11 @@ def test_contiguity_and_first_gap_follow_the_held_seqs(
     accepted: set[int], rejected: set[int]
 ) -> None:
     store = MemoryServerStore()
+    ops = [h for h in history(list(range(5)) * 8) if isinstance(h, Accepted)]
     batch: list[Incoming] = [
-        Rejection("T1", seq, None, None, "ventas", "bad") for seq in sorted(rejected - accepted)
+        Invalid(h.envelope, "bad") for h in ops if h.envelope.seq in rejected - accepted
     ]
-    batch += [
-        h for h in history([0] * 40) if isinstance(h, Accepted) and h.envelope.seq in accepted
-    ]
+    batch += [h for h in ops if h.envelope.seq in accepted]
     store.apply(batch)
     held = accepted | rejected
     contiguous = next(n for n in range(len(held) + 1) if n + 1 not in held)
@@ -109,6 +108,35 @@ def test_contiguity_and_first_gap_follow_the_held_seqs(
         assert store.gaps() == [Gap("T1", contiguous + 1, next_held - 1)]
     else:
         assert store.gaps() == []
+
+
+strays = st.builds(
+    Rejection,
+    terminal=st.sampled_from(["T1", "T2", None]),
+    seq=st.none() | st.integers(1, 40),
+    op_id=st.none() | st.sampled_from([str(op_id) for op_id in OP_IDS]),
+    version=st.none() | st.integers(1, 5),
+    topic=st.just("pagos"),
+    reason=st.just("undecodable"),
+)
+
+
+@given(histories, st.lists(strays, max_size=20), st.randoms(use_true_random=False))
+def test_rejections_mixed_in_change_nothing_and_are_all_dead_lettered(
+    versions: list[int], rejections: list[Rejection], rng: Random
+) -> None:
+    items = history(versions)
+    mixed: list[Incoming] = [*items, *rejections]
+    rng.shuffle(mixed)
+    alone, together = MemoryServerStore(), MemoryServerStore()
+    alone.apply(sorted(items, key=mixed.index))
+    verdicts = together.apply(mixed)
+    assert together.stats() == alone.stats()
+    for op_id in OP_IDS:
+        assert together.current(str(op_id)) == alone.current(str(op_id))
+    dead = [v for v in verdicts if v.dead_letter]
+    assert len(dead) == len(rejections)
+    assert {v.outcome for v in dead} <= {"rejected"}
 
 
 def test_verdicts_keep_the_batch_order() -> None:
