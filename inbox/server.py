@@ -1,9 +1,11 @@
 """Server ingest: consume `cajasync.ops` in batches, apply each batch in one transaction,
 answer every terminal with one receipt per batch, then ack the batch to the broker.
 
-Poison messages go to `cajasync.dlx` (confirmed) before their batch is acked; gaps in a
-terminal's seqs are requested again after `gap_grace_s`. Broker sessions are retried by
-`cajasync.broker.reconnect_policy`; a store failure nacks the batch and stops ingest.
+Poison messages, and operations the store refuses as a second live copy of their terminal
+(inbox/store/incarnations.py), go to `cajasync.dlx` (confirmed) before their batch is
+acked; gaps in a terminal's seqs are requested again after `gap_grace_s`. Broker sessions
+are retried by `cajasync.broker.reconnect_policy`; a store failure nacks the batch and
+stops ingest.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from cajasync.topology import OPS_QUEUE, declare_server
 from inbox import rabbitmq
 from inbox.classify import Delivery, classify
 from inbox.gaps import GapTracker
+from inbox.store import incarnations
 from inbox.store.base import Rejection, ServerStore, Verdict
 from inbox.store.sql import SqlServerStore
 
@@ -42,6 +45,7 @@ class IngestStats:
     duplicates: int = 0
     stale: int = 0
     rejected: int = 0
+    copies: int = 0  # rejected as from a second live copy of their terminal (also in rejected)
     dead_lettered: int = 0
     receipts_sent: int = 0
     replays_requested: int = 0
@@ -59,6 +63,9 @@ class IngestStats:
                     self.duplicates += 1
                 case "rejected":
                     self.rejected += 1
+                case "copy":
+                    self.rejected += 1
+                    self.copies += 1
 
 
 def run_server(
@@ -77,18 +84,31 @@ def run_server(
 
 
 def server_stats(engine: Engine) -> dict[str, list[dict[str, Any]]]:
-    """Progress and operations per topic of every terminal, as `server stats --json` prints."""
-    return {
-        "terminals": [
-            {
-                "terminal": s.terminal,
-                "contiguous_seq": s.contiguous_seq,
-                "max_seq": s.max_seq,
-                "topics": dict(s.topics),
-            }
-            for s in SqlServerStore(engine).stats()
-        ]
-    }
+    """Progress and operations per topic of every terminal, and its databases (incarnations:
+    the current one, second live copies refused), as `server stats --json` prints."""
+    store = SqlServerStore(engine)
+    lineages = store.lineages()
+    terminals = [
+        {
+            "terminal": s.terminal,
+            "contiguous_seq": s.contiguous_seq,
+            "max_seq": s.max_seq,
+            "topics": dict(s.topics),
+            **incarnations.summary(lineages.pop(s.terminal, [])),
+        }
+        for s in store.stats()
+    ]
+    terminals += [
+        {
+            "terminal": t,
+            "contiguous_seq": 0,
+            "max_seq": 0,
+            "topics": {},
+            **incarnations.summary(rows),
+        }
+        for t, rows in lineages.items()
+    ]
+    return {"terminals": sorted(terminals, key=lambda row: row["terminal"])}
 
 
 class Ingest:
@@ -189,11 +209,21 @@ class Ingest:
         except StoreError:
             out.nack(deliveries[-1].delivery_tag)
             raise
+        self._dead_letter_copies(out, deliveries, verdicts)
         self.stats.receipts_sent += out.receipts(verdicts)
         out.ack(deliveries[-1].delivery_tag)
         self.stats.count(verdicts)
         self._last_flush = time.monotonic()
         self._progress()
+
+    def _dead_letter_copies(
+        self, out: rabbitmq.Publisher, deliveries: list[Delivery], verdicts: list[Verdict]
+    ) -> None:
+        """Dead-letter the operations the store refused as a second live copy."""
+        for delivery, verdict in zip(deliveries, verdicts, strict=True):
+            if verdict.outcome == "copy":
+                out.dead_letter(delivery, verdict.reason)
+                self.stats.dead_lettered += 1
 
     def _check_gaps(self, out: rabbitmq.Publisher, now: float) -> None:
         self._last_gap_check = now

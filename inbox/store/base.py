@@ -24,7 +24,8 @@ from schemas.envelope import OpEnvelope
 from schemas.ops import CashPayment, Sale, WeeklyFileChunk, ZClose
 
 Status = Literal["acked", "rejected"]
-Outcome = Literal["applied", "stale", "duplicate", "rejected"]
+# `copy`: rejected as from a second live copy of its terminal (inbox/store/incarnations.py)
+Outcome = Literal["applied", "stale", "duplicate", "rejected", "copy"]
 FileStatus = Literal["partial", "complete", "corrupt"]
 
 MAX_INT: Final = 2**31 - 1  # the seq and version columns are 32-bit integers
