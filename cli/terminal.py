@@ -15,6 +15,11 @@ from schemas.topics import TERMINAL_KINDS
 ANSWER_TIMEOUT_S = 20.0
 
 
+def say(line: str) -> None:
+    """One line of what init or recover did, never wrapped (scripts and logs read it)."""
+    console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
 def timeout_option(func: F) -> F:
     return click.option(
         "--timeout",
@@ -70,20 +75,20 @@ def init(
         db, identity, settings_for(broker_url), offline=offline, timeout=timeout
     )
     if started.offline and not started.existing:
-        console.print(
+        say(
             f"terminal {terminal_id} set up --offline, without asking the server: it starts at "
             f"seq 1; if the server already knows {terminal_id}, its sales will be rejected "
             f"until you run `cajasync terminal recover --db {db} --id {terminal_id}`"
         )
     elif started.mark is not None and started.mark.start_seq:
         known = started.mark.start_seq
-        console.print(
+        say(
             f"terminal {terminal_id} is known to the server up to seq {known}: "
             f"this till continues at {known + 1}"
         )
     elif started.mark is not None:
-        console.print(f"terminal {terminal_id} is new to the server: this till starts at seq 1")
-    console.print(f"terminal {terminal_id} ready ({kind}, location {location}, pos {pos}) in {db}")
+        say(f"terminal {terminal_id} is new to the server: this till starts at seq 1")
+    say(f"terminal {terminal_id} ready ({kind}, location {location}, pos {pos}) in {db}")
 
 
 @terminal.command("recover")
@@ -99,7 +104,7 @@ def recover(db: str, terminal_id: str, broker_url: str, timeout: float) -> None:
 
     done = recover_terminal(db, terminal_id, settings_for(broker_url), timeout=timeout)
     mark = done.mark
-    console.print(
+    say(
         f"terminal {terminal_id}: the server holds up to seq {mark.max_seq} (contiguous "
         f"{mark.contiguous_seq}, {mark.held} held); this database was at seq {done.was_at} "
         f"and continues at {done.now_at + 1} as incarnation {mark.incarnation}"
@@ -107,11 +112,11 @@ def recover(db: str, terminal_id: str, broker_url: str, timeout: float) -> None:
     if done.renumbered:
         moves = ", ".join(f"{old}->{new}" for old, new in done.renumbered[:10])
         more = f" and {len(done.renumbered) - 10} more" if len(done.renumbered) > 10 else ""
-        console.print(
+        say(
             f"renumbered {len(done.renumbered)} unacknowledged operation(s) whose seq the "
             f"server holds for another operation: {moves}{more}"
         )
-    console.print(
+    say(
         f"{done.kept} unacknowledged operation(s) keep their seq ({done.already_held} already "
         "held by the server: they will be acknowledged)"
     )

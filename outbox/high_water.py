@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import msgspec
 
-from cajasync.broker import broker_errors, close_quietly, connect
+from cajasync.broker import HOW_TO_START, broker_errors, close_quietly, connect
 from cajasync.errors import BrokerUnavailable, CajasyncError, NoAnswer
 from cajasync.settings import Settings
 from cajasync.topology import terminal_queue
@@ -47,14 +47,20 @@ def ask_high_water(
         declare_terminal_queue(identity, settings)
         connection = connect(settings.broker_url, doing=doing)
     except BrokerUnavailable as exc:
-        raise NoAnswer(str(exc)) from exc
+        raise NoAnswer(_why(exc)) from exc
     try:
         with broker_errors(settings.broker_url, doing):
             return _exchange(connection, settings, identity, request, timeout)
     except BrokerUnavailable as exc:
-        raise NoAnswer(str(exc)) from exc
+        raise NoAnswer(_why(exc)) from exc
     finally:
         close_quietly(connection)  # what was held goes back to the queue
+
+
+def _why(exc: BrokerUnavailable) -> str:
+    """The broker error without its advice on starting a local broker (a till's network is
+    down far more often than the server's broker was never installed)."""
+    return str(exc).removesuffix(f"; {HOW_TO_START}")
 
 
 def _exchange(
