@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
 from sqlalchemy.engine import Engine
 
+from cajasync.db import VERSION_TABLES, make_engine, upgrade
 from cajasync.settings import Settings
 from outbox.identity import TerminalIdentity, load_position
 from outbox.recover import Recovery, settle_rows, unacknowledged
@@ -140,3 +143,25 @@ def test_unacknowledged_lists_pending_sent_and_rejected_rows_by_seq(engine: Engi
     assert refs == [
         OutboxRef(seq=r.seq, op_id=str(r.op_id), version=r.version) for r in recorded[1:]
     ]
+
+
+def test_a_database_from_before_incarnations_gets_one_when_migrated(tmp_path: Path) -> None:
+    engine = make_engine(str(tmp_path / "old.db"))
+    config = Config()
+    config.set_main_option("script_location", "migrations:terminal")
+    config.set_main_option("version_table", VERSION_TABLES["terminal"])
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "t0003")
+        connection.exec_driver_sql(
+            "INSERT INTO cajasync_terminal (id, terminal, location, pos, kind, last_seq, "
+            "created_at) VALUES (1, 'T1', 'L1', 'PV1', 'retail', 41, '2026-03-02 12:30:00')"
+        )
+    upgrade(engine, "terminal")
+    [recorded] = record_sales(engine, 1)
+    with engine.connect() as connection:
+        position = load_position(connection)
+        body = connection.execute(sa.select(outbox.c.body)).scalar_one()
+    engine.dispose()
+    assert position.incarnation is not None
+    assert (recorded.seq, decode_op(body).incarnation) == (42, position.incarnation)

@@ -157,6 +157,12 @@ def test_published_sales_are_applied_and_receipted(
         "contiguous_seq": 3,
         "max_seq": 3,
         "topics": {"ventas": 3},
+        # never set up again: no registered incarnation, no second copy
+        "incarnation": None,
+        "restarted_after_seq": None,
+        "incarnations": 0,
+        "copies": 0,
+        "copy_ops_rejected": 0,
     }
     items = receipt_items(received_down(channel, terminal, lambda m: len(receipt_items(m)) >= 3))
     assert [(i.seq, i.op_id, i.status) for i in items] == [
