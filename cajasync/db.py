@@ -92,6 +92,13 @@ INIT_HINT: dict[Tree, str] = {
     "terminal": "cajasync terminal init --db {target} --id ... --location ... --pos ...",
     "server": "cajasync server init --db {target}",
 }
+INIT_NOTE: dict[Tree, str] = {
+    "terminal": (
+        " (init asks the server where a terminal id it already knows continues; a till "
+        "restored from a backup: `cajasync terminal recover --db {target} --id ...`)"
+    ),
+    "server": "",
+}
 
 
 def open_database(target: str, tree: Tree) -> Engine:
@@ -102,17 +109,20 @@ def open_database(target: str, tree: Tree) -> Engine:
     """
     url = database_url(target)
     hint = INIT_HINT[tree].format(target=target)
+    note = INIT_NOTE[tree].format(target=target)
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         if not path.is_file():
-            raise StoreError(f"no {tree} database at {path}; create it with `{hint}`")
+            raise StoreError(f"no {tree} database at {path}; create it with `{hint}`{note}")
     engine = make_engine(target)
     try:
         revision = current_revision(engine, tree)
     except sa.exc.DBAPIError as exc:
         raise StoreError(f"cannot open {tree} database {target}: {exc.orig}") from exc
     if revision is None:
-        raise StoreError(f"{target} is not a cajasync {tree} database; initialise it with `{hint}`")
+        raise StoreError(
+            f"{target} is not a cajasync {tree} database; initialise it with `{hint}`{note}"
+        )
     upgrade(engine, tree)  # a newer cajasync brings its tables up to date (no-op when current)
     return engine
 

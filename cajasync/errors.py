@@ -55,3 +55,7 @@ class CatalogError(CajasyncError):
 
 class PullTimedOut(CajasyncError):
     """Raised when a pull is not answered in full within its timeout."""
+
+
+class NoAnswer(CajasyncError):
+    """Raised when the server does not answer a terminal's request in time, or cannot be asked."""

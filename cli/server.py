@@ -54,7 +54,8 @@ def run(db: str, broker_url: str, until_idle: float | None) -> None:
 @server_db_option
 @json_option
 def stats(db: str, as_json: bool) -> None:
-    """Per terminal: highest contiguous seq held and operations held per topic."""
+    """Per terminal: highest contiguous seq held, operations held per topic, and operations
+    refused as coming from a second live copy of the terminal (see `terminal init`)."""
     from inbox.server import server_stats
 
     with opened(db, "server") as engine:
@@ -65,13 +66,14 @@ def stats(db: str, as_json: bool) -> None:
     topics = sorted({t for row in data["terminals"] for t in row["topics"]})
     table(
         "Server store",
-        ["terminal", "contiguous seq", "max seq", *topics],
+        ["terminal", "contiguous seq", "max seq", *topics, "second-copy ops refused"],
         [
             [
                 row["terminal"],
                 row["contiguous_seq"],
                 row["max_seq"],
                 *(row["topics"].get(t, 0) for t in topics),
+                row["copy_ops_rejected"],
             ]
             for row in data["terminals"]
         ],

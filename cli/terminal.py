@@ -6,11 +6,29 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from cajasync.db import opened
-from cli.options import broker_option, settings_for, terminal_db_option, until_idle_option
+from cli.options import F, broker_option, settings_for, terminal_db_option, until_idle_option
 from cli.output import console
 from cli.progress import live_stats, stop_on_signals
 from outbox.identity import TerminalIdentity
 from schemas.topics import TERMINAL_KINDS
+
+ANSWER_TIMEOUT_S = 20.0
+
+
+def say(line: str) -> None:
+    """One line of what init or recover did, never wrapped (scripts and logs read it)."""
+    console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
+def timeout_option(func: F) -> F:
+    return click.option(
+        "--timeout",
+        type=click.FloatRange(min=0.1),
+        default=ANSWER_TIMEOUT_S,
+        show_default=True,
+        metavar="SECONDS",
+        help="How long to wait for the server's answer.",
+    )(func)
 
 
 @click.group()
@@ -25,16 +43,83 @@ def terminal() -> None:
 @click.option("--pos", required=True, help="Point of sale id.")
 @click.option("--kind", type=click.Choice(TERMINAL_KINDS), default="retail", show_default=True)
 @broker_option
-@click.option("--no-broker", is_flag=True, help="Only prepare the database (offline install).")
+@click.option(
+    "--offline",
+    "--no-broker",
+    "offline",
+    is_flag=True,
+    help="Do not ask the server where this id's seqs continue (start at 1): only for an id "
+    "the server has never seen.",
+)
+@timeout_option
 def init(
-    db: str, terminal_id: str, location: str, pos: str, kind: str, broker_url: str, no_broker: bool
+    db: str,
+    terminal_id: str,
+    location: str,
+    pos: str,
+    kind: str,
+    broker_url: str,
+    offline: bool,
+    timeout: float,
 ) -> None:
-    """Create the outbox in the terminal database and declare its broker queue (idempotent)."""
-    from outbox.setup import init_terminal
+    """Create the outbox in the terminal database and declare its broker queue (idempotent).
+
+    A new database asks the server where this terminal id's seqs continue (a till rebuilt
+    after losing its disk continues after what the server holds) and refuses when the server
+    cannot be asked, unless --offline.
+    """
+    from outbox.recover import start_terminal
 
     identity = TerminalIdentity(terminal_id, location, pos, kind)
-    init_terminal(db, identity, settings_for(broker_url), declare=not no_broker)
-    console.print(f"terminal {terminal_id} ready ({kind}, location {location}, pos {pos}) in {db}")
+    started = start_terminal(
+        db, identity, settings_for(broker_url), offline=offline, timeout=timeout
+    )
+    if started.offline and not started.existing:
+        say(
+            f"terminal {terminal_id} set up --offline, without asking the server: it starts at "
+            f"seq 1; if the server already knows {terminal_id}, its sales will be rejected "
+            f"until you run `cajasync terminal recover --db {db} --id {terminal_id}`"
+        )
+    elif started.mark is not None and started.mark.start_seq:
+        known = started.mark.start_seq
+        say(
+            f"terminal {terminal_id} is known to the server up to seq {known}: "
+            f"this till continues at {known + 1}"
+        )
+    elif started.mark is not None:
+        say(f"terminal {terminal_id} is new to the server: this till starts at seq 1")
+    say(f"terminal {terminal_id} ready ({kind}, location {location}, pos {pos}) in {db}")
+
+
+@terminal.command("recover")
+@terminal_db_option
+@click.option("--id", "terminal_id", required=True, help="Terminal id, e.g. T001.")
+@broker_option
+@timeout_option
+def recover(db: str, terminal_id: str, broker_url: str, timeout: float) -> None:
+    """Bring a till database restored from a backup (or whose outbox was lost) in line with
+    the server: continue after its high-water seq, renumber unacknowledged operations whose
+    seq the server holds for another operation, register a new incarnation."""
+    from outbox.recover import recover_terminal
+
+    done = recover_terminal(db, terminal_id, settings_for(broker_url), timeout=timeout)
+    mark = done.mark
+    say(
+        f"terminal {terminal_id}: the server holds up to seq {mark.max_seq} (contiguous "
+        f"{mark.contiguous_seq}, {mark.held} held); this database was at seq {done.was_at} "
+        f"and continues at {done.now_at + 1} as incarnation {mark.incarnation}"
+    )
+    if done.renumbered:
+        moves = ", ".join(f"{old}->{new}" for old, new in done.renumbered[:10])
+        more = f" and {len(done.renumbered) - 10} more" if len(done.renumbered) > 10 else ""
+        say(
+            f"renumbered {len(done.renumbered)} unacknowledged operation(s) whose seq the "
+            f"server holds for another operation: {moves}{more}"
+        )
+    say(
+        f"{done.kept} unacknowledged operation(s) keep their seq ({done.already_held} already "
+        "held by the server: they will be acknowledged)"
+    )
 
 
 @terminal.command("run")

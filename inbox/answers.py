@@ -4,7 +4,9 @@
 it, which topics and streams it names) and raises InvalidMessage for one to dead-letter.
 `replies(plan, reader, tally)` then yields the reply bodies in order, reading through a
 `CatalogReader` (one consistent snapshot), so pages are produced as they are sent and a
-100,000-record snapshot never sits in memory.
+100,000-record snapshot never sits in memory. A high-water request is the exception: it
+is answered by the inbox store, which registers the till's new incarnation
+(`high_water_reply`).
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from cajasync.errors import InvalidMessage
 from inbox.catalog_reads import RecordRow
 from inbox.entitlement import Requester, check_sender, check_stream, check_topic, streams_for
 from inbox.reply_wire import RawChange, event_body, page_body, raw_change
+from inbox.store.incarnations import IncarnationStore
 from schemas.codec import decode_request, encode
 from schemas.feed import (
     CatchUpRequest,
+    HighWaterRequest,
     ImageData,
     ImageRequest,
     ImagesDone,
@@ -98,7 +102,15 @@ class ImagePlan:
     hashes: list[str] = field(default_factory=list)
 
 
-Plan = SnapshotPlan | CatchUpPlan | ImagePlan
+@dataclass(frozen=True, slots=True)
+class HighWaterPlan:
+    """A checked high-water request (a till set up again asks where its seqs continue)."""
+
+    request: HighWaterRequest
+
+
+CatalogPlan = SnapshotPlan | CatchUpPlan | ImagePlan
+Plan = CatalogPlan | HighWaterPlan
 
 
 def plan(body: bytes, routing_key: str, user_id: str | None) -> Plan:
@@ -118,6 +130,8 @@ def plan(body: bytes, routing_key: str, user_id: str | None) -> Plan:
             return CatchUpPlan(request)
         case ImageRequest():
             return ImagePlan(request, list(dict.fromkeys(request.hashes)))
+        case HighWaterRequest():
+            return HighWaterPlan(request)
 
 
 def plan_snapshot(request: SnapshotRequest) -> SnapshotPlan:
@@ -138,7 +152,12 @@ def plan_snapshot(request: SnapshotRequest) -> SnapshotPlan:
     return SnapshotPlan(request, streams, since, combo_streams)
 
 
-def replies(plan: Plan, reader: CatalogReader, tally: Tally) -> Iterator[bytes]:
+def high_water_reply(plan: HighWaterPlan, store: IncarnationStore) -> bytes:
+    """Register the till's new incarnation and say where it continues (one reply)."""
+    return encode(store.register(plan.request))
+
+
+def replies(plan: CatalogPlan, reader: CatalogReader, tally: Tally) -> Iterator[bytes]:
     """The reply bodies of a checked request, in the order they must be sent."""
     match plan:
         case SnapshotPlan():

@@ -11,6 +11,9 @@ that is away is waited for with `cajasync.store_faults.store_retry` and the requ
 answered then; a request whose reads the database refuses is dead-lettered with the
 reason; a broken store, or an outage longer than `store_give_up_s`, gives the request
 back to the queue and stops the handler.
+
+A high-water request (a till set up again asks where its seqs continue) is answered by the
+inbox store instead, which registers the till's new incarnation in the same transaction.
 """
 
 from __future__ import annotations
@@ -36,10 +39,21 @@ from cajasync.settings import Settings
 from cajasync.store_faults import store_retry
 from cajasync.topology import REQUESTS_QUEUE, declare_server
 from inbox import rabbitmq
-from inbox.answers import CatchUpPlan, ImagePlan, Plan, SnapshotPlan, Tally, plan, replies
+from inbox.answers import (
+    CatchUpPlan,
+    HighWaterPlan,
+    ImagePlan,
+    Plan,
+    SnapshotPlan,
+    Tally,
+    high_water_reply,
+    plan,
+    replies,
+)
 from inbox.catalog_reads import read_snapshot, reading_engine
 from inbox.classify import Delivery
 from inbox.replies import Replies
+from inbox.store.sql import SqlServerStore
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +69,7 @@ class RequestStats:
     snapshots: int = 0
     catch_ups: int = 0
     image_requests: int = 0
+    high_water: int = 0  # high-water requests answered (new incarnations registered)
     dead_lettered: int = 0
     undeliverable: int = 0  # answered requests whose terminal has no queue
     replies_sent: int = 0  # confirmed and delivered to a terminal's queue
@@ -71,6 +86,8 @@ class RequestStats:
                 self.catch_ups += 1
             case ImagePlan():
                 self.image_requests += 1
+            case HighWaterPlan():
+                self.high_water += 1
         self.records_sent += tally.records
         self.changes_sent += tally.changes
         self.images_sent += tally.images
@@ -86,7 +103,8 @@ def run_requests(
     """Answer requests until `stop` is set, or until none arrived for `until_idle` seconds."""
     reader = reading_engine(engine)
     try:
-        return RequestHandler(reader, settings, stop=stop, until_idle=until_idle).run()
+        handler = RequestHandler(reader, settings, stop=stop, until_idle=until_idle, writer=engine)
+        return handler.run()
     finally:
         if reader is not engine:
             reader.dispose()
@@ -102,9 +120,11 @@ class RequestHandler:
         *,
         stop: threading.Event | None = None,
         until_idle: float | None = None,
+        writer: Engine | None = None,
     ) -> None:
         self.stats = RequestStats()
         self._engine = engine
+        self._store = SqlServerStore(writer or engine)  # registers incarnations
         self._settings = settings
         self._stop = stop
         self._until_idle = until_idle
@@ -181,11 +201,14 @@ class RequestHandler:
         terminal = checked.request.terminal
         tally = Tally()
         sent = 0
-        with read_snapshot(self._engine, doing=f"answering terminal {terminal}") as reader:
-            for body in replies(checked, reader, tally):
-                if not answers.send(terminal, body):
-                    break
-                sent += 1
+        if isinstance(checked, HighWaterPlan):
+            sent = int(answers.send(terminal, high_water_reply(checked, self._store)))
+        else:
+            with read_snapshot(self._engine, doing=f"answering terminal {terminal}") as reader:
+                for body in replies(checked, reader, tally):
+                    if not answers.send(terminal, body):
+                        break
+                    sent += 1
         if answers.settle():
             self.stats.replies_sent += sent
             self.stats.count(checked, tally)

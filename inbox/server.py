@@ -9,6 +9,8 @@ batch (`inbox.isolate`), rejected and dead-lettered with the database's reason; 
 of the batch is applied. A database that is away is waited for with
 `cajasync.store_faults.store_retry`, the batch held unacked meanwhile; only an outage
 longer than `store_give_up_s` (or a broken store) nacks the batch and stops ingest.
+Operations the store refuses as a second live copy of their terminal
+(inbox/store/incarnations.py) are dead-lettered the same way.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from inbox import rabbitmq
 from inbox.classify import Delivery, classify
 from inbox.gaps import GapTracker
 from inbox.isolate import apply_isolating
+from inbox.store import incarnations
 from inbox.store.base import Gap, Incoming, ServerStore, Verdict
 from inbox.store.sql import SqlServerStore
 
@@ -53,6 +56,7 @@ class IngestStats:
     stale: int = 0
     rejected: int = 0
     conflicts: int = 0
+    copies: int = 0  # rejected as from a second live copy of their terminal (also in rejected)
     dead_lettered: int = 0
     receipts_sent: int = 0
     replays_requested: int = 0
@@ -72,6 +76,9 @@ class IngestStats:
                     self.rejected += 1
                 case "conflict":
                     self.conflicts += 1
+                case "copy":
+                    self.rejected += 1
+                    self.copies += 1
 
 
 def run_server(
@@ -99,18 +106,31 @@ def dead_letters(deliveries: list[Delivery], verdicts: list[Verdict]) -> list[tu
 
 
 def server_stats(engine: Engine) -> dict[str, list[dict[str, Any]]]:
-    """Progress and operations per topic of every terminal, as `server stats --json` prints."""
-    return {
-        "terminals": [
-            {
-                "terminal": s.terminal,
-                "contiguous_seq": s.contiguous_seq,
-                "max_seq": s.max_seq,
-                "topics": dict(s.topics),
-            }
-            for s in SqlServerStore(engine).stats()
-        ]
-    }
+    """Progress and operations per topic of every terminal, and its databases (incarnations:
+    the current one, second live copies refused), as `server stats --json` prints."""
+    store = SqlServerStore(engine)
+    lineages = store.lineages()
+    terminals = [
+        {
+            "terminal": s.terminal,
+            "contiguous_seq": s.contiguous_seq,
+            "max_seq": s.max_seq,
+            "topics": dict(s.topics),
+            **incarnations.summary(lineages.pop(s.terminal, [])),
+        }
+        for s in store.stats()
+    ]
+    terminals += [
+        {
+            "terminal": t,
+            "contiguous_seq": 0,
+            "max_seq": 0,
+            "topics": {},
+            **incarnations.summary(rows),
+        }
+        for t, rows in lineages.items()
+    ]
+    return {"terminals": sorted(terminals, key=lambda row: row["terminal"])}
 
 
 class Ingest:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 
 import msgspec
 import sqlalchemy as sa
@@ -13,6 +14,14 @@ from outbox.tables import terminal as terminal_table
 from schemas.topics import TERMINAL_KINDS
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+_SET_UP = (
+    "set the till up with `cajasync terminal init --db ... --id ... --location ... --pos ...`, "
+    "which asks the server where a terminal id it already knows continues (a till restored "
+    "from a backup: `cajasync terminal recover --db ... --id ...`)"
+)
+NO_TABLES = f"this database has no cajasync tables; {_SET_UP}"
+NO_IDENTITY = f"this terminal database has no identity; {_SET_UP}"
 
 
 class TerminalIdentity(msgspec.Struct, frozen=True):
@@ -34,8 +43,18 @@ def check_identity(identity: TerminalIdentity) -> None:
         raise ConfigError(f"kind {identity.kind!r} must be one of {', '.join(TERMINAL_KINDS)}")
 
 
-def save_identity(connection: sa.Connection, identity: TerminalIdentity) -> None:
-    """Write the identity; re-running with the same terminal id only updates location/pos/kind."""
+def save_identity(
+    connection: sa.Connection,
+    identity: TerminalIdentity,
+    *,
+    last_seq: int = 0,
+    incarnation: uuid.UUID | None = None,
+) -> None:
+    """Write the identity; re-running with the same terminal id only updates location/pos/kind.
+
+    A new identity starts after `last_seq` (where the server said this id continues) as
+    database `incarnation` (a random one when None).
+    """
     check_identity(identity)
     current = connection.execute(sa.select(terminal_table).where(terminal_table.c.id == 1)).first()
     values = {
@@ -47,7 +66,11 @@ def save_identity(connection: sa.Connection, identity: TerminalIdentity) -> None
     if current is None:
         connection.execute(
             terminal_table.insert().values(
-                id=1, last_seq=0, created_at=dt.datetime.now(dt.UTC), **values
+                id=1,
+                last_seq=last_seq,
+                incarnation=str(incarnation or uuid.uuid4()),
+                created_at=dt.datetime.now(dt.UTC),
+                **values,
             )
         )
     elif current.terminal != identity.terminal:
@@ -71,9 +94,40 @@ def load_identity(connection: sa.Connection) -> TerminalIdentity:
             ).where(terminal_table.c.id == 1)
         ).first()
     except sa.exc.OperationalError as exc:
-        raise NotInitialised(
-            "this database has no cajasync tables; run `cajasync terminal init` first"
-        ) from exc
+        raise NotInitialised(NO_TABLES) from exc
     if row is None:
-        raise NotInitialised("this terminal has no identity; run `cajasync terminal init` first")
+        raise NotInitialised(NO_IDENTITY)
     return TerminalIdentity(row.terminal, row.location, row.pos, row.kind)
+
+
+class Position(msgspec.Struct, frozen=True):
+    """Where this terminal database is: its last seq and its incarnation."""
+
+    last_seq: int
+    incarnation: uuid.UUID | None
+
+
+def load_position(connection: sa.Connection) -> Position:
+    """The last seq and incarnation of an initialised terminal database."""
+    row = connection.execute(
+        sa.select(terminal_table.c.last_seq, terminal_table.c.incarnation).where(
+            terminal_table.c.id == 1
+        )
+    ).first()
+    if row is None:
+        raise NotInitialised(NO_IDENTITY)
+    incarnation = None if row.incarnation is None else uuid.UUID(row.incarnation)
+    return Position(int(row.last_seq), incarnation)
+
+
+def move_to(connection: sa.Connection, position: Position) -> None:
+    """Set the last seq and incarnation (`terminal recover`; never lowers the last seq)."""
+    last_seq = terminal_table.c.last_seq
+    connection.execute(
+        terminal_table.update()
+        .where(terminal_table.c.id == 1)
+        .values(
+            last_seq=sa.case((last_seq < position.last_seq, position.last_seq), else_=last_seq),
+            incarnation=None if position.incarnation is None else str(position.incarnation),
+        )
+    )

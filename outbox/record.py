@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from cajasync.errors import NotInitialised, UnknownOperation
+from outbox.identity import NO_IDENTITY, NO_TABLES
 from outbox.tables import PENDING, outbox, terminal
 from schemas.codec import encode
 from schemas.envelope import OpEnvelope
@@ -29,7 +30,7 @@ _NEXT_SEQ = (
     terminal.update()
     .where(terminal.c.id == 1)
     .values(last_seq=terminal.c.last_seq + 1)
-    .returning(terminal.c.last_seq, terminal.c.terminal)
+    .returning(terminal.c.last_seq, terminal.c.terminal, terminal.c.incarnation)
 )
 _INSERT = outbox.insert()
 _LATEST_VERSION = sa.select(sa.func.max(outbox.c.version)).where(
@@ -63,7 +64,7 @@ def record(
         op_id, version = uuid.uuid4(), 1
     else:
         version = _next_version(connection, op_id)
-    seq, terminal_id = _next_seq(connection)
+    seq, terminal_id, incarnation = _next_seq(connection)
     recorded_at = now or dt.datetime.now(dt.UTC)
     envelope = OpEnvelope(
         terminal=terminal_id,
@@ -72,6 +73,7 @@ def record(
         version=version,
         recorded_at=recorded_at,
         op=operation,
+        incarnation=incarnation,
     )
     connection.execute(
         _INSERT,
@@ -140,17 +142,16 @@ def _initialised(connection: sa.Connection) -> Iterator[None]:
     except sa.exc.OperationalError as exc:
         if sa.inspect(connection).has_table(terminal.name):
             raise
-        raise NotInitialised(
-            "this database has no cajasync tables; run `cajasync terminal init` first"
-        ) from exc
+        raise NotInitialised(NO_TABLES) from exc
 
 
-def _next_seq(connection: sa.Connection) -> tuple[int, str]:
+def _next_seq(connection: sa.Connection) -> tuple[int, str, uuid.UUID | None]:
     with _initialised(connection):
         row = connection.execute(_NEXT_SEQ).first()
     if row is None:
-        raise NotInitialised("this terminal has no identity; run `cajasync terminal init` first")
-    return int(row.last_seq), str(row.terminal)
+        raise NotInitialised(NO_IDENTITY)
+    incarnation = None if row.incarnation is None else uuid.UUID(row.incarnation)
+    return int(row.last_seq), str(row.terminal), incarnation
 
 
 def _next_version(connection: sa.Connection, op_id: uuid.UUID) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from sqlalchemy.engine import Engine
 
 from cajasync.broker import blocking_channel
@@ -12,19 +14,26 @@ from outbox.identity import TerminalIdentity, check_identity, save_identity
 
 
 def init_terminal(
-    db_target: str, identity: TerminalIdentity, settings: Settings, *, declare: bool = True
+    db_target: str,
+    identity: TerminalIdentity,
+    settings: Settings,
+    *,
+    declare: bool = True,
+    last_seq: int = 0,
+    incarnation: uuid.UUID | None = None,
 ) -> Engine:
     """Migrate the terminal database, save who it is and declare its queue; idempotent.
 
     With `declare=False` the broker is not touched (an offline install); the relay
-    declares the same topology when it first connects.
+    declares the same topology when it first connects. A new identity starts after
+    `last_seq` as database `incarnation` (outbox/recover.py asks the server for both).
     """
     check_identity(identity)  # before creating a database file for a bad id
     engine = make_engine(db_target)
     try:
         upgrade(engine, "terminal")
         with engine.begin() as connection:
-            save_identity(connection, identity)
+            save_identity(connection, identity, last_seq=last_seq, incarnation=incarnation)
         if declare:
             declare_terminal_queue(identity, settings)
     except BaseException:

@@ -24,6 +24,9 @@ terminal = sa.Table(
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("last_seq", sa.Integer, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # A random id of this database, new at every `terminal init` and `terminal recover`,
+    # stamped on every operation (OpEnvelope.incarnation).
+    sa.Column("incarnation", sa.String(36)),
 )
 
 outbox = sa.Table(

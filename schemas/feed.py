@@ -4,10 +4,14 @@ A *stream* is a topic within a scope: `productos:all`, `stock:loc.L1`, `talonari
 `mesas:term.T001`; its events carry a contiguous `seq`. Change events are published to
 `cajasync.down` with routing key `chg.<topic>.<scope>`; replies to a terminal's requests go
 to `t.<terminal>`. Requests go up to `cajasync.up` as `req.<terminal>.<kind>`.
+
+One request is about the up flow: a till set up again asks where its seqs continue
+(`HighWaterRequest`, answered by one `HighWaterMark`).
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 import msgspec
@@ -151,3 +155,60 @@ class ImageRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", 
     terminal: TerminalId
     request_id: str
     hashes: list[Sha256]
+
+
+# -- where a rebuilt or restored till continues ---------------------------------------------
+
+MAX_SEQ = 2**31 - 1  # the server stores seqs in 32-bit columns
+HeldSeq = Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)]
+MAX_ROWS = 100_000  # unacknowledged rows one high-water request may ask about
+
+
+class OutboxRef(msgspec.Struct, frozen=True, kw_only=True):
+    """One outbox row by seq and identity: `op_id` is an operation's id, or on the server
+    side the key of a recorded rejection (`bad:<terminal>:<seq>`, version 0)."""
+
+    seq: HeldSeq
+    op_id: Annotated[str, msgspec.Meta(max_length=64)]
+    version: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
+
+
+class HighWaterRequest(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="high-water"
+):
+    """A till set up again (`terminal init`) or restored (`terminal recover`) asks where its
+    seqs continue.
+
+    Answering registers `incarnation` as the terminal's current database; it continues
+    after the highest seq the server holds, or after `last_seq` (the till's own) if that
+    is higher. `rows` are the till's unacknowledged rows: the answer says which of their
+    seqs and identities the server already holds.
+    """
+
+    terminal: TerminalId
+    request_id: str
+    incarnation: uuid.UUID
+    last_seq: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)] = 0
+    rows: Annotated[list[OutboxRef], msgspec.Meta(max_length=MAX_ROWS)] = []
+
+
+class HighWaterMark(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="high-water-mark"
+):
+    """The server's answer to a HighWaterRequest, to `t.<terminal>`.
+
+    `max_seq`, `contiguous_seq` and `held` (seqs held, rejections included) describe what
+    the server holds of the terminal; `incarnation` is its current database after the
+    request (the asker's, unless another registered after it) and `start_seq` the seq it
+    continues after. `held_rows` lists what the server holds at the asked seqs and under
+    the asked identities.
+    """
+
+    request_id: str
+    terminal: TerminalId
+    max_seq: int
+    contiguous_seq: int
+    held: int
+    incarnation: uuid.UUID
+    start_seq: int
+    held_rows: list[OutboxRef] = []

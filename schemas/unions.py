@@ -6,6 +6,8 @@ from schemas.envelope import Receipt, ReplayRequest
 from schemas.feed import (
     CatchUpRequest,
     ChangeEvent,
+    HighWaterMark,
+    HighWaterRequest,
     ImageData,
     ImageRequest,
     ImagesDone,
@@ -17,13 +19,22 @@ from schemas.feed import (
 
 # What a terminal's queue `cajasync.t.<terminal>` receives (tag field: `kind`).
 DownMessage = (
-    Receipt | ReplayRequest | ChangeEvent | SnapshotPage | SnapshotDone | ImageData | ImagesDone
+    Receipt
+    | ReplayRequest
+    | ChangeEvent
+    | SnapshotPage
+    | SnapshotDone
+    | ImageData
+    | ImagesDone
+    | HighWaterMark
 )
 
 # What `cajasync.requests` receives from terminals (tag field: `kind`).
-Request = SnapshotRequest | CatchUpRequest | ImageRequest
+Request = SnapshotRequest | CatchUpRequest | ImageRequest | HighWaterRequest
 
 # The same, as the terminal relay decodes it: snapshot pages keep their records encoded.
+# A HighWaterMark is not among them: only `terminal init` / `recover` wait for one
+# (outbox/recover.py), holding the relay's messages back meanwhile.
 TerminalInbox = (
     Receipt | ReplayRequest | ChangeEvent | RawSnapshotPage | SnapshotDone | ImageData | ImagesDone
 )

@@ -30,7 +30,9 @@ from schemas.envelope import OpEnvelope
 from schemas.ops import CashPayment, Sale, WeeklyFileChunk, ZClose
 
 Status = Literal["acked", "rejected"]
-Outcome = Literal["applied", "stale", "duplicate", "rejected", "conflict"]
+# `conflict`: a copy that contradicts what is held; `copy`: from a second live copy of its
+# terminal (inbox/store/incarnations.py)
+Outcome = Literal["applied", "stale", "duplicate", "rejected", "conflict", "copy"]
 FileStatus = Literal["partial", "complete", "corrupt"]
 
 MAX_INT: Final = 2**31 - 1  # the seq and version columns are 32-bit integers

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
-from inbox.store import rules, weekly
+from inbox.store import incarnations, rules, weekly
 from inbox.store.base import Gap, Incoming, TerminalStats, Verdict, WeeklyFile
 from schemas.envelope import OpEnvelope
+from schemas.feed import HighWaterMark, HighWaterRequest
 from schemas.ops import WeeklyFileChunk, topic_of
 
 
@@ -39,14 +41,26 @@ class MemoryServerStore:
         self._progress: dict[str, _Progress] = {}
         self._chunks: dict[weekly.FileKey, dict[str, tuple[weekly.ChunkMeta, bytes]]] = {}
         self._files: dict[weekly.FileKey, WeeklyFile] = {}
+        self._book = MemoryBook()
 
     def apply(self, batch: Sequence[Incoming]) -> list[Verdict]:
         """Record and apply a batch; one verdict per message, in order."""
-        planned = rules.plan(batch)
         with self._lock:
+            screened = incarnations.screen(batch, self._book, dt.datetime.now(dt.UTC))
+            planned = rules.plan(screened.batch)
             learned = self._record(planned)
             self._advance({planned.rows[key].terminal for key in learned.new})
-        return rules.verdicts(planned, learned)
+        return screened.mark(rules.verdicts(planned, learned))
+
+    def register(self, request: HighWaterRequest) -> HighWaterMark:
+        """Register a terminal's new incarnation; where it continues and what is held."""
+        with self._lock:
+            return self._book.register(request, self._holdings(request), dt.datetime.now(dt.UTC))
+
+    def lineages(self) -> dict[str, list[incarnations.Incarnation]]:
+        """Every terminal's incarnations."""
+        with self._lock:
+            return self._book.lineages(sorted(self._book.rows))
 
     def stats(self) -> list[TerminalStats]:
         """Progress and current operations per topic, by terminal."""
@@ -136,6 +150,20 @@ class MemoryServerStore:
         parts = [meta for meta, _ in held.values()]
         return weekly.assess(key, parts, lambda picked: [held[m.op_id][1] for m in picked])
 
+    def _holdings(self, request: HighWaterRequest) -> incarnations.Holdings:
+        progress = self._progress.get(request.terminal, _Progress())
+        mine = [
+            (held.seq, op_id, version)
+            for (op_id, version), held in self._received.items()
+            if held.terminal == request.terminal
+        ]
+        return incarnations.Holdings(
+            max_seq=progress.max_seq,
+            contiguous_seq=progress.contiguous_seq,
+            held=len(mine),
+            rows=incarnations.held_rows(request, mine),
+        )
+
     def _advance(self, terminals: set[str]) -> None:
         for terminal in sorted(terminals):
             progress = self._progress.setdefault(terminal, _Progress())
@@ -147,3 +175,34 @@ class MemoryServerStore:
 
 def _sorted(counts: Counter[str]) -> dict[str, int]:
     return dict(sorted(counts.items()))
+
+
+class MemoryBook:
+    """`incarnations.Book` in a dict: terminal -> incarnation -> row."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, incarnations.Incarnation]] = {}
+
+    def lineages(self, terminals: Sequence[str]) -> dict[str, list[incarnations.Incarnation]]:
+        """Each terminal's rows, by incarnation."""
+        return {t: [r[k] for k in sorted(r)] for t in terminals if (r := self.rows.get(t))}
+
+    def count_copies(self, counts: Mapping[incarnations.CopyKey, int], now: dt.datetime) -> None:
+        """Add to each incarnation's refused operations; a copy never seen gets its row."""
+        for (terminal, incarnation), count in counts.items():
+            rows = self.rows.setdefault(terminal, {})
+            row = rows.get(incarnation) or incarnations.Incarnation(
+                terminal, incarnation, incarnations.UNREGISTERED
+            )
+            rows[incarnation] = replace(row, rejected=row.rejected + count)
+
+    def register(
+        self, request: HighWaterRequest, holdings: incarnations.Holdings, now: dt.datetime
+    ) -> HighWaterMark:
+        """Register the request's incarnation (see incarnations.registration)."""
+        lineage = self.lineages([request.terminal]).get(request.terminal, [])
+        start = incarnations.start_seq(lineage, request, holdings)
+        for row in incarnations.registration(lineage, request, start, now):
+            self.rows.setdefault(row.terminal, {})[row.incarnation] = row
+        lineage = self.lineages([request.terminal])[request.terminal]
+        return incarnations.answer(request, lineage, holdings)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from cajasync.store_faults import store_error
-from inbox.store import rules, sql_weekly
+from inbox.store import incarnations, rules, sql_incarnations, sql_weekly
 from inbox.store.base import (
     Gap,
     Incoming,
@@ -28,8 +28,10 @@ from inbox.store.base import (
     voided_of,
 )
 from inbox.store.dialect import Dialect
+from inbox.store.sql_incarnations import SqlBook
 from inbox.store.tables import APPLIED, REJECTED, STALE, operations, progress, received
 from schemas.codec import to_json
+from schemas.feed import HighWaterMark, HighWaterRequest
 
 SEQ_PAGE: Final = 512
 
@@ -42,16 +44,24 @@ class SqlServerStore:
         self._dialect = Dialect(engine)
 
     def apply(self, batch: Sequence[Incoming]) -> list[Verdict]:
-        """Record and apply a batch in one transaction; one verdict per message, in order."""
-        planned = rules.plan(batch)
-        if not planned.rows:
-            return rules.verdicts(planned, rules.Learned(set(), set(), {}))
+        """Record and apply a batch in one transaction; one verdict per message, in order.
+        Second live copies of a terminal are refused first (inbox/store/incarnations.py)."""
         now = dt.datetime.now(dt.UTC)
         with self._transaction("applying a batch") as connection:
-            learned = self._record(connection, planned, now)
-            new_rows = [planned.rows[key] for key in learned.new]
-            self._advance(connection, new_rows, now)
-        return rules.verdicts(planned, learned)
+            screened = incarnations.screen(batch, SqlBook(connection, self._dialect), now)
+            verdicts = self._apply(connection, screened.batch, now)
+        return screened.mark(verdicts)
+
+    def register(self, request: HighWaterRequest) -> HighWaterMark:
+        """Register a terminal's new incarnation; where it continues and what is held."""
+        now = dt.datetime.now(dt.UTC)
+        with self._transaction(f"registering a new database of terminal {request.terminal}") as c:
+            return sql_incarnations.register(c, self._dialect, request, now)
+
+    def lineages(self) -> dict[str, list[incarnations.Incarnation]]:
+        """Every terminal's incarnations."""
+        with self._transaction("reading incarnations") as connection:
+            return sql_incarnations.lineages(connection)
 
     def stats(self) -> list[TerminalStats]:
         """Progress and current operations per topic, by terminal."""
@@ -107,6 +117,17 @@ class SqlServerStore:
         except (sa.exc.SQLAlchemyError, OverflowError) as exc:
             where = self._engine.url.render_as_string(hide_password=True)
             raise store_error(exc, f"server store {where}", doing) from exc
+
+    def _apply(
+        self, connection: sa.Connection, batch: Sequence[Incoming], now: dt.datetime
+    ) -> list[Verdict]:
+        planned = rules.plan(batch)
+        if not planned.rows:
+            return rules.verdicts(planned, rules.Learned(set(), set(), {}))
+        learned = self._record(connection, planned, now)
+        new_rows = [planned.rows[key] for key in learned.new]
+        self._advance(connection, new_rows, now)
+        return rules.verdicts(planned, learned)
 
     def _record(
         self, connection: sa.Connection, planned: rules.Plan, now: dt.datetime

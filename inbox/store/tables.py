@@ -92,3 +92,20 @@ weekly_files = sa.Table(
     sa.Column("content", sa.LargeBinary),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# Per terminal, every database (incarnation) it had: the current one and where it started,
+# those it replaced and where they ended, and copies that were never registered.
+# inbox/store/incarnations.py holds the rules.
+incarnations = sa.Table(
+    "inbox_incarnations",
+    metadata,
+    sa.Column("terminal", sa.String(32), primary_key=True),
+    sa.Column("incarnation", sa.String(36), primary_key=True),
+    sa.Column("status", sa.String(12), nullable=False),  # current, superseded, unregistered
+    sa.Column("start_seq", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("end_seq", sa.Integer),  # superseded: its successor continued after this seq
+    sa.Column("successor", sa.String(36)),
+    sa.Column("rejected", sa.Integer, nullable=False, server_default="0"),  # copy ops refused
+    sa.Column("registered_at", sa.DateTime(timezone=True)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -37,9 +37,8 @@ def terminal_db(
 ) -> tuple[str, str]:
     terminal = new_terminal_id()
     db = str(tmp_path / "caja.db")
-    result = runner.invoke(
-        cli, ["terminal", "init", "--db", db, "--id", terminal, "--location", "L1", "--pos", "PV1"]
-    )
+    init = ["terminal", "init", "--db", db, "--id", terminal, "--location", "L1", "--pos", "PV1"]
+    result = runner.invoke(cli, [*init, "--offline"])  # a new id, and no server to ask
     assert result.exit_code == 0, result.output
     return terminal, db
 

@@ -42,6 +42,8 @@ from schemas import (
 from schemas.topics import CASH_PAYMENTS, SALES, WEEKLY_FILES
 
 TERMINAL = "CAJA-07"
+# Not just "run `terminal init`": a rebuilt till must not start again at seq 1 blindly.
+SET_UP_HINT = r"`cajasync terminal init .*asks the server .*`cajasync terminal recover"
 NOW = dt.datetime(2026, 3, 2, 12, 30, tzinfo=dt.UTC)
 
 pos_metadata = sa.MetaData()
@@ -167,6 +169,11 @@ def _last_seq(engine: Engine) -> int:
         return int(connection.execute(sa.select(terminal.c.last_seq)).scalar_one())
 
 
+def _incarnation(engine: Engine) -> uuid.UUID:
+    with engine.connect() as connection:
+        return uuid.UUID(connection.execute(sa.select(terminal.c.incarnation)).scalar_one())
+
+
 def _tickets(engine: Engine) -> list[int]:
     with engine.connect() as connection:
         return list(connection.execute(sa.select(pos_ticket.c.number)).scalars())
@@ -216,7 +223,13 @@ def test_record_returns_where_the_operation_landed(engine: Engine) -> None:
     assert (row.op_id, row.state, row.topic) == (str(recorded.op_id), PENDING, SALES)
     [envelope] = _envelopes(engine)
     assert envelope == OpEnvelope(
-        terminal=TERMINAL, seq=1, op_id=recorded.op_id, version=1, recorded_at=NOW, op=_sale(1)
+        terminal=TERMINAL,
+        seq=1,
+        op_id=recorded.op_id,
+        version=1,
+        recorded_at=NOW,
+        op=_sale(1),
+        incarnation=_incarnation(engine),
     )
 
 
@@ -361,7 +374,7 @@ def test_recording_before_terminal_init_raises_not_initialised_saying_what_to_ru
 ) -> None:
     engine: Engine = request.getfixturevalue(state)
     with (
-        pytest.raises(NotInitialised, match="run `cajasync terminal init` first"),
+        pytest.raises(NotInitialised, match=SET_UP_HINT),
         engine.begin() as connection,
     ):
         write(connection)
@@ -371,7 +384,7 @@ def test_recording_before_terminal_init_raises_not_initialised_saying_what_to_ru
 
 def test_new_version_before_terminal_init_raises_not_initialised(empty_database: Engine) -> None:
     with (
-        pytest.raises(NotInitialised, match="run `cajasync terminal init` first"),
+        pytest.raises(NotInitialised, match=SET_UP_HINT),
         empty_database.begin() as connection,
     ):
         record_new_version(connection, uuid.uuid4(), _payment())

@@ -31,12 +31,15 @@ from inbox.entitlement import Requester, streams_for
 from inbox.rabbitmq import REASON_HEADER, ROUTING_KEY_HEADER
 from inbox.reply_wire import event_body, page_body, raw_change
 from inbox.requests import run_requests
+from inbox.store import SqlServerStore
 from outbox.catalog_tables import catalog_images, catalog_records, change_log, stream_heads
 from schemas.codec import decode_down, encode
 from schemas.feed import (
     CatchUpRequest,
     Change,
     ChangeEvent,
+    HighWaterMark,
+    HighWaterRequest,
     ImageData,
     ImageRequest,
     ImagesDone,
@@ -586,3 +589,45 @@ def test_store_failure_gives_the_request_back_and_stops_the_handler(
     assert till.received() == []
     answer(engine, settings)
     assert sent_keys(till.received()) == {"productos:all": ["P000001"]}
+
+
+# -- where a rebuilt till continues (high-water requests) ---------------------------------
+
+
+def test_high_water_request_is_answered_once_and_registers_the_tills_incarnation(
+    engine: sa.Engine, settings: Settings, make_terminal: Any
+) -> None:
+    till = make_terminal()
+    incarnation = uuid.uuid4()
+    request = HighWaterRequest(
+        terminal=till.terminal, request_id="hw-1", incarnation=incarnation, last_seq=7
+    )
+    till.publish(request)
+    stats = run_requests(engine, settings, until_idle=IDLE_S)
+    assert (stats.received, stats.high_water, stats.replies_sent) == (1, 1, 1)
+    assert till.received() == [
+        HighWaterMark(
+            request_id="hw-1",
+            terminal=till.terminal,
+            max_seq=0,
+            contiguous_seq=0,
+            held=0,
+            incarnation=incarnation,
+            start_seq=7,
+        )
+    ]
+    current = SqlServerStore(engine).lineages()[till.terminal]
+    assert [(row.incarnation, row.status) for row in current] == [(str(incarnation), "current")]
+
+
+def test_high_water_request_for_another_terminal_is_dead_lettered_and_registers_nothing(
+    engine: sa.Engine, settings: Settings, make_terminal: Any
+) -> None:
+    till, impostor = make_terminal(), make_terminal()
+    request = HighWaterRequest(terminal=till.terminal, request_id="hw", incarnation=uuid.uuid4())
+    impostor.publish(request, route=f"req.{impostor.terminal}.high-water")
+    answer(engine, settings)
+    [(_, headers)] = dead_letters(till.channel)
+    assert "does not match a request of terminal" in headers[REASON_HEADER]
+    assert till.received() == impostor.received() == []
+    assert SqlServerStore(engine).lineages() == {}

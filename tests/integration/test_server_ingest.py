@@ -157,6 +157,12 @@ def test_published_sales_are_applied_and_receipted(
         "contiguous_seq": 3,
         "max_seq": 3,
         "topics": {"ventas": 3},
+        # never set up again: no registered incarnation, no second copy
+        "incarnation": None,
+        "restarted_after_seq": None,
+        "incarnations": 0,
+        "copies": 0,
+        "copy_ops_rejected": 0,
     }
     items = receipt_items(received_down(channel, terminal, lambda m: len(receipt_items(m)) >= 3))
     assert [(i.seq, i.op_id, i.status) for i in items] == [
@@ -178,6 +184,11 @@ def test_poison_message_is_dead_lettered_while_the_good_ones_are_applied(
         "contiguous_seq": 1,
         "max_seq": 3,
         "topics": {"ventas": 2},
+        "incarnation": None,
+        "restarted_after_seq": None,
+        "incarnations": 0,
+        "copies": 0,
+        "copy_ops_rejected": 0,
     }
     [(body, headers)] = dead_letters(channel, terminal)
     assert body == b"\xc1 not msgpack"

@@ -33,6 +33,7 @@ from schemas import (
     WeeklyFileChunk,
     ZClose,
 )
+from schemas.feed import MAX_SEQ, HighWaterMark, HighWaterRequest, OutboxRef
 
 TAX_RATES = tuple(Decimal(rate) for rate in ("0", "10.5", "21", "27"))
 ID_ALPHABET = string.ascii_letters + string.digits + "_-"
@@ -200,6 +201,7 @@ def envelopes(ops: st.SearchStrategy[Any] = operations) -> st.SearchStrategy[OpE
         version=versions,
         recorded_at=utc_datetimes,
         op=ops,
+        incarnation=st.none() | st.uuids(),
     )
 
 
@@ -226,6 +228,33 @@ def replay_requests(draw: st.DrawFn) -> ReplayRequest:
 
 down_messages: st.SearchStrategy[Receipt | ReplayRequest] = st.one_of(receipts, replay_requests())
 
+held_seqs = st.integers(min_value=1, max_value=MAX_SEQ)
+outbox_refs = st.builds(
+    OutboxRef,
+    seq=held_seqs,
+    op_id=st.uuids().map(str) | held_seqs.map(lambda seq: f"bad:T1:{seq}"),
+    version=st.integers(0, 1000),
+)
+high_water_requests = st.builds(
+    HighWaterRequest,
+    terminal=terminal_ids,
+    request_id=st.uuids().map(str),
+    incarnation=st.uuids(),
+    last_seq=st.integers(0, MAX_SEQ),
+    rows=st.lists(outbox_refs, max_size=5),
+)
+high_water_marks = st.builds(
+    HighWaterMark,
+    request_id=st.uuids().map(str),
+    terminal=terminal_ids,
+    max_seq=st.integers(0, MAX_SEQ),
+    contiguous_seq=st.integers(0, MAX_SEQ),
+    held=st.integers(0, MAX_SEQ),
+    incarnation=st.uuids(),
+    start_seq=st.integers(0, MAX_SEQ),
+    held_rows=st.lists(outbox_refs, max_size=5),
+)
+
 STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     CardData: card_data,
     SaleLine: sale_lines(),
@@ -241,5 +270,8 @@ STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     ReceiptItem: receipt_items,
     Receipt: receipts,
     ReplayRequest: replay_requests(),
+    OutboxRef: outbox_refs,
+    HighWaterRequest: high_water_requests,
+    HighWaterMark: high_water_marks,
 }
 """One strategy per schema type, for tests that run over all of them."""

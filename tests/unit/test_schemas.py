@@ -32,6 +32,8 @@ from schemas import (
     to_json,
     topic_of,
 )
+from schemas.codec import decode_request
+from schemas.feed import HighWaterMark, HighWaterRequest, OutboxRef
 from schemas.topics import CASH_PAYMENTS, SALES, UP_TOPICS, WEEKLY_FILES, Z_CLOSES
 from tests.unit.strategies import STRATEGIES, down_messages, envelopes, sales
 
@@ -238,6 +240,17 @@ class EnvelopeV1(msgspec.Struct, frozen=True, kw_only=True):
     op: SaleV1
 
 
+class EnvelopeV2(msgspec.Struct, frozen=True, kw_only=True):
+    """The envelope before terminal incarnations, with today's operations."""
+
+    terminal: str
+    seq: int
+    op_id: uuid.UUID
+    version: int
+    recorded_at: dt.datetime
+    op: Sale
+
+
 class ReceiptItemV1(msgspec.Struct, frozen=True, kw_only=True):
     op_id: uuid.UUID | None
     version: int | None
@@ -282,6 +295,54 @@ def test_old_server_receipt_without_reason_decodes_with_an_empty_reason() -> Non
     decoded = decode_down(encode(old))
     assert isinstance(decoded, Receipt)
     assert decoded.items[0].reason == ""
+
+
+def test_envelope_of_an_older_terminal_has_no_incarnation() -> None:
+    current = _sale(_line())
+    old = SaleV1(**{f: getattr(current, f) for f in SaleV1.__struct_fields__})
+    body = encode(
+        EnvelopeV1(
+            terminal="T01", seq=1, op_id=uuid.UUID(int=1), version=1, recorded_at=NOW, op=old
+        )
+    )
+    assert decode_op(body).incarnation is None
+
+
+def test_older_server_decodes_an_envelope_with_an_incarnation() -> None:
+    current = _sale(_line())
+    envelope = msgspec.structs.replace(_envelope(current), incarnation=uuid.UUID(int=9))
+    older = msgspec.msgpack.decode(encode(envelope), type=EnvelopeV2)
+    assert (older.seq, older.op) == (7, current)
+
+
+def test_high_water_request_and_answer_travel_in_their_unions() -> None:
+    request = HighWaterRequest(
+        terminal="T01",
+        request_id="r1",
+        incarnation=uuid.UUID(int=3),
+        last_seq=640,
+        rows=[OutboxRef(seq=641, op_id=str(uuid.UUID(int=4)), version=1)],
+    )
+    mark = HighWaterMark(
+        request_id="r1",
+        terminal="T01",
+        max_seq=812,
+        contiguous_seq=812,
+        held=812,
+        incarnation=uuid.UUID(int=3),
+        start_seq=812,
+    )
+    assert decode_request(encode(request)) == request
+    assert decode_down(encode(mark)) == mark
+
+
+def test_high_water_request_with_a_seq_beyond_the_stores_columns_is_invalid() -> None:
+    raw = msgspec.msgpack.decode(
+        encode(HighWaterRequest(terminal="T01", request_id="r1", incarnation=uuid.UUID(int=3)))
+    )
+    raw["rows"] = [{"seq": 2**31, "op_id": "x", "version": 1}]
+    with pytest.raises(InvalidMessage, match=r"rows\[0\]\.seq"):
+        decode_request(msgspec.msgpack.encode(raw))
 
 
 def test_newer_sale_with_an_unknown_field_decodes_in_the_current_type() -> None:
