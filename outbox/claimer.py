@@ -43,6 +43,10 @@ class Claimer:
         """A refused row may be published again at `until`: wrap by then."""
         self.wrap_at = min(self.wrap_at, until)
 
+    def may_wrap(self, now: float) -> bool:
+        """Whether a claim at `now` may go back below the cursor, to rows claimed before."""
+        return now >= self.wrap_at
+
     def claim(self, connection: sa.Connection, space: int) -> tuple[list[OutRow], list[OutRow]]:
         """Up to `space` rows to publish: (stale sent rows to resend, pending rows)."""
         now = time.monotonic()
