@@ -289,8 +289,8 @@ class Relay:
     def _write(self) -> None:
         """Record confirms and refusals and apply server messages in one short transaction.
 
-        The only time the relay holds the database's write lock (claims only read): once a
-        tick at most, and only while a confirm, refusal or server message is waiting.
+        The only time the relay holds the database's write lock (claims only read): at most
+        once a tick, when something waits and `_write_due` says it is time.
         """
         settle = bool(self.confirmed or self.refused)
         apply = bool(self.inbox) and self.link is not None
@@ -319,8 +319,8 @@ class Relay:
             return True
         if any(not isinstance(message, Receipt) for _tag, message, _size in self.inbox):
             return True  # change events and replay requests do not wait
-        if self.confirmed and self.claimer.may_wrap(now):
-            return True  # a claim going back to the first rows would take them again
+        if self.confirmed and self.claimer.may_reclaim(now):
+            return True  # the next claim could take confirmed rows again
         return self.waiting_since is not None and now - self.waiting_since >= WRITE_EVERY_S
 
     def _settle(self) -> None:
