@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import sqlalchemy as sa
 from alembic import command
@@ -13,7 +13,7 @@ from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from cajasync.errors import StoreError
+from cajasync.errors import ConfigError, StoreError
 
 Tree = Literal["terminal", "server"]
 VERSION_TABLES: dict[Tree, str] = {
@@ -35,15 +35,24 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+READ_ONLY: Final = "cajasync_read_only"
+"""Execution option for a connection that only reads: SQLite begins it deferred (no lock)."""
+
+BUSY_TIMEOUT_S: Final = 30.0
+DURABLE_WAL: Final = ("journal_mode=WAL", "synchronous=FULL")
+
+
 def make_engine(target: str, *, immediate: bool = True, **kwargs: Any) -> Engine:
     """An engine for `target`; SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE.
 
     BEGIN IMMEDIATE takes the write lock up front, so two writers (the POS and the relay)
     wait for each other instead of failing with "database is locked" on lock upgrade.
+    A connection opened with `reading(engine)` begins deferred instead: it reads a
+    snapshot without taking the write lock.
     """
     url = database_url(target)
     if url.startswith("sqlite"):
-        kwargs.setdefault("connect_args", {"timeout": 30})
+        kwargs.setdefault("connect_args", {"timeout": BUSY_TIMEOUT_S})
         engine = sa.create_engine(url, **kwargs)
         _tune_sqlite(engine, immediate=immediate)
         return engine
@@ -54,19 +63,62 @@ def make_engine(target: str, *, immediate: bool = True, **kwargs: Any) -> Engine
         raise StoreError(f"cannot use database {target!r}: {exc}") from exc
 
 
-def _tune_sqlite(engine: Engine, *, immediate: bool) -> None:
+@contextmanager
+def reading(engine: Engine) -> Iterator[sa.Connection]:
+    """A connection for reads only: on SQLite its transaction takes no write lock.
+
+    Writing through it would fail with "database is locked" whenever another connection
+    writes at the same time (a deferred transaction cannot wait to upgrade its lock), so
+    write through `engine.begin()` instead.
+    """
+    with engine.connect() as connection:
+        yield connection.execution_options(**{READ_ONLY: True})
+
+
+def pos_engine(target: str, **kwargs: Any) -> Engine:
+    """An engine for a POS on the terminal database, set up as `configure_pos_engine` says."""
+    return configure_pos_engine(sa.create_engine(database_url(target), **kwargs))
+
+
+def configure_pos_engine(engine: Engine, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> Engine:
+    """Set up a POS's own SQLite engine to write beside the relay without "database is locked".
+
+    Every connection gets WAL (readers never block the writer), `synchronous=FULL` (a
+    committed sale survives a power cut), a busy timeout, and transactions that begin
+    IMMEDIATE: a transaction that reads and then writes (the next ticket number, then
+    the sale) takes the write lock up front, so it waits for the relay's short writes
+    instead of failing on lock upgrade. Connections opened with `reading(engine)` stay
+    deferred. Call it on a new engine, in place of SQLAlchemy's pysqlite recipe (its own
+    "begin" listener would emit a second BEGIN); other databases are left as they are.
+    """
+    if not is_sqlite(engine):
+        return engine
+    if engine.dispatch.begin:
+        raise ConfigError(
+            "this engine already has a 'begin' listener (SQLAlchemy's pysqlite recipe?): "
+            "remove it, configure_pos_engine emits BEGIN IMMEDIATE itself"
+        )
+    engine.dispose()  # connections pooled before now would miss the settings below
+    pragmas = (*DURABLE_WAL, f"busy_timeout={round(busy_timeout_s * 1000)}")
+    _tune_sqlite(engine, immediate=True, pragmas=pragmas)
+    return engine
+
+
+def _tune_sqlite(
+    engine: Engine, *, immediate: bool, pragmas: tuple[str, ...] = (*DURABLE_WAL, "foreign_keys=ON")
+) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        for pragma in pragmas:
+            cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        deferred = not immediate or connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
 
 def upgrade(engine: Engine, tree: Tree) -> None:

@@ -1,11 +1,18 @@
-"""One frozen settings object, read from CAJASYNC_* environment variables."""
+"""One frozen settings object, read from CAJASYNC_* environment variables.
+
+Every field is checked when Settings are made, so a value out of range (a confirm window
+of 0, a negative interval) stops the command at once with one line naming its variable,
+instead of a relay that publishes nothing.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, Final
+from urllib.parse import urlsplit
 
 from cajasync.errors import ConfigError
 
@@ -35,9 +42,64 @@ class Settings:
     retry_initial_s: float = 0.5
     retry_max_s: float = 10.0
 
+    def __post_init__(self) -> None:
+        check_settings(self)
+
     def with_overrides(self, **overrides: Any) -> Settings:
         """Return a copy with the given non-None fields replaced."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+# Ranges, checked whenever Settings are made (from the environment, overrides or code).
+AT_LEAST_ONE: Final = ("publish_window", "claim_batch", "prefetch", "ingest_batch")
+POSITIVE_SECONDS: Final = (
+    "resend_after_s",
+    "poll_interval_s",
+    "ingest_flush_s",
+    "retry_initial_s",
+    "retry_max_s",
+)
+NON_NEGATIVE_SECONDS: Final = ("gap_grace_s",)
+URL_SCHEMES: Final = {"broker_url": ("amqp", "amqps"), "management_url": ("http", "https")}
+
+
+def variable(name: str) -> str:
+    """The environment variable of a Settings field: `publish_window` -> CAJASYNC_PUBLISH_WINDOW."""
+    return ENV_PREFIX + name.upper()
+
+
+def check_settings(settings: Settings) -> None:
+    """Raise ConfigError naming the variable of the first setting out of its range."""
+    for name in AT_LEAST_ONE:
+        value = getattr(settings, name)
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{variable(name)}={value!r} is out of range: it must be 1 or more")
+    for name in POSITIVE_SECONDS + NON_NEGATIVE_SECONDS:
+        value = getattr(settings, name)
+        positive = name in POSITIVE_SECONDS
+        if not _seconds(value) or value < 0 or (positive and value == 0):
+            least = "above 0" if positive else "0 or more"
+            raise ConfigError(
+                f"{variable(name)}={value!r} is out of range: it must be {least} seconds"
+            )
+    if settings.retry_initial_s > settings.retry_max_s:
+        raise ConfigError(
+            f"{variable('retry_initial_s')}={settings.retry_initial_s!r} is above "
+            f"{variable('retry_max_s')}={settings.retry_max_s!r}: the first reconnect wait "
+            "cannot be longer than the longest"
+        )
+    for name, schemes in URL_SCHEMES.items():
+        url = getattr(settings, name)
+        scheme = urlsplit(url).scheme if isinstance(url, str) else type(url).__name__
+        if scheme not in schemes:  # the URL itself is not shown: it may hold a password
+            allowed = " or ".join(f"{s}://" for s in schemes)
+            raise ConfigError(
+                f"{variable(name)} must be a URL starting {allowed} (it starts {scheme!r})"
+            )
+
+
+def _seconds(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -45,12 +107,13 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     for field in fields(Settings):
-        key = ENV_PREFIX + field.name.upper()
+        key = variable(field.name)
         raw = env.get(key)
         if raw is None or raw == "":
             continue
         values[field.name] = _parse(key, raw, field.type)
-    return Settings(**values).with_overrides(**overrides)
+    values |= {name: value for name, value in overrides.items() if value is not None}
+    return Settings(**values)
 
 
 def _parse(key: str, raw: str, kind: object) -> object:

@@ -1,5 +1,6 @@
 """The terminal side going up: outbox table, POS-facing write API, and the relay."""
 
+from cajasync.db import configure_pos_engine, pos_engine, reading
 from outbox.identity import TerminalIdentity, load_identity, save_identity
 from outbox.orm import track
 from outbox.record import Recorded, record, record_new_version, record_weekly_file
@@ -7,7 +8,10 @@ from outbox.record import Recorded, record, record_new_version, record_weekly_fi
 __all__ = [
     "Recorded",
     "TerminalIdentity",
+    "configure_pos_engine",
     "load_identity",
+    "pos_engine",
+    "reading",
     "record",
     "record_new_version",
     "record_weekly_file",

@@ -43,6 +43,11 @@ class Claimer:
         """A refused row may be published again at `until`: wrap by then."""
         self.wrap_at = min(self.wrap_at, until)
 
+    def may_reclaim(self, now: float) -> bool:
+        """Whether a claim at `now` may look at rows claimed before: by going back below
+        the cursor, or by looking for sent rows without a receipt."""
+        return now >= self.wrap_at or (self.resend and now >= self.stale_check_at)
+
     def claim(self, connection: sa.Connection, space: int) -> tuple[list[OutRow], list[OutRow]]:
         """Up to `space` rows to publish: (stale sent rows to resend, pending rows)."""
         now = time.monotonic()

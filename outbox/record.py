@@ -21,7 +21,7 @@ from outbox.tables import PENDING, outbox, terminal
 from schemas.codec import encode
 from schemas.envelope import OpEnvelope
 from schemas.ops import Operation, WeeklyFileChunk, topic_of
-from schemas.validation import file_sha256
+from schemas.validation import check_envelope, check_size, file_sha256, validate_operation
 
 WEEKLY_CHUNK_SIZE = 256 * 1024
 
@@ -58,7 +58,12 @@ def record(
     Without `op_id` this is a new operation (version 1). With the `op_id` of an operation
     already recorded, it is a new version of it (a void or a correction) and is queued
     again, whether or not the earlier version was sent.
+
+    An operation the server would reject (a rule of `schemas.validation`, a limit of
+    `schemas.limits`) raises InvalidMessage naming the field, before anything is written.
     """
+    validate_operation(operation)
+    check_size(operation)
     connection = _connection(target)
     if op_id is None:
         op_id, version = uuid.uuid4(), 1
@@ -75,6 +80,7 @@ def record(
         op=operation,
         incarnation=incarnation,
     )
+    check_envelope(envelope)  # past 2**31 - 1 ops: the caller's transaction must roll back
     connection.execute(
         _INSERT,
         {

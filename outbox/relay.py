@@ -5,10 +5,12 @@
 
 One `Relay` drives one broker session at a time (`outbox.rabbitmq.Link`) on pika's
 ioloop. Every tick it *settles* what the broker said (one UPDATE for the confirmed rows,
-one per refusal reason), *applies* what the server sent (receipts, replay requests, change
-events, snapshot pages and images: one transaction, then one ack), publishes the requests
-that produced (catch-up on a stream gap, the images a snapshot lacks), and *claims* and
-publishes more rows while the confirm window has room. Database work is short and never
+one per refusal reason) and *applies* what the server sent (receipts, replay requests,
+change events, snapshot pages and images), both in one short write transaction, then one
+ack; publishes the requests that produced (catch-up on a stream gap, the images a snapshot
+lacks), and *claims* and publishes more rows while the confirm window has room. A claim
+only reads: the relay takes the write lock to write only, so a POS writing the same SQLite
+file waits for it as little and as rarely as possible. Database work is short and never
 spans a network wait. A lost connection is retried with the broker's reconnect policy;
 what was in flight simply stays pending and is published again.
 """
@@ -23,10 +25,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import sqlalchemy as sa
 import tenacity
 from sqlalchemy.engine import Engine
 
 from cajasync.broker import reconnect_policy
+from cajasync.db import reading
 from cajasync.errors import BrokerUnavailable, InvalidMessage
 from cajasync.settings import Settings
 from inbox.receipts import apply_receipt, apply_replay
@@ -43,6 +47,8 @@ from schemas.unions import Request, TerminalInbox
 log = logging.getLogger(__name__)
 
 RECEIPT_PREFETCH = 200
+WRITE_EVERY_S = 0.5
+"""How long broker confirms and receipts may wait to be written when nothing asks sooner."""
 NACKED = (
     "nacked by the broker: a queue could not take it (full, or a quorum queue without a "
     "majority of its nodes); it is retried later"
@@ -168,8 +174,10 @@ class Relay:
         self.refused: dict[int, str] = {}
         self.returned: dict[int, str] = {}
         self.inbox: list[tuple[int, TerminalInbox, int]] = []  # (tag, message, body size)
+        self.waiting_since: float | None = None  # the oldest confirm or message not written
         self.last_activity = time.monotonic()
         self.found_nothing = False
+        self.backlog = False  # the last claim filled the window: more rows may be waiting
         self._kicked = False
 
     # -- LinkHandler: broker events -------------------------------------------------------
@@ -183,6 +191,7 @@ class Relay:
         self._tick_periodically()
 
     def on_confirm(self, tag: int, *, multiple: bool, ok: bool) -> None:
+        self._waiting()
         for seq in self.window.settle(tag, multiple=multiple):
             reason = self.returned.pop(seq, None)
             if reason is not None:
@@ -195,8 +204,8 @@ class Relay:
                 self.refused[seq] = NACKED
                 self.stats.nacked += 1
         self.last_activity = time.monotonic()
-        if self.window.space * 4 >= self.window.size:
-            self._kick()
+        if self.backlog and self.window.space * 4 >= self.window.size:
+            self._kick()  # more rows wait: fill now; else settle at the next periodic tick
 
     def on_return(self, seq: int, reason: str) -> None:
         self.returned[seq] = reason
@@ -224,8 +233,13 @@ class Relay:
             self.link.reject(tag)
             return
         self.inbox.append((tag, message, len(body)))
+        self._waiting()
         if len(self.inbox) * 2 >= RECEIPT_PREFETCH:
             self._kick()
+
+    def _waiting(self) -> None:
+        if self.waiting_since is None:
+            self.waiting_since = time.monotonic()
 
     # -- ticks ----------------------------------------------------------------------------
 
@@ -245,8 +259,7 @@ class Relay:
         if self.done or self.link is None:
             return
         now = time.monotonic()
-        self._settle()
-        self._apply_inbox()
+        self._write()
         if self._finished(now):
             self.done = True
             self.link.close()
@@ -271,18 +284,65 @@ class Relay:
             self._reported = self.stats.copy()
             self.on_progress(self._reported.copy())
 
-    # -- settle: what the broker said -----------------------------------------------------
+    # -- write: what the broker and the server said, one transaction per tick -------------
+
+    def _write(self) -> None:
+        """Record confirms and refusals and apply server messages in one short transaction.
+
+        The only time the relay holds the database's write lock (claims only read): at most
+        once a tick, when something waits and `_write_due` says it is time.
+        """
+        settle = bool(self.confirmed or self.refused)
+        apply = bool(self.inbox) and self.link is not None
+        if not (settle or apply) or not self._write_due():
+            return
+        with (
+            store_errors(self.identity.terminal, "recording what the broker and server said"),
+            self.engine.begin() as connection,
+        ):
+            if settle:
+                self._mark(connection)
+            applied = self._apply(connection) if apply else None
+        if settle:
+            self._settled()
+        if applied is not None:
+            self._acknowledge(*applied)
+        self.waiting_since = None
+
+    def _write_due(self) -> bool:
+        """Whether to write now: as soon as the window, the claims or the feed need it, and
+        at least every WRITE_EVERY_S; a POS sharing the file meets the lock that rarely."""
+        now = time.monotonic()
+        if self.refused or self.wants_stop():
+            return True  # refused rows are held once recorded, before any claim
+        if len(self.confirmed) * 4 >= self.window.size or len(self.inbox) * 2 >= RECEIPT_PREFETCH:
+            return True
+        if any(not isinstance(message, Receipt) for _tag, message, _size in self.inbox):
+            return True  # change events and replay requests do not wait
+        if self.confirmed and self.claimer.may_reclaim(now):
+            return True  # the next claim could take confirmed rows again
+        return self.waiting_since is not None and now - self.waiting_since >= WRITE_EVERY_S
 
     def _settle(self) -> None:
-        """Mark confirmed rows sent and refused rows pending with why, in one transaction."""
+        """Record what the broker said, alone (the session ended: no message can be acked)."""
         if not self.confirmed and not self.refused:
             return
         with (
             store_errors(self.identity.terminal, "recording broker confirms"),
             self.engine.begin() as connection,
         ):
-            mark_sent(connection, self.confirmed, now=time.time())
-            mark_refused(connection, self.refused)
+            self._mark(connection)
+        self._settled()
+
+    # -- settle: what the broker said -----------------------------------------------------
+
+    def _mark(self, connection: sa.Connection) -> None:
+        """Mark confirmed rows sent and refused rows pending with why."""
+        mark_sent(connection, self.confirmed, now=time.time())
+        mark_refused(connection, self.refused)
+
+    def _settled(self) -> None:
+        """Once committed: confirmed rows leave their holds, refused ones are held."""
         self.holds.release(self.confirmed)
         self._hold_refused()
         self.confirmed, self.refused = [], {}
@@ -300,34 +360,33 @@ class Relay:
 
     # -- apply: what the server said ------------------------------------------------------
 
-    def _apply_inbox(self) -> None:
-        """Apply buffered server messages in one commit, ack them at once, send what that asks.
+    def _apply(self, connection: sa.Connection) -> tuple[list[Request], int | None]:
+        """Apply buffered server messages; the requests they ask for and the replay start.
 
         Receipts and replay requests settle the outbox; change events, snapshot pages and
         images go to the replica (inbox/replica.py; adjacent change events as one batch),
         whose catch-up and image requests are published once the transaction committed.
         """
-        if not self.inbox or self.link is None:
-            return
         replay_from: int | None = None
         requests: list[Request] = []
         feed: list[tuple[FeedMessage, int]] = []
-        with (
-            store_errors(self.identity.terminal, "applying server messages"),
-            self.engine.begin() as connection,
-        ):
-            for _tag, message, size in self.inbox:
-                if isinstance(message, Receipt):
-                    self._count_receipt(apply_receipt(connection, message))
-                elif isinstance(message, ReplayRequest):
-                    apply_replay(connection, message)
-                    self.stats.replays_requested += 1
-                    replay_from = min(replay_from or message.from_seq, message.from_seq)
-                else:
-                    feed.append((message, size))
-            for fed, size in coalesce(feed):
-                requests += apply_down(connection, fed, self.identity, size=size, memory=self.feed)
-            self.stats.down += len(feed)
+        for _tag, message, size in self.inbox:
+            if isinstance(message, Receipt):
+                self._count_receipt(apply_receipt(connection, message))
+            elif isinstance(message, ReplayRequest):
+                apply_replay(connection, message)
+                self.stats.replays_requested += 1
+                replay_from = min(replay_from or message.from_seq, message.from_seq)
+            else:
+                feed.append((message, size))
+        for fed, size in coalesce(feed):
+            requests += apply_down(connection, fed, self.identity, size=size, memory=self.feed)
+        self.stats.down += len(feed)
+        return requests, replay_from
+
+    def _acknowledge(self, requests: list[Request], replay_from: int | None) -> None:
+        """Once committed: ack the applied messages at once, send what they asked for."""
+        assert self.link is not None
         self.link.ack(self.inbox[-1][0], multiple=True)
         self.inbox = []
         if replay_from is not None:
@@ -343,13 +402,17 @@ class Relay:
     # -- claim and publish ----------------------------------------------------------------
 
     def _fill(self) -> None:
-        """Publish claimed rows while the window has room."""
+        """Publish claimed rows while the window has room.
+
+        The claim only reads: it takes no write lock, so a POS transaction that reads before
+        it writes is never caught upgrading its lock while the relay looks for rows.
+        """
         space = self.window.space
         if space == 0 or self.link is None:
             return
         with (
             store_errors(self.identity.terminal, "claiming outbox rows"),
-            self.engine.connect() as connection,
+            reading(self.engine) as connection,
         ):
             stale, fresh = self.claimer.claim(connection, space)
         for row in stale:
@@ -358,6 +421,7 @@ class Relay:
         for row in fresh:
             self._publish(row)
         self.found_nothing = not stale and not fresh
+        self.backlog = len(stale) + len(fresh) == space
 
     def _publish(self, row: OutRow) -> None:
         assert self.link is not None

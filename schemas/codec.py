@@ -8,6 +8,7 @@ import msgspec
 
 from cajasync.errors import InvalidMessage
 from schemas.envelope import OpEnvelope
+from schemas.limits import MAX_OP_BYTES
 from schemas.unions import DownMessage, Request, TerminalInbox
 
 _encoder = msgspec.msgpack.Encoder()
@@ -24,7 +25,14 @@ def encode(message: Any) -> bytes:
 
 
 def decode_op(body: bytes) -> OpEnvelope:
-    """Decode an up operation; a bad body raises InvalidMessage with the decoder's reason."""
+    """Decode an up operation; a bad body raises InvalidMessage with the decoder's reason.
+
+    A body over MAX_OP_BYTES is refused before decoding: its size is the reason.
+    """
+    if len(body) > MAX_OP_BYTES:
+        raise InvalidMessage(
+            f"operation of {len(body):,} bytes is over the limit of {MAX_OP_BYTES:,} bytes"
+        )
     try:
         return _up_decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:

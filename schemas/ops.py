@@ -3,19 +3,35 @@
 Evolution rules (msgspec): a new field always gets a default and goes last; a field's
 type never changes; unknown fields are ignored, so an older server or terminal still
 decodes a newer payload and vice versa. Amounts are exact decimals, never floats.
+
+Rules the types cannot express live in `schemas/validation.py`, checked by `record()`
+before it writes and by the server on arrival: every number is finite; a `Money` value
+has at most 2 decimal places and is below 10^14 in absolute value (`schemas/limits.py`);
+an encoded operation weighs at most `MAX_OPERATION_BYTES` (1 MiB with its envelope).
+
+A return (goods brought back, money refunded) is a `Sale` with `kind="return"`: its lines
+have negative quantities (and discounts), so its net, tax and total are negative, and its
+payments are refunds (zero or negative) that add up to its total. A plain sale has
+non-negative quantities, discounts, line amounts and payments. Unit prices are never
+negative. A Z close's totals may be negative (a day with more returns than sales).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
 from schemas.topics import CASH_PAYMENTS, SALES, WEEKLY_FILES, Z_CLOSES
 
-Money = Decimal
+MONEY: Final = msgspec.Meta(
+    description="an amount in the currency: at most 2 decimal places, below 10^14"
+)
+Money = Annotated[Decimal, MONEY]
+"""An amount in the currency (validation checks its places and range; a quantity or a tax
+rate is a plain Decimal). The annotation changes nothing on the wire."""
 Code = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 CENT = Decimal("0.01")
 
@@ -78,7 +94,8 @@ class SaleTotals(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Sale(msgspec.Struct, frozen=True, kw_only=True, tag_field="topic", tag=SALES):
-    """A sale ticket or invoice ("Ventas"); voids and corrections are new versions."""
+    """A sale ticket or invoice ("Ventas"), or a return; voids and corrections are new
+    versions. A return has negative quantities and totals, and refunds as its payments."""
 
     book: Code
     number: Annotated[int, msgspec.Meta(ge=0)]
@@ -89,6 +106,7 @@ class Sale(msgspec.Struct, frozen=True, kw_only=True, tag_field="topic", tag=SAL
     totals: SaleTotals
     customer: str | None = None
     voided: bool = False
+    kind: Literal["sale", "return"] = "sale"
 
 
 class CashPayment(msgspec.Struct, frozen=True, kw_only=True, tag_field="topic", tag=CASH_PAYMENTS):

@@ -1,83 +1,190 @@
-"""Business checks the types cannot express; a failure rejects the operation with a reason."""
+"""Business checks the types cannot express; a failure rejects the operation with a reason.
+
+One set of rules for every edge: `outbox.record` checks an operation before it writes
+anything (`validate_operation`, `check_size`), and the server checks every operation it
+decodes (`validate`), so a till learns at the till what the server would reject.
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import typing
 from collections.abc import Iterator
 from decimal import Decimal, DecimalException
 
 import msgspec
 
 from cajasync.errors import InvalidMessage
+from schemas.codec import encode
 from schemas.envelope import OpEnvelope
-from schemas.ops import CashPayment, Operation, Sale, SaleTotals, WeeklyFileChunk, ZClose
+from schemas.limits import MAX_AMOUNT, MAX_INT, MAX_OPERATION_BYTES, MAX_SIZE, MONEY_PLACES
+from schemas.ops import (
+    CashPayment,
+    Money,
+    Operation,
+    Sale,
+    SaleLine,
+    SaleTotals,
+    WeeklyFileChunk,
+    ZClose,
+    cents,
+)
 
 
 def validate(envelope: OpEnvelope) -> None:
-    """Raise InvalidMessage naming the first broken rule of the operation."""
+    """Raise InvalidMessage naming the envelope and the first rule its operation breaks."""
     where = f"terminal {envelope.terminal} seq {envelope.seq} op {envelope.op_id}"
-    for path, amount in _decimals(envelope.op, ""):
-        if not amount.is_finite():
-            raise InvalidMessage(f"{where}: {path.lstrip('.')} is {amount}, not a finite number")
     try:
-        _check_operation(envelope.op, where)
+        check_envelope(envelope)
+        validate_operation(envelope.op)
+    except InvalidMessage as exc:
+        raise InvalidMessage(f"{where}: {exc.reason}") from exc
+
+
+def validate_operation(op: Operation) -> None:
+    """Raise InvalidMessage naming the first rule `op` breaks (and its field), if any."""
+    subject = describe(op)
+    for path, value, money in _decimals(op, "", money=False):
+        _check_number(f"{subject} {path.lstrip('.')}", value, money=money)
+    try:
+        _check_operation(op, subject)
     except DecimalException as exc:  # finite, but beyond what the decimal context computes
-        raise InvalidMessage(f"{where}: an amount is too large to compute with") from exc
+        raise InvalidMessage(f"{subject}: an amount is too large to compute with") from exc
 
 
-def _check_operation(op: Operation, where: str) -> None:
+def check_envelope(envelope: OpEnvelope) -> None:
+    """Raise InvalidMessage when the seq or version does not fit the server's columns."""
+    for name, value in (("seq", envelope.seq), ("version", envelope.version)):
+        if value > MAX_INT:
+            raise InvalidMessage(f"{name} {value} exceeds {MAX_INT}, the largest the server stores")
+
+
+def check_size(op: Operation) -> None:
+    """Raise InvalidMessage when `op` is too large to travel (`schemas.limits`)."""
+    size = len(encode(op))
+    if size > MAX_OPERATION_BYTES:
+        raise InvalidMessage(
+            f"{describe(op)} is {size:,} bytes encoded, over the limit of "
+            f"{MAX_OPERATION_BYTES:,} bytes per operation; split it"
+        )
+
+
+def describe(op: Operation) -> str:
+    """How a reason names an operation: `sale 0003-A-1201`, `cash payment`, `Z close 4`."""
     match op:
         case Sale() as sale:
-            _check_sale(sale, where)
-        case CashPayment() as payment:
-            if payment.amount <= 0:
-                raise InvalidMessage(f"{where}: cash payment amount must be positive")
+            return f"{sale.kind} {sale.book}-{sale.number}"
+        case CashPayment():
+            return "cash payment"
         case ZClose() as close:
-            if close.first_receipt > close.last_receipt:
-                raise InvalidMessage(f"{where}: Z close first receipt after last receipt")
-            if (close.period_start.tzinfo is None) != (close.period_end.tzinfo is None):
-                raise InvalidMessage(f"{where}: Z close period mixes times with and without zone")
-            if close.period_start > close.period_end:
-                raise InvalidMessage(f"{where}: Z close period ends before it starts")
+            return f"Z close {close.number}"
         case WeeklyFileChunk() as chunk:
-            if chunk.chunk_index >= chunk.chunk_count:
-                raise InvalidMessage(
-                    f"{where}: chunk {chunk.chunk_index} of a {chunk.chunk_count}-chunk file"
-                )
+            return f"weekly file {chunk.file_name!r} chunk {chunk.chunk_index}"
 
 
-def _decimals(value: object, path: str) -> Iterator[tuple[str, Decimal]]:
-    """Every Decimal inside a Struct, with its path (`lines[0].unit_price`)."""
+def _check_number(name: str, value: Decimal, *, money: bool) -> None:
+    if not value.is_finite():
+        raise InvalidMessage(f"{name} is {value}, not a finite number")
+    if not money:
+        return
+    if abs(value) >= MAX_AMOUNT:
+        raise InvalidMessage(f"{name} {value} is out of range: amounts are below 10^14")
+    if value != cents(value):
+        raise InvalidMessage(f"{name} {value} has more than {MONEY_PLACES} decimal places")
+
+
+def _decimals(value: object, path: str, *, money: bool) -> Iterator[tuple[str, Decimal, bool]]:
+    """Every Decimal inside a Struct: its path (`lines[0].unit_price`), and whether Money."""
     if isinstance(value, Decimal):
-        yield path, value
+        yield path, value, money
     elif isinstance(value, msgspec.Struct):
+        amounts = _money_fields(type(value))
         for name in value.__struct_fields__:
-            yield from _decimals(getattr(value, name), f"{path}.{name}")
+            yield from _decimals(getattr(value, name), f"{path}.{name}", money=name in amounts)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from _decimals(item, f"{path}[{index}]")
+            yield from _decimals(item, f"{path}[{index}]", money=money)
 
 
-def _check_sale(sale: Sale, where: str) -> None:
+@functools.cache
+def _money_fields(struct: type[msgspec.Struct]) -> frozenset[str]:
+    """The fields of `struct` typed `Money`."""
+    hints = typing.get_type_hints(struct, include_extras=True)
+    return frozenset(name for name, hint in hints.items() if hint is Money)
+
+
+def _check_operation(op: Operation, subject: str) -> None:
+    match op:
+        case Sale() as sale:
+            _check_sale(sale, subject)
+        case CashPayment() as payment:
+            if payment.amount <= 0:
+                raise InvalidMessage("cash payment amount must be positive")
+        case ZClose() as close:
+            if close.first_receipt > close.last_receipt:
+                raise InvalidMessage("Z close first receipt after last receipt")
+            if (close.period_start.tzinfo is None) != (close.period_end.tzinfo is None):
+                raise InvalidMessage("Z close period mixes times with and without zone")
+            if close.period_start > close.period_end:
+                raise InvalidMessage("Z close period ends before it starts")
+        case WeeklyFileChunk() as chunk:
+            _check_chunk(chunk, subject)
+
+
+def _check_sale(sale: Sale, name: str) -> None:
+    """A sale's amounts are all >= 0, a return's all <= 0 (unit prices are never negative)."""
     if not sale.lines:
-        raise InvalidMessage(f"{where}: sale {sale.book}-{sale.number} has no lines")
-    for line in sale.lines:
-        if not 0 <= line.tax_rate <= 100:
-            raise InvalidMessage(
-                f"{where}: sale {sale.book}-{sale.number} tax rate {line.tax_rate} "
-                f"of {line.product} not in 0..100"
-            )
+        raise InvalidMessage(f"{name} has no lines")
+    sign = 1 if sale.kind == "sale" else -1
+    for index, line in enumerate(sale.lines):
+        _check_line(line, f"{name} lines[{index}]", sign)
     expected = SaleTotals.of(sale.lines)
     if sale.totals != expected:
         raise InvalidMessage(
-            f"{where}: sale {sale.book}-{sale.number} totals {sale.totals.total} "
-            f"do not match its lines ({expected.total})"
+            f"{name} totals {sale.totals.total} do not match its lines ({expected.total})"
         )
+    for index, payment in enumerate(sale.payments):
+        if payment.amount * sign < 0:
+            raise InvalidMessage(
+                f"{name} payments[{index}].amount {payment.amount} "
+                + ("is negative: a refund belongs to a return" if sign > 0 else "is positive")
+            )
     paid = sum((p.amount for p in sale.payments), start=expected.total * 0)
-    if not sale.voided and paid < expected.total:
+    if sale.voided:
+        return
+    if sign > 0 and paid < expected.total:
+        raise InvalidMessage(f"{name} paid {paid} of {expected.total}")
+    if sign < 0 and paid != expected.total:
+        raise InvalidMessage(f"{name} refunded {-paid} of {-expected.total}")
+
+
+def _check_line(line: SaleLine, name: str, sign: int) -> None:
+    if not 0 <= line.tax_rate <= 100:
+        raise InvalidMessage(f"{name} tax rate {line.tax_rate} of {line.product} not in 0..100")
+    if line.unit_price < 0:
+        raise InvalidMessage(f"{name} unit_price {line.unit_price} is negative")
+    if sign > 0 and line.quantity < 0:
         raise InvalidMessage(
-            f"{where}: sale {sale.book}-{sale.number} paid {paid} of {expected.total}"
+            f"{name} quantity {line.quantity} is negative: record a return (kind='return')"
         )
+    if sign < 0 and line.quantity > 0:
+        raise InvalidMessage(f"{name} quantity {line.quantity} is positive in a return")
+    if line.discount * sign < 0:
+        raise InvalidMessage(f"{name} discount {line.discount} has the sign opposite its quantity")
+    if line.net * sign < 0:
+        raise InvalidMessage(f"{name} discount {line.discount} is more than the line's amount")
+
+
+def _check_chunk(chunk: WeeklyFileChunk, name: str) -> None:
+    if chunk.chunk_index >= chunk.chunk_count:
+        raise InvalidMessage(f"chunk {chunk.chunk_index} of a {chunk.chunk_count}-chunk file")
+    if chunk.chunk_count > MAX_INT or chunk.size > MAX_SIZE:
+        raise InvalidMessage(
+            f"{name}: chunk count {chunk.chunk_count} / size {chunk.size} too large"
+        )
+    if "\x00" in chunk.file_name:
+        raise InvalidMessage(f"{name}: file name contains a NUL character")
 
 
 def file_sha256(content: bytes) -> str:

@@ -186,7 +186,7 @@ def test_the_claimer_rewinds_to_rows_the_server_asked_for_again(engine: Engine) 
 
 
 def test_the_claimer_offers_sent_rows_without_a_receipt_for_resending(engine: Engine) -> None:
-    claimer, window, _holds = claimer_for(Settings(resend_after_s=0.0), resend=True)
+    claimer, window, _holds = claimer_for(Settings(resend_after_s=0.001), resend=True)
     with engine.begin() as connection:
         mark_sent(connection, [1, 2], now=1.0)
 

@@ -2,8 +2,9 @@
 
 Money is an exact Decimal with two places (never a float), datetimes are aware UTC, and
 every operation these strategies draw passes `schemas.validation.validate`: sale totals
-come from `SaleTotals.of(lines)`, sales are fully paid, chunks carry the sha256 of the
-file they were cut from. Tests that need a broken operation break a valid one.
+come from `SaleTotals.of(lines)`, sales are fully paid, returns (negative lines) fully
+refunded, chunks carry the sha256 of the file they were cut from. Tests that need a
+broken operation break a valid one.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import string
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
+import msgspec
 from hypothesis import strategies as st
 
 from schemas import (
@@ -34,6 +36,7 @@ from schemas import (
     ZClose,
 )
 from schemas.feed import MAX_SEQ, HighWaterMark, HighWaterRequest, OutboxRef
+from schemas.limits import MAX_INT
 
 TAX_RATES = tuple(Decimal(rate) for rate in ("0", "10.5", "21", "27"))
 ID_ALPHABET = string.ascii_letters + string.digits + "_-"
@@ -42,6 +45,7 @@ terminal_ids = st.text(ID_ALPHABET, min_size=1, max_size=32)
 codes = st.text(ID_ALPHABET + " .", min_size=1, max_size=64)
 texts = st.text(max_size=40)
 seqs = st.integers(min_value=1, max_value=2**53)
+stored_seqs = st.integers(min_value=1, max_value=MAX_INT)  # what an envelope may carry
 versions = st.integers(min_value=1, max_value=1000)
 utc_datetimes = st.datetimes(
     min_value=dt.datetime(2000, 1, 1),
@@ -126,6 +130,21 @@ def sales(draw: st.DrawFn) -> Sale:
     )
 
 
+@st.composite
+def returns(draw: st.DrawFn) -> Sale:
+    """A valid return: a sale's lines with negated quantities and discounts, refunded."""
+    sale = draw(sales())
+    lines = [
+        msgspec.structs.replace(line, quantity=-line.quantity, discount=-line.discount)
+        for line in sale.lines
+    ]
+    totals = SaleTotals.of(lines)
+    refund = SalePayment(method="cash", amount=totals.total)
+    return msgspec.structs.replace(
+        sale, kind="return", lines=lines, totals=totals, payments=[refund]
+    )
+
+
 sale_payments = st.builds(SalePayment, method=codes, amount=money(), card=st.none() | card_data)
 sale_totals = st.lists(sale_lines(), max_size=3).map(SaleTotals.of)
 
@@ -177,7 +196,7 @@ def weekly_file_chunks(draw: st.DrawFn) -> WeeklyFileChunk:
     index = draw(st.integers(0, count - 1))
     return WeeklyFileChunk(
         week=draw(weeks),
-        file_name=draw(st.text(min_size=1, max_size=60)),
+        file_name=draw(st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=60)),
         size=len(content),
         sha256=hashlib.sha256(content).hexdigest(),
         chunk_index=index,
@@ -187,7 +206,7 @@ def weekly_file_chunks(draw: st.DrawFn) -> WeeklyFileChunk:
 
 
 operations: st.SearchStrategy[Operation] = st.one_of(
-    sales(), cash_payments, z_closes(), weekly_file_chunks()
+    sales(), returns(), cash_payments, z_closes(), weekly_file_chunks()
 )
 
 
@@ -196,7 +215,7 @@ def envelopes(ops: st.SearchStrategy[Any] = operations) -> st.SearchStrategy[OpE
     return st.builds(
         OpEnvelope,
         terminal=terminal_ids,
-        seq=seqs,
+        seq=stored_seqs,
         op_id=st.uuids(),
         version=versions,
         recorded_at=utc_datetimes,
