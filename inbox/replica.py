@@ -18,6 +18,10 @@ The rules:
   the terminal asks the server for a catch-up from position+1, once per gap.
 * A snapshot's pages go in by the version rule; its `SnapshotDone` moves each stream to
   at least its high-water seq, so live events the pages already hold are skipped after.
+* A record that breaks the record rules (schemas/record_rules.py: a NaN price, a blank
+  name, ...) or is not of its change's topic is refused with an error in the log: the
+  replica keeps what it had, and a live change still counts as seen for its stream's
+  position (the server holds that version; asking again would bring it back unchanged).
 * Images are stored once by content address, only when their sha256 checks out.
 """
 
@@ -50,7 +54,8 @@ from schemas.feed import (
     SnapshotPage,
     split_stream,
 )
-from schemas.records import KINDS_BY_TOPIC, Record, image_of
+from schemas.record_rules import record_problem
+from schemas.records import Record, image_of
 from schemas.unions import Request
 
 log = logging.getLogger(__name__)
@@ -187,10 +192,10 @@ def upsert(connection: sa.Connection, changes: Sequence[Change], now: float) -> 
     The statement goes straight to the driver: SQLAlchemy's per-row parameter processing
     would cost more than SQLite's own work on a 1,000-record page.
     """
-    if not changes:
+    rows = [_row(change, now) for change in changes if _acceptable(change)]
+    if not rows:
         return
     sql, positional = _upsert_sql(connection)
-    rows = [_row(change, now) for change in changes]
     if positional:
         connection.exec_driver_sql(sql, rows)
     else:
@@ -198,9 +203,10 @@ def upsert(connection: sa.Connection, changes: Sequence[Change], now: float) -> 
 
 
 def upsert_raw(connection: sa.Connection, changes: Sequence[RawChange], now: float) -> None:
-    """`upsert` for a page whose records stayed encoded: their bytes are stored as they
-    came once kind, key and version check out; a record that does not is decoded in full
-    (and skipped, with an error in the log, if it is no record at all)."""
+    """`upsert` for a page whose records stayed encoded: each is decoded and checked like a
+    live one (`_acceptable`), then its bytes are stored as they came (re-encoded only when
+    its key or version differ from its change's); one that is no record at all or is
+    refused is skipped with an error in the log."""
     rows = [row for row in (_raw_row(change, now) for change in changes) if row is not None]
     if not rows:
         return
@@ -211,21 +217,7 @@ def upsert_raw(connection: sa.Connection, changes: Sequence[RawChange], now: flo
         connection.exec_driver_sql(sql, [dict(zip(_COLUMNS, row, strict=True)) for row in rows])
 
 
-class _Head(msgspec.Struct):
-    """The fields of an encoded record a bootstrap checks (the rest is skipped unread)."""
-
-    type: str
-    key: str
-    version: int = 0
-    image: str | None = None
-
-
-_head_decoder = msgspec.msgpack.Decoder(_Head)
 _record_decoder: msgspec.msgpack.Decoder[Record] = msgspec.msgpack.Decoder(Record)
-_TAGS = {
-    topic: frozenset(str(kind.__struct_config__.tag) for kind in kinds)
-    for topic, kinds in KINDS_BY_TOPIC.items()
-}
 
 
 def _raw_row(change: RawChange, now: float) -> _Row | None:
@@ -233,13 +225,6 @@ def _raw_row(change: RawChange, now: float) -> _Row | None:
     if change.deleted:
         return (change.topic, change.key, change.version, True, None, None, now)
     try:
-        head = _head_decoder.decode(raw)
-        if (
-            head.type in _TAGS.get(change.topic, ())
-            and head.key == change.key
-            and head.version == change.version
-        ):
-            return (change.topic, change.key, change.version, False, bytes(raw), head.image, now)
         record = _record_decoder.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         log.error(
@@ -254,7 +239,36 @@ def _raw_row(change: RawChange, now: float) -> _Row | None:
         version=change.version,
         record=record,
     )
+    if not _acceptable(full):
+        return None
+    if record.key == change.key and record.version == change.version:
+        return (change.topic, change.key, change.version, False, bytes(raw), image_of(record), now)
     return _row(full, now)
+
+
+def _acceptable(change: Change) -> bool:
+    """False (and an error in the log) for a record the replica must not hold: one of
+    another topic than its change's, or one that breaks the record rules."""
+    record = change.record
+    if record is None:
+        return True
+    problem = (
+        f"a {record.topic} record in a {change.topic} change"
+        if record.topic != change.topic
+        else record_problem(record)
+    )
+    if problem is None:
+        return True
+    log.error(
+        "refusing %s %r v%d (%s seq %d) from the server: %s; the replica keeps what it had",
+        change.topic,
+        change.key,
+        change.version,
+        change.stream,
+        change.seq,
+        problem,
+    )
+    return False
 
 
 _COLUMNS = ("topic", "key", "version", "deleted", "body", "image", "applied_at")

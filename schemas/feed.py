@@ -64,9 +64,8 @@ class SnapshotPage(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", 
 class RawChange(msgspec.Struct, frozen=True, kw_only=True):
     """A `Change` as a terminal receives it in a snapshot page: the record left encoded.
 
-    Same wire format as `Change`; a bootstrap stores the bytes as they came instead of
-    decoding and re-encoding every record (checked: kind, key and version; the replica's
-    read API decodes fully).
+    Same wire format as `Change`; a bootstrap checks each record (decoded, against the
+    record rules) and stores its bytes as they came instead of encoding it again.
     """
 
     stream: Stream

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pika
 import pytest
 from click.testing import CliRunner
@@ -201,6 +203,35 @@ def test_a_gap_sends_one_catch_up_request_and_outbox_rows_still_become_sent(
     assert tap.empty()  # once per gap
     assert (stats.requests, stats.confirmed, stats.nacked, stats.returned) == (1, 10, 0, 0)
     assert len(states(terminal.engine)) == 10
+
+
+def test_a_forged_change_event_with_a_nan_price_is_refused_and_the_relay_keeps_going(
+    terminal: Terminal, channel: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    tap = RequestTap(channel, terminal.id)
+    forged = msgspec.structs.replace(
+        change(2, product("B")), record=msgspec.structs.replace(product("B"), price=Decimal("NaN"))
+    )
+    record_sales(terminal.engine, 3)
+
+    with (
+        caplog.at_level(logging.ERROR, logger="inbox.replica"),
+        running_relay(terminal.engine, terminal.settings) as relay,
+    ):
+        publish(channel, "chg.productos.all", ChangeEvent(changes=[change(1, product("A"))]))
+        publish(channel, "chg.productos.all", ChangeEvent(changes=[forged]))
+        publish(channel, "chg.productos.all", ChangeEvent(changes=[change(3, product("C"))]))
+        relay.wait_for(lambda: Replica(terminal.engine).get(Product, "C") is not None, "C")
+        record_sales(terminal.engine, 3, first=4)
+        relay.wait_for(lambda: set(states(terminal.engine).values()) == {"sent"}, "every sale")
+        stats = relay.finish()
+
+    replica = Replica(terminal.engine)
+    assert [p.key for p in replica.query(Product)] == ["A", "C"]
+    assert "refusing productos 'B' v1 (productos:all seq 2)" in caplog.text
+    assert "price: NaN is not a finite number" in caplog.text
+    assert (stats.down, stats.requests, stats.confirmed) == (3, 0, 6)
+    assert tap.empty()
 
 
 def answer_snapshot(channel: Any, terminal: str, request: SnapshotRequest, pages: int) -> None:

@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
@@ -39,10 +40,11 @@ from schemas.feed import (
     ImageData,
     ImageRequest,
     ImagesDone,
+    RawSnapshotPage,
     SnapshotDone,
     SnapshotPage,
 )
-from schemas.records import Product
+from schemas.records import Customer, Product
 from schemas.unions import Request
 
 IDENTITY = TerminalIdentity("T001", "L1", "PV1", "retail")
@@ -203,6 +205,75 @@ def test_a_page_of_many_records_is_applied_whole(engine: Engine) -> None:
     Feed(engine)(SnapshotPage(request_id="r", stream=PRODUCTS, changes=changes))
 
     assert Replica(engine).count("productos") == {"productos": 1000}
+
+
+# -- records that break the record rules ----------------------------------------------------
+
+
+def nan_priced(seq: int, key: str, version: int) -> Change:
+    """A change whose product costs NaN (what a forged event, or a record stored before the
+    catalog checked its records, could carry)."""
+    bad = msgspec.structs.replace(product(key, version), price=Decimal("NaN"))
+    return Change(stream=PRODUCTS, seq=seq, topic="productos", key=key, version=version, record=bad)
+
+
+def test_a_live_record_with_a_nan_price_is_refused_and_its_seq_still_counts(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="inbox.replica"):
+        requests = Feed(engine).live(change(1, "A", 1), nan_priced(2, "B", 1), change(3, "C", 1))
+
+    assert held(engine) == {"A": (1, False), "C": (1, False)}
+    assert position(engine) == 3
+    assert requests == []  # asking again would only bring the same record back
+    assert "refusing productos 'B' v1 (productos:all seq 2)" in caplog.text
+    assert "price: NaN is not a finite number" in caplog.text
+
+
+def test_a_refused_new_version_leaves_the_previous_one_in_the_replica(engine: Engine) -> None:
+    feed = Feed(engine)
+    feed.live(change(1, "A", 1))
+
+    feed(ChangeEvent(changes=[nan_priced(2, "A", 2)]))
+
+    assert Replica(engine).get(Product, "A") == product("A", 1)
+    assert position(engine) == 2
+
+
+def test_a_record_of_another_topic_in_a_change_is_refused(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    stray = Change(
+        stream=PRODUCTS,
+        seq=1,
+        topic="productos",
+        key="C1",
+        version=1,
+        record=Customer(key="C1", version=1, name="Ana"),
+    )
+    with caplog.at_level(logging.ERROR, logger="inbox.replica"):
+        Feed(engine).live(stray)
+
+    assert held(engine) == {}
+    assert "a clientes record in a productos change" in caplog.text
+
+
+@pytest.mark.parametrize("encoded", [False, True], ids=["decoded", "encoded"])
+def test_a_snapshot_page_stores_its_good_records_and_refuses_the_bad_one(
+    engine: Engine, encoded: bool
+) -> None:
+    begin_pull(engine, "r1")
+    page = SnapshotPage(
+        request_id="r1",
+        stream=PRODUCTS,
+        changes=[change(1, "A", 1), nan_priced(2, "B", 1), change(3, "C", 1)],
+    )
+    message: Any = msgspec.msgpack.decode(encode(page), type=RawSnapshotPage) if encoded else page
+
+    Feed(engine)(message, SnapshotDone(request_id="r1", high_water={PRODUCTS: 3}, records=3))
+
+    assert held(engine) == {"A": (1, False), "C": (1, False)}
+    assert pull_row(engine, "r1").status == DONE  # the pull is not left waiting for it
 
 
 # A history: each key's versions in order, some of them deletes. Seqs number the history.
