@@ -29,6 +29,8 @@ class Settings:
     ingest_batch: int = 500
     ingest_flush_s: float = 0.02
     gap_grace_s: float = 5.0
+    # feed relay: every stream's head seq, so a till notices a lost last change (0: off)
+    head_interval_s: float = 30.0
     # backoff for reconnects
     retry_initial_s: float = 0.5
     retry_max_s: float = 10.0

@@ -45,9 +45,18 @@ class Change(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ChangeEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="change"):
-    """Live change events of one stream, in seq order (usually one)."""
+    """Live change events of one stream, in seq order (usually one).
+
+    `heads` maps streams to their head seq as the server published them: every change of
+    the stream up to that seq went out before this message, so a terminal whose position
+    is below it lost the last ones and asks for a catch-up even when nothing changes any
+    more. The feed relay sends them periodically as events without changes, one per scope
+    (outbox/feed_relay.py). A terminal that predates the field decodes such a message as
+    an empty change event and applies nothing (msgspec ignores unknown fields).
+    """
 
     changes: list[Change]
+    heads: dict[Stream, Annotated[int, msgspec.Meta(ge=0)]] = {}
 
 
 class SnapshotPage(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="page"):

@@ -437,6 +437,103 @@ def test_gaps_in_two_streams_ask_for_two_catch_ups(engine: Engine) -> None:
     assert sorted(gaps(requests)) == [(PRODUCTS, 1), (stock, 1)]
 
 
+# -- stream heads ---------------------------------------------------------------------------
+
+
+def heads(**by_stream: int) -> ChangeEvent:
+    """What the feed relay sends periodically: no changes, the heads of some streams."""
+    return ChangeEvent(changes=[], heads={s.replace("_", ":", 1): n for s, n in by_stream.items()})
+
+
+def pulled(engine: Engine, topics: list[str]) -> None:
+    """A finished pull of `topics` whose streams were empty (no position was set)."""
+    with engine.begin() as connection:
+        start_pull(connection, "done", topics, full=True, images=False)
+        connection.execute(pulls.update().values(status=DONE))
+
+
+def test_a_head_past_the_position_asks_for_the_lost_last_changes(engine: Engine) -> None:
+    feed = Feed(engine)
+    feed.live(change(1, "A", 1), change(2, "B", 1))  # seq 3, the last change, was lost
+
+    requests = feed(heads(productos_all=3))
+
+    assert gaps(requests) == [(PRODUCTS, 3)]
+
+
+def test_a_head_at_the_position_asks_for_nothing(engine: Engine) -> None:
+    feed = Feed(engine)
+    feed.live(change(1, "A", 1), change(2, "B", 1))
+
+    assert feed(heads(productos_all=2)) == []
+    assert feed(heads(productos_all=1)) == []  # an old head, overtaken
+
+
+def test_a_lost_change_is_asked_for_once_per_retry_interval_while_the_heads_keep_coming(
+    engine: Engine,
+) -> None:
+    clock = Clock()
+    feed = Feed(engine, clock)
+    feed.live(change(1, "A", 1))
+
+    first = feed(heads(productos_all=2))
+    clock.now += 10
+    quiet = feed(heads(productos_all=2))
+    clock.now += 30
+    again = feed(heads(productos_all=2))
+
+    assert gaps(first + again) == [(PRODUCTS, 2), (PRODUCTS, 2)]
+    assert quiet == []
+
+
+def test_the_catch_up_answer_closes_what_the_head_showed(engine: Engine) -> None:
+    feed = Feed(engine)
+    feed.live(change(1, "A", 1))
+    feed(heads(productos_all=2))
+
+    feed.live(change(2, "B", 1))
+
+    assert position(engine) == 2
+    assert feed(heads(productos_all=2)) == []
+
+
+def test_heads_of_streams_never_pulled_nor_seen_ask_for_nothing(engine: Engine) -> None:
+    assert Feed(engine)(heads(productos_all=900, clientes_all=40, mesas_all=3)) == []
+
+
+def test_a_stream_empty_when_its_topic_was_pulled_is_caught_up_from_seq_one(
+    engine: Engine,
+) -> None:
+    pulled(engine, ["clientes"])
+
+    requests = Feed(engine)(heads(clientes_all=1, noticias_all=5))
+
+    assert gaps(requests) == [("clientes:all", 1)]
+
+
+def test_heads_ask_nothing_of_a_topic_being_pulled(engine: Engine) -> None:
+    feed = Feed(engine)
+    feed.live(change(1, "A", 1))
+    begin_pull(engine, "r1")
+
+    assert feed(heads(productos_all=5)) == []
+
+
+def test_coalesced_events_keep_their_heads_and_check_them_after_the_changes(
+    engine: Engine,
+) -> None:
+    feed = Feed(engine)
+    feed.live(change(1, "A", 1))
+    run = [(heads(productos_all=2), 10), (ChangeEvent(changes=[change(2, "B", 1)]), 20)]
+
+    (merged,) = coalesce(run)
+    requests = feed(merged[0])
+
+    assert merged == (ChangeEvent(changes=[change(2, "B", 1)], heads={PRODUCTS: 2}), 30)
+    assert requests == []
+    assert position(engine) == 2
+
+
 # -- snapshots ------------------------------------------------------------------------------
 
 
