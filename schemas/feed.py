@@ -44,7 +44,9 @@ class Change(msgspec.Struct, frozen=True, kw_only=True):
         return self.record is None
 
 
-class ChangeEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="change"):
+class ChangeEvent(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="change", omit_defaults=True
+):
     """Live change events of one stream, in seq order (usually one).
 
     `heads` maps streams to their head seq as the server published them: every change of
@@ -52,7 +54,8 @@ class ChangeEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", t
     is below it lost the last ones and asks for a catch-up even when nothing changes any
     more. The feed relay sends them periodically as events without changes, one per scope
     (outbox/feed_relay.py). A terminal that predates the field decodes such a message as
-    an empty change event and applies nothing (msgspec ignores unknown fields).
+    an empty change event and applies nothing (msgspec ignores unknown fields); an event
+    without heads encodes as it always did (`omit_defaults`).
     """
 
     changes: list[Change]
