@@ -38,6 +38,7 @@ from outbox.inflight import Holds, Window
 from outbox.rabbitmq import Link
 from schemas.codec import decode_terminal_inbox
 from schemas.envelope import Receipt, ReplayRequest
+from schemas.feed import ChangeEvent
 from schemas.unions import Request, TerminalInbox
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,7 @@ class Relay:
         self.returned[seq] = reason
 
     def on_message(self, tag: int, routing_key: str, body: bytes) -> None:
-        self.last_activity = time.monotonic()
+        idle_since, self.last_activity = self.last_activity, time.monotonic()
         assert self.link is not None
         try:
             message = decode_terminal_inbox(body)
@@ -223,6 +224,8 @@ class Relay:
             )
             self.link.reject(tag)
             return
+        if isinstance(message, ChangeEvent) and not message.changes:
+            self.last_activity = idle_since  # stream heads: the feed's pulse, not activity
         self.inbox.append((tag, message, len(body)))
         if len(self.inbox) * 2 >= RECEIPT_PREFETCH:
             self._kick()

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -30,6 +31,7 @@ from cli.main import cli
 from inbox.replica_api import Replica
 from outbox.identity import TerminalIdentity
 from outbox.pull import PullResult, pull
+from outbox.relay import run_terminal
 from outbox.setup import init_terminal
 from schemas.codec import decode_request, encode
 from schemas.feed import (
@@ -232,6 +234,24 @@ def test_a_forged_change_event_with_a_nan_price_is_refused_and_the_relay_keeps_g
     assert "price: NaN is not a finite number" in caplog.text
     assert (stats.down, stats.requests, stats.confirmed) == (3, 0, 6)
     assert tap.empty()
+
+
+def test_stream_heads_alone_do_not_keep_an_idle_terminal_running(
+    terminal: Terminal, channel: Any
+) -> None:
+    ended = threading.Event()
+
+    def run() -> None:
+        run_terminal(terminal.engine, terminal.settings, until_idle=1.0)
+        ended.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    deadline = time.monotonic() + WAIT_S
+    while not ended.is_set() and time.monotonic() < deadline:
+        publish(channel, "chg.productos.all", ChangeEvent(changes=[], heads={PRODUCTS: 0}))
+        channel.connection.sleep(0.2)
+
+    assert ended.is_set(), "run_terminal(until_idle=1.0) never ended while heads kept coming"
 
 
 def answer_snapshot(channel: Any, terminal: str, request: SnapshotRequest, pages: int) -> None:
