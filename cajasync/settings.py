@@ -38,6 +38,8 @@ class Settings:
     gap_grace_s: float = 5.0
     # how long a server loop waits for its database to come back before it stops
     store_give_up_s: float = 300.0
+    # feed relay: every stream's head seq, so a till notices a lost last change (0: off)
+    head_interval_s: float = 30.0
     # backoff for reconnects
     retry_initial_s: float = 0.5
     retry_max_s: float = 10.0
@@ -58,8 +60,9 @@ POSITIVE_SECONDS: Final = (
     "ingest_flush_s",
     "retry_initial_s",
     "retry_max_s",
+    "store_give_up_s",
 )
-NON_NEGATIVE_SECONDS: Final = ("gap_grace_s",)
+NON_NEGATIVE_SECONDS: Final = ("gap_grace_s", "head_interval_s")  # head_interval_s 0: off
 URL_SCHEMES: Final = {"broker_url": ("amqp", "amqps"), "management_url": ("http", "https")}
 
 

@@ -41,7 +41,11 @@ def catalog() -> None:
 )
 @click.option("--scope", default="all", show_default=True, help=SCOPE_HELP)
 def upsert(db: str, topic: str, source: IO[bytes], scope: str) -> None:
-    """Create or replace records of TOPIC (slug or English alias); versions are assigned here."""
+    """Create or replace records of TOPIC (slug or English alias); versions are assigned here.
+
+    Every record is checked first (prices, tax rates, names, ...): with any bad one, each is
+    listed on its own line, nothing is written, and the exit status is 1.
+    """
     from outbox import catalog as lib
 
     records = lib.records_from_json(topic, source.read())

@@ -16,8 +16,16 @@ The rules:
   advances it; one at or below it was applied already and is skipped; one beyond a gap
   is applied anyway (the version rule makes that safe) without moving the position, and
   the terminal asks the server for a catch-up from position+1, once per gap.
+* A change event may carry stream heads (the feed relay sends them periodically, without
+  changes): a stream the terminal follows (it has a position, or a pull brought its topic)
+  whose position is below its head lost its last changes, and the terminal asks for a
+  catch-up from position+1 like for any gap, even when no later change ever comes.
 * A snapshot's pages go in by the version rule; its `SnapshotDone` moves each stream to
   at least its high-water seq, so live events the pages already hold are skipped after.
+* A record that breaks the record rules (schemas/record_rules.py: a NaN price, a blank
+  name, ...) or is not of its change's topic is refused with an error in the log: the
+  replica keeps what it had, and a live change still counts as seen for its stream's
+  position (the server holds that version; asking again would bring it back unchanged).
 * Images are stored once by content address, only when their sha256 checks out.
 """
 
@@ -50,7 +58,8 @@ from schemas.feed import (
     SnapshotPage,
     split_stream,
 )
-from schemas.records import KINDS_BY_TOPIC, Record, image_of
+from schemas.record_rules import record_problem
+from schemas.records import Record, image_of
 from schemas.unions import Request
 
 log = logging.getLogger(__name__)
@@ -134,7 +143,7 @@ def apply_down(
     memory = FeedMemory() if memory is None else memory
     now = time.time()
     if isinstance(message, ChangeEvent):
-        return _apply_live(connection, message.changes, identity, memory, now)
+        return _apply_live(connection, message, identity, memory, now)
     nbytes = len(encode(message)) if size is None else size
     if isinstance(message, RawSnapshotPage):
         upsert_raw(connection, message.changes, now)
@@ -159,23 +168,35 @@ def coalesce(messages: Iterable[tuple[FeedMessage, int]]) -> list[tuple[FeedMess
     """Merge adjacent change events (and add up their sizes), keeping everything in order.
 
     The rules do not depend on how changes are batched, so a tick's worth of live events
-    is applied with one position read, one upsert and one position write.
+    is applied with one position read, one upsert and one position write. Heads merge to
+    the highest per stream: they are checked once the run's changes are in, and a head
+    only ever says what went out before it.
     """
     merged: list[tuple[FeedMessage, int]] = []
-    run: list[Change] = []
+    run: list[ChangeEvent] = []
     run_size = 0
     for message, size in messages:
         if isinstance(message, ChangeEvent):
-            run += message.changes
+            run.append(message)
             run_size += size
             continue
         if run:
-            merged.append((ChangeEvent(changes=run), run_size))
+            merged.append((_merged(run), run_size))
             run, run_size = [], 0
         merged.append((message, size))
     if run:
-        merged.append((ChangeEvent(changes=run), run_size))
+        merged.append((_merged(run), run_size))
     return merged
+
+
+def _merged(events: list[ChangeEvent]) -> ChangeEvent:
+    if len(events) == 1:
+        return events[0]
+    heads: dict[str, int] = {}
+    for event in events:
+        for stream, seq in event.heads.items():
+            heads[stream] = max(seq, heads.get(stream, 0))
+    return ChangeEvent(changes=[c for event in events for c in event.changes], heads=heads)
 
 
 # -- records --------------------------------------------------------------------------------
@@ -187,10 +208,10 @@ def upsert(connection: sa.Connection, changes: Sequence[Change], now: float) -> 
     The statement goes straight to the driver: SQLAlchemy's per-row parameter processing
     would cost more than SQLite's own work on a 1,000-record page.
     """
-    if not changes:
+    rows = [_row(change, now) for change in changes if _acceptable(change)]
+    if not rows:
         return
     sql, positional = _upsert_sql(connection)
-    rows = [_row(change, now) for change in changes]
     if positional:
         connection.exec_driver_sql(sql, rows)
     else:
@@ -198,9 +219,10 @@ def upsert(connection: sa.Connection, changes: Sequence[Change], now: float) -> 
 
 
 def upsert_raw(connection: sa.Connection, changes: Sequence[RawChange], now: float) -> None:
-    """`upsert` for a page whose records stayed encoded: their bytes are stored as they
-    came once kind, key and version check out; a record that does not is decoded in full
-    (and skipped, with an error in the log, if it is no record at all)."""
+    """`upsert` for a page whose records stayed encoded: each is decoded and checked like a
+    live one (`_acceptable`), then its bytes are stored as they came (re-encoded only when
+    its key or version differ from its change's); one that is no record at all or is
+    refused is skipped with an error in the log."""
     rows = [row for row in (_raw_row(change, now) for change in changes) if row is not None]
     if not rows:
         return
@@ -211,21 +233,7 @@ def upsert_raw(connection: sa.Connection, changes: Sequence[RawChange], now: flo
         connection.exec_driver_sql(sql, [dict(zip(_COLUMNS, row, strict=True)) for row in rows])
 
 
-class _Head(msgspec.Struct):
-    """The fields of an encoded record a bootstrap checks (the rest is skipped unread)."""
-
-    type: str
-    key: str
-    version: int = 0
-    image: str | None = None
-
-
-_head_decoder = msgspec.msgpack.Decoder(_Head)
 _record_decoder: msgspec.msgpack.Decoder[Record] = msgspec.msgpack.Decoder(Record)
-_TAGS = {
-    topic: frozenset(str(kind.__struct_config__.tag) for kind in kinds)
-    for topic, kinds in KINDS_BY_TOPIC.items()
-}
 
 
 def _raw_row(change: RawChange, now: float) -> _Row | None:
@@ -233,13 +241,6 @@ def _raw_row(change: RawChange, now: float) -> _Row | None:
     if change.deleted:
         return (change.topic, change.key, change.version, True, None, None, now)
     try:
-        head = _head_decoder.decode(raw)
-        if (
-            head.type in _TAGS.get(change.topic, ())
-            and head.key == change.key
-            and head.version == change.version
-        ):
-            return (change.topic, change.key, change.version, False, bytes(raw), head.image, now)
         record = _record_decoder.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         log.error(
@@ -254,7 +255,36 @@ def _raw_row(change: RawChange, now: float) -> _Row | None:
         version=change.version,
         record=record,
     )
+    if not _acceptable(full):
+        return None
+    if record.key == change.key and record.version == change.version:
+        return (change.topic, change.key, change.version, False, bytes(raw), image_of(record), now)
     return _row(full, now)
+
+
+def _acceptable(change: Change) -> bool:
+    """False (and an error in the log) for a record the replica must not hold: one of
+    another topic than its change's, or one that breaks the record rules."""
+    record = change.record
+    if record is None:
+        return True
+    problem = (
+        f"a {record.topic} record in a {change.topic} change"
+        if record.topic != change.topic
+        else record_problem(record)
+    )
+    if problem is None:
+        return True
+    log.error(
+        "refusing %s %r v%d (%s seq %d) from the server: %s; the replica keeps what it had",
+        change.topic,
+        change.key,
+        change.version,
+        change.stream,
+        change.seq,
+        problem,
+    )
+    return False
 
 
 _COLUMNS = ("topic", "key", "version", "deleted", "body", "image", "applied_at")
@@ -329,14 +359,15 @@ def _move(connection: sa.Connection, moved: dict[str, int], now: float) -> None:
 
 def _apply_live(
     connection: sa.Connection,
-    changes: Sequence[Change],
+    event: ChangeEvent,
     identity: TerminalIdentity,
     memory: FeedMemory,
     now: float,
 ) -> list[Request]:
-    """Apply live changes past each stream's position; advance it; ask for any gap."""
+    """Apply live changes past each stream's position; advance it; ask for any gap, and
+    for the streams the event's heads show behind."""
     by_stream: dict[str, list[Change]] = {}
-    for change in changes:
+    for change in event.changes:
         by_stream.setdefault(change.stream, []).append(change)
     current = positions(connection, by_stream)
     fresh: list[Change] = []
@@ -351,18 +382,48 @@ def _apply_live(
     upsert(connection, fresh, now)
     _move(connection, moved, now)
     after = {stream: moved.get(stream, current.get(stream, 0)) for stream in by_stream}
-    return _catch_ups(connection, after, identity, memory, now)
+    gaps = {stream: position for stream, position in after.items() if memory.gap_after(stream)}
+    gaps.update(_behind(connection, event.heads, after))
+    return _catch_ups(connection, gaps, identity, memory, now)
+
+
+def _behind(
+    connection: sa.Connection, heads: dict[str, int], known: dict[str, int]
+) -> dict[str, int]:
+    """Position of each followed stream that is below its head: its last changes were lost.
+
+    A stream is followed when it has a position (`known` ones first, then the database) or
+    when a finished pull brought its topic (a stream still empty then has no position).
+    A stream the terminal never pulled nor heard of is left to the pull that bootstraps it.
+    """
+    if not heads:
+        return {}
+    current = positions(connection, [s for s in heads if s not in known])
+    current.update({s: p for s, p in known.items() if s in heads})
+    unknown = [stream for stream in heads if stream not in current]
+    if unknown:
+        pulled = _pulled_topics(connection)
+        current.update({s: 0 for s in unknown if split_stream(s)[0] in pulled})
+    return {s: p for s, p in current.items() if heads[s] > p}
+
+
+def _pulled_topics(connection: sa.Connection) -> set[str]:
+    """Topics of every pull whose records all came in."""
+    rows = connection.execute(
+        sa.select(pulls.c.topics).distinct().where(pulls.c.status.in_([DONE, FETCHING_IMAGES]))
+    )
+    return {topic for row in rows for topic in json.loads(row.topics)}
 
 
 def _catch_ups(
     connection: sa.Connection,
-    after: dict[str, int],
+    gaps: dict[str, int],
     identity: TerminalIdentity,
     memory: FeedMemory,
     now: float,
 ) -> list[Request]:
-    """One CatchUpRequest per stream left with a gap, unless a pull will close it anyway."""
-    gaps = {stream: position for stream, position in after.items() if memory.gap_after(stream)}
+    """One CatchUpRequest per stream with a gap after its position (`gaps`: stream ->
+    position), unless a pull will close it anyway or one was asked for recently."""
     if not gaps:
         return []
     pulling = _topics_being_pulled(connection, now)
@@ -467,7 +528,8 @@ def _finish_snapshot(
         .values(high_water=json.dumps(done.high_water), expected_records=done.records)
     )
     requests = _complete_records(connection, done.request_id, identity, now, done.images)
-    return requests + _catch_ups(connection, after, identity, memory, now)
+    gaps = {stream: position for stream, position in after.items() if memory.gap_after(stream)}
+    return requests + _catch_ups(connection, gaps, identity, memory, now)
 
 
 def _complete_records(

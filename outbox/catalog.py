@@ -20,6 +20,11 @@ as the seed's `L1/000123` and `PV1/efectivo` do.
 An upsert whose record equals the current one (same fields, same scope) is skipped: no
 new version, nothing logged, and the current change is returned, so re-running an import
 publishes only what really changed.
+
+Every record is checked against its schema and the record rules (schemas/record_rules.py:
+finite, non-negative prices with two places, tax rates 0..100, names not blank, ...)
+before anything is written: one bad record refuses the whole call with a CatalogError
+holding one line per bad record, and nothing of the call reaches the catalog.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from inbox.store.dialect import Dialect
 from outbox.catalog_tables import catalog_images, catalog_records, change_log, stream_heads
 from schemas.codec import encode
 from schemas.feed import Change, split_stream, stream_name
+from schemas.record_rules import record_problem
 from schemas.records import KINDS_BY_TOPIC, Record, image_of
 from schemas.topics import DOWN_TOPIC_SCOPES, down_topic
 
@@ -85,17 +91,19 @@ def upsert_many(
 
     Returns one change per record, in input order: the new one, or the current one for a
     record identical to what is stored. A key given twice gets two versions, in order.
+    An invalid record refuses the call before anything is written (see `check_records`).
     """
     records = list(records)
     if not records:
         return []
+    check_records(records)
     with _store_errors("upserting catalog records"):
         log = _ChangeLog.open(connection, sorted({r.topic for r in records}), scope)
         changes: list[Change] = []
         for start in range(0, len(records), CHUNK):
             chunk = records[start : start + CHUNK]
             log.load(connection, [(r.topic, r.key) for r in chunk])
-            changes.extend(log.upsert(record, index) for index, record in enumerate(chunk, start))
+            changes.extend(log.upsert(record) for record in chunk)
             log.flush(connection)
     return changes
 
@@ -134,6 +142,38 @@ def put_images(connection: sa.Connection, images: Sequence[bytes]) -> list[str]:
     return hashes
 
 
+def check_records(records: Sequence[Record]) -> None:
+    """CatalogError with one line per record that breaks its schema or a record rule
+    (`record <index> (<key>): <field>: <what is wrong>`); nothing when all are valid."""
+    refusals = [
+        f"record {index} ({record.key!r}): {problem}"
+        for index, record in enumerate(records)
+        if (problem := _problem(record)) is not None
+    ]
+    _refuse(refusals, len(records))
+
+
+def _problem(record: Record) -> str | None:
+    """The record's problems, as a terminal would see it: decoded from its encoding (a Struct
+    built in Python is not checked against its types and constraints until then)."""
+    try:
+        decoded = _record_decoder.decode(encode(record))
+    except msgspec.ValidationError as exc:
+        return str(exc)
+    return record_problem(decoded)
+
+
+def _refuse(refusals: list[str], total: int) -> None:
+    """Raise the refusals: one line per bad record, under a summary when there are several."""
+    if len(refusals) == 1:
+        raise CatalogError(f"{refusals[0]}; nothing was written")
+    if refusals:
+        lines = "\n".join(f"  {line}" for line in refusals)
+        raise CatalogError(
+            f"{len(refusals)} of {total} records are invalid; nothing was written:\n{lines}"
+        )
+
+
 # -- reads ---------------------------------------------------------------------------------
 
 
@@ -165,11 +205,13 @@ def get_image(connection: sa.Connection, sha256: str) -> bytes | None:
 
 class _TypeOnly(msgspec.Struct):
     type: str | None = None
+    key: Any = None
 
 
 def records_from_json(topic: str, data: bytes) -> list[Record]:
     """Records of `topic` from a JSON object or array; `type` may be left out where the
-    topic has one kind. A bad record is a CatalogError naming its index and field."""
+    topic has one kind. Bad records are one CatalogError, with a line per bad record
+    naming its index, key and field (the record rules included: see `check_records`)."""
     topic = down_topic(topic)
     try:
         raw = msgspec.json.decode(data, type=msgspec.Raw)
@@ -177,20 +219,36 @@ def records_from_json(topic: str, data: bytes) -> list[Record]:
         items = msgspec.json.decode(raw, type=list[msgspec.Raw]) if many else [raw]
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise CatalogError(f"not a JSON object or array of records: {exc}") from exc
-    return [_record_from_json(topic, index, item) for index, item in enumerate(items)]
+    records: list[Record] = []
+    refusals: list[str] = []
+    for index, item in enumerate(items):
+        try:
+            record = _record_from_json(topic, index, item)
+        except CatalogError as exc:
+            refusals.append(str(exc))
+            continue
+        problem = record_problem(record)
+        if problem is not None:
+            refusals.append(f"record {index} ({record.key!r}): {problem}")
+        records.append(record)
+    _refuse(refusals, len(items))
+    return records
 
 
 def _record_from_json(topic: str, index: int, item: msgspec.Raw) -> Record:
     kinds = KINDS_BY_TOPIC[topic]
+    where = f"record {index}"
     try:
-        tagged = msgspec.json.decode(item, type=_TypeOnly).type is not None
-        if not tagged and len(kinds) > 1:
+        head = msgspec.json.decode(item, type=_TypeOnly)
+        if isinstance(head.key, str):
+            where += f" ({head.key!r})"
+        if head.type is None and len(kinds) > 1:
             tags = ", ".join(str(k.__struct_config__.tag) for k in kinds)
-            raise CatalogError(f"record {index}: {topic} records need a type (one of {tags})")
-        kind: Any = Record if tagged else kinds[0]
+            raise CatalogError(f"{where}: {topic} records need a type (one of {tags})")
+        kind: Any = Record if head.type is not None else kinds[0]
         record: Record = msgspec.json.decode(item, type=kind)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise CatalogError(f"record {index}: {exc}") from exc
+        raise CatalogError(f"{where}: {exc}") from exc
     if record.topic != topic:
         raise CatalogError(f"record {index} is a {record.topic} record, not {topic}")
     return record
@@ -251,7 +309,7 @@ class _ChangeLog:
                 if not row.deleted:
                     state.live_scope, state.live_seq, state.live_body = row.scope, row.seq, row.body
 
-    def upsert(self, record: Record, index: int) -> Change:
+    def upsert(self, record: Record) -> Change:
         """Plan the new version of `record` (or return the current change if identical)."""
         topic, key, stream = record.topic, record.key, stream_name(record.topic, self.scope)
         state = self.keys[topic, key]
@@ -268,9 +326,7 @@ class _ChangeLog:
                     version=state.top_version, record=current,
                 )  # fmt: skip
         record = msgspec.structs.replace(record, version=state.top_version + 1)
-        body = encode(record)
-        _check_decodes(body, index, key)
-        return self._append(topic, key, record, body)
+        return self._append(topic, key, record, encode(record))
 
     def delete(self, topic: str, key: str) -> Change | None:
         """Plan the tombstone of `key`; None when it is missing or already deleted."""
@@ -400,14 +456,6 @@ def _stored(
         yield from connection.execute(
             sa.select(*columns).where(*of_topic, catalog_records.c.key.in_(chunk))
         )
-
-
-def _check_decodes(body: bytes, index: int, key: str) -> None:
-    """A record a terminal could not decode is refused here, not dead-lettered there."""
-    try:
-        _record_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise CatalogError(f"record {index} ({key!r}) is invalid: {exc}") from exc
 
 
 @contextmanager

@@ -58,6 +58,18 @@ class FeedLink(ConfirmSession[SessionHandler]):
                 DOWN_EXCHANGE, event.routing_key, event.body, properties
             )
 
+    def publish_heads(self, routing_key: str, body: bytes, *, ttl_s: float) -> None:
+        """Publish a stream-heads message; it expires after `ttl_s` (a newer one follows, so
+        the queue of a terminal that is offline does not keep piling them up)."""
+        properties = pika.BasicProperties(
+            content_type=CONTENT_TYPE,
+            expiration=str(max(1, round(ttl_s * 1000))),
+            timestamp=int(time.time()),
+            headers={"heads": True},
+        )
+        with broker_errors(self._url, f"publishing stream heads to {routing_key}"):
+            self._open_channel().basic_publish(DOWN_EXCHANGE, routing_key, body, properties)
+
     def _declare(self, channel: pika.channel.Channel, then: Callable[[], None]) -> None:
         channel.exchange_declare(
             DOWN_EXCHANGE, ExchangeType("topic"), durable=True, callback=lambda _f: then()

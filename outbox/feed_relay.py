@@ -19,6 +19,14 @@ by version, so a duplicate is harmless. Run one feed relay per server store.
 A database that is away pauses the ticks (`cajasync.store_faults.Outage`: the ioloop keeps
 the broker session alive meanwhile); confirmed changes stay to be marked when it is back.
 Only an outage longer than `store_give_up_s` stops the relay.
+
+Every `settings.head_interval_s` it also publishes the *stream heads*: for each scope, one
+`ChangeEvent` without changes whose `heads` hold the head seq of every stream of the scope
+whose changes are all published and confirmed, on a routing key every terminal of the
+scope is bound to. A terminal behind a head lost the stream's last changes and asks for a
+catch-up, so a lost change is noticed within an interval or two even when nothing else
+changes. Heads expire in the queues after two intervals (an offline till does not pile
+them up: a newer one is always on its way).
 """
 
 from __future__ import annotations
@@ -37,12 +45,14 @@ import tenacity
 from sqlalchemy.engine import Engine
 
 from cajasync.broker import reconnect_policy
-from cajasync.errors import BrokerUnavailable, StoreUnavailable
+from cajasync.errors import BrokerUnavailable, StoreError, StoreUnavailable
 from cajasync.settings import Settings
 from cajasync.store_faults import Outage, store_error
-from outbox.catalog_tables import change_log
+from outbox.catalog_tables import change_log, stream_heads
 from outbox.feed_rabbitmq import Event, FeedLink
 from schemas.codec import encode
+from schemas.feed import ChangeEvent, split_stream
+from schemas.topics import DOWN_TOPIC_SCOPES, TABLE_TOPICS
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +101,49 @@ def mark_published(connection: sa.Connection, ids: Sequence[int], *, now: float)
         statement = change_log.update().where(change_log.c.id.in_(chunk)).values(published_at=now)
         marked += connection.execute(statement).rowcount
     return marked
+
+
+# -- stream heads: what every terminal of a scope should have seen ------------------------
+
+
+def published_heads(connection: sa.Connection) -> dict[str, int]:
+    """Head seq of every stream whose changes have all been published and confirmed.
+
+    A stream with a change still unpublished (or in flight) is left out: that change will
+    reach the terminals after the heads and tell them about any gap itself. One statement,
+    so the heads and the change log are read at one moment.
+    """
+    unpublished = sa.select(change_log.c.stream).where(change_log.c.published_at.is_(None))
+    rows = connection.execute(
+        sa.select(stream_heads.c.stream, stream_heads.c.seq).where(
+            stream_heads.c.seq > 0, stream_heads.c.stream.not_in(unpublished)
+        )
+    )
+    return {stream: seq for stream, seq in rows}
+
+
+def heads_routing_key(scope: str) -> str | None:
+    """A change routing key every terminal of `scope` is bound to: that of the scope's first
+    topic that every kind of terminal takes (tables reach only restaurants and hotels).
+    None for a scope no terminal is bound to."""
+    kind = scope.partition(".")[0]
+    for topic, natural in DOWN_TOPIC_SCOPES.items():
+        if topic not in TABLE_TOPICS and kind in (natural, "term"):
+            return change_routing_key(topic, scope)
+    return None
+
+
+def heads_messages(heads: dict[str, int]) -> list[tuple[str, bytes]]:
+    """(routing key, encoded ChangeEvent without changes) holding the heads, one per scope."""
+    by_scope: dict[str, dict[str, int]] = {}
+    for stream, seq in sorted(heads.items()):
+        by_scope.setdefault(split_stream(stream)[1], {})[stream] = seq
+    messages: list[tuple[str, bytes]] = []
+    for scope, scope_heads in by_scope.items():
+        routing_key = heads_routing_key(scope)
+        if routing_key is not None:
+            messages.append((routing_key, encode(ChangeEvent(changes=[], heads=scope_heads))))
+    return messages
 
 
 # -- events: consecutive rows of one stream, one message -----------------------------------
@@ -190,6 +243,7 @@ class FeedStats:
     events: int = 0  # messages published
     nacked: int = 0  # changes the broker refused (published again later)
     reconnects: int = 0
+    heads: int = 0  # stream-heads messages published
 
     def copy(self) -> FeedStats:
         return replace(self)
@@ -276,6 +330,7 @@ class FeedRelay:
         log.info("feed relay connected")
         self.ready_at = time.monotonic()
         self._tick_periodically()
+        self._heads_later()
 
     def on_confirm(self, tag: int, *, multiple: bool, ok: bool) -> None:
         ids = self.inflight.settle(tag, multiple=multiple)
@@ -318,6 +373,14 @@ class FeedRelay:
         else:
             self._outage.over()
         self._report()
+
+    def _heads_later(self) -> None:
+        if self.settings.head_interval_s > 0 and self.link is not None and not self.done:
+            self.link.call_later(self.settings.head_interval_s, self._heads_periodically)
+
+    def _heads_periodically(self) -> None:
+        self._publish_heads()
+        self._heads_later()
 
     def _finished(self) -> bool:
         if self.stop.is_set():
@@ -381,6 +444,29 @@ class FeedRelay:
             self.stats.published += len(event.ids)
         if fresh:
             self.last_activity = time.monotonic()
+
+    # -- stream heads -----------------------------------------------------------------------
+
+    def _publish_heads(self) -> None:
+        """Publish the heads of every fully published stream, one message per scope.
+
+        They are advice: a database error skips this round (with a warning) and never
+        ends the relay. Each takes a delivery tag but carries no change to mark.
+        """
+        if self.link is None or self.done:
+            return
+        try:
+            with _store_errors("reading stream heads"), self.engine.connect() as connection:
+                heads = published_heads(connection)
+        except StoreError as exc:
+            log.warning("feed relay: stream heads skipped this time: %s", exc)
+            return
+        ttl_s = 2 * self.settings.head_interval_s
+        for routing_key, body in heads_messages(heads):
+            self.link.publish_heads(routing_key, body, ttl_s=ttl_s)
+            self.inflight.add([])
+            self.stats.heads += 1
+        self._report()
 
 
 def run_feed_relay(

@@ -42,6 +42,7 @@ from outbox.inflight import Holds, Window
 from outbox.rabbitmq import Link
 from schemas.codec import decode_terminal_inbox
 from schemas.envelope import Receipt, ReplayRequest
+from schemas.feed import ChangeEvent
 from schemas.unions import Request, TerminalInbox
 
 log = logging.getLogger(__name__)
@@ -211,7 +212,7 @@ class Relay:
         self.returned[seq] = reason
 
     def on_message(self, tag: int, routing_key: str, body: bytes) -> None:
-        self.last_activity = time.monotonic()
+        idle_since, self.last_activity = self.last_activity, time.monotonic()
         assert self.link is not None
         try:
             message = decode_terminal_inbox(body)
@@ -232,6 +233,8 @@ class Relay:
             )
             self.link.reject(tag)
             return
+        if isinstance(message, ChangeEvent) and not message.changes:
+            self.last_activity = idle_since  # stream heads: the feed's pulse, not activity
         self.inbox.append((tag, message, len(body)))
         self._waiting()
         if len(self.inbox) * 2 >= RECEIPT_PREFETCH:

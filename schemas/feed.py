@@ -48,10 +48,22 @@ class Change(msgspec.Struct, frozen=True, kw_only=True):
         return self.record is None
 
 
-class ChangeEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="change"):
-    """Live change events of one stream, in seq order (usually one)."""
+class ChangeEvent(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="change", omit_defaults=True
+):
+    """Live change events of one stream, in seq order (usually one).
+
+    `heads` maps streams to their head seq as the server published them: every change of
+    the stream up to that seq went out before this message, so a terminal whose position
+    is below it lost the last ones and asks for a catch-up even when nothing changes any
+    more. The feed relay sends them periodically as events without changes, one per scope
+    (outbox/feed_relay.py). A terminal that predates the field decodes such a message as
+    an empty change event and applies nothing (msgspec ignores unknown fields); an event
+    without heads encodes as it always did (`omit_defaults`).
+    """
 
     changes: list[Change]
+    heads: dict[Stream, Annotated[int, msgspec.Meta(ge=0)]] = {}
 
 
 class SnapshotPage(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="page"):
@@ -68,9 +80,8 @@ class SnapshotPage(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", 
 class RawChange(msgspec.Struct, frozen=True, kw_only=True):
     """A `Change` as a terminal receives it in a snapshot page: the record left encoded.
 
-    Same wire format as `Change`; a bootstrap stores the bytes as they came instead of
-    decoding and re-encoding every record (checked: kind, key and version; the replica's
-    read API decodes fully).
+    Same wire format as `Change`; a bootstrap checks each record (decoded, against the
+    record rules) and stores its bytes as they came instead of encoding it again.
     """
 
     stream: Stream

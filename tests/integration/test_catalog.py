@@ -32,9 +32,8 @@ def engine(server_db_url: str) -> Iterator[Engine]:
 
 
 def product(key: str, price: str = "100.00", **fields: object) -> Product:
-    return Product(
-        key=key, name=f"Producto {key}", price=Decimal(price), tax_rate=Decimal(21), **fields
-    )  # type: ignore[arg-type]
+    fields.setdefault("tax_rate", Decimal(21))
+    return Product(key=key, name=f"Producto {key}", price=Decimal(price), **fields)  # type: ignore[arg-type]
 
 
 def stock(location: str, product_key: str, quantity: int = 5) -> StockLevel:
@@ -354,6 +353,39 @@ def test_concurrent_writers_on_one_stream_never_take_the_same_seq(engine: Engine
         assert record_row(engine, "productos", "all", key).version == len(seen)
 
 
+def test_a_nan_or_negative_price_or_a_250_percent_tax_is_refused_and_nothing_is_written(
+    engine: Engine,
+) -> None:
+    records = [
+        product("000001"),
+        product("000002", price="NaN"),
+        product("000003", price="-5"),
+        product("000004", tax_rate=Decimal(250)),
+        product("000005"),
+    ]
+
+    with engine.begin() as connection, pytest.raises(CatalogError) as refused:
+        catalog.upsert_many(connection, records)
+
+    assert str(refused.value).splitlines() == [
+        "3 of 5 records are invalid; nothing was written:",
+        "  record 1 ('000002'): price: NaN is not a finite number",
+        "  record 2 ('000003'): price: -5 is negative",
+        "  record 3 ('000004'): tax_rate: 250 is not within 0..100",
+    ]
+    assert log_rows(engine) == []
+    with engine.connect() as connection:
+        assert connection.execute(sa.select(catalog_records)).all() == []
+
+
+def test_a_record_built_with_the_wrong_python_types_is_checked_as_a_terminal_decodes_it(
+    engine: Engine,
+) -> None:
+    level = StockLevel(key="L1/1", product="1", quantity=float("nan"))  # type: ignore[arg-type]
+    with engine.begin() as connection, pytest.raises(CatalogError, match="quantity: NaN is not"):
+        catalog.upsert(connection, level, scope="loc.L1")
+
+
 # -- JSON input ----------------------------------------------------------------------------
 
 
@@ -366,7 +398,8 @@ def test_json_records_may_leave_out_the_type_of_a_single_kind_topic() -> None:
 
 def test_json_records_of_a_several_kind_topic_need_their_type() -> None:
     with pytest.raises(
-        CatalogError, match=r"record 0: configuracion records need a type .*configuracion/user"
+        CatalogError,
+        match=r"record 0 \('x'\): configuracion records need a type .*configuracion/user",
     ):
         catalog.records_from_json("config", b'{"key": "x", "value": "1"}')
 
@@ -376,7 +409,7 @@ def test_a_malformed_json_record_names_its_index_and_field() -> None:
         b'[{"key": "1", "name": "a", "price": 1, "tax_rate": 21},'
         b' {"key": "2", "name": "b", "price": "cheap", "tax_rate": 21}]'
     )
-    with pytest.raises(CatalogError, match=r"record 1: .*\$\.price"):
+    with pytest.raises(CatalogError, match=r"record 1 \('2'\): .*\$\.price"):
         catalog.records_from_json("productos", data)
 
 

@@ -122,6 +122,52 @@ def test_a_malformed_record_is_one_line_naming_its_index_and_field(server_db_url
     assert "$.price" in result.stderr
 
 
+def test_one_bad_record_among_good_ones_is_one_line_and_nothing_is_written(
+    runner: CliRunner, server_db_url: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "products.json"
+    records = [{**YERBA, "key": f"00000{n}"} for n in range(1, 5)]
+    records[2]["price"] = "NaN"
+    source.write_text(json.dumps(records))
+
+    result = cajasync(
+        "catalog", "upsert", "--db", server_db_url, "productos", "--json", str(source)
+    )
+
+    assert result.returncode == 1
+    assert result.stderr == (
+        "error: record 2 ('000003'): price: NaN is not a finite number; nothing was written\n"
+    )
+    for key in ("000001", "000002", "000004"):
+        shown = runner.invoke(cli, ["catalog", "show", "--db", server_db_url, "productos", key])
+        assert shown.exit_code == 1, shown.output
+        assert "no current" in shown.output
+
+
+def test_every_bad_record_of_a_file_gets_its_own_line_naming_index_key_and_field(
+    server_db_url: str,
+) -> None:
+    records = [
+        {**YERBA, "price": "-5"},
+        {**YERBA, "key": "000002"},
+        {**YERBA, "key": "000003", "tax_rate": "250"},
+        {**YERBA, "key": "000004", "name": " ", "price": "cheap"},
+    ]
+
+    result = cajasync(
+        "catalog", "upsert", "--db", server_db_url, "productos", "--json", "-",
+        stdin=json.dumps(records),
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: 3 of 4 records are invalid; nothing was written:",
+        "  record 0 ('000001'): price: -5 is negative",
+        "  record 2 ('000003'): tax_rate: 250 is not within 0..100",
+        "  record 3 ('000004'): Invalid decimal string - at `$.price`",
+    ]
+
+
 def test_configuration_records_name_their_kind(runner: CliRunner, server_db_url: str) -> None:
     setting = {"type": "configuracion/setting", "key": "currency", "value": "ARS"}
 

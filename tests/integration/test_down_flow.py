@@ -415,6 +415,42 @@ def test_a_lost_stream_segment_is_detected_and_recovered_by_a_catch_up(
     assert got == want
 
 
+def test_a_lost_last_change_is_caught_up_from_the_heads_with_no_later_change(
+    server: Server, terminals: Callable[[str, str, str], Terminal], down_url: str
+) -> None:
+    server.settings = server.settings.with_overrides(head_interval_s=0.3)
+    seed_catalog(server.engine, products=30)
+    serving = server.start()
+    till = terminals("L1", "PV1", "retail")
+    till.pull([PRODUCTS])
+    running = till.run()
+    churn(server.engine, [f"{n:06d}" for n in range(1, 31)], 10, seed=8, batch=5)
+    wait_identical(server, till, running, serving)
+    Terminal.finish(running)
+
+    with server.engine.begin() as connection:  # the stream's last change: nothing follows it
+        last = catalog.upsert(connection, product("000007", Decimal("777.77")))
+    wait_for(lambda: server.unpublished() == 0, "the last change in the queue", serving)
+    assert purge_terminal_queue(down_url, till.id) >= 1
+    assert not identical(server, till)
+
+    running = till.run()
+    wait_identical(server, till, running, serving)
+    wait_for(
+        lambda: till.positions()["productos:all"] == last.seq,
+        "the stream position to reach the head",
+        running,
+    )
+    stats = Terminal.finish(running)
+    requests = server.finish().loops["requests"]
+
+    assert stats.requests >= 1  # the catch-up the heads asked for
+    assert isinstance(requests, RequestStats)
+    assert requests.catch_ups >= 1
+    want, got = products_of(server, till)
+    assert got == want
+
+
 def test_a_changed_image_is_fetched_again_and_unchanged_ones_are_not(
     server: Server, terminals: Callable[[str, str, str], Terminal]
 ) -> None:

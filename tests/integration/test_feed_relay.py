@@ -27,6 +27,7 @@ from outbox.feed_relay import (
     FeedStats,
     Inflight,
     events_of,
+    published_heads,
     run_feed_relay,
 )
 from schemas.codec import decode_down, encode
@@ -95,6 +96,17 @@ class Tap:
     def empty(self) -> bool:
         method, _properties, _body = self.channel.basic_get(self.queue, auto_ack=True)
         return method is None
+
+    def take_all(self) -> list[tuple[Any, Any, ChangeEvent]]:
+        """Every message waiting now, as (method, properties, event)."""
+        taken: list[tuple[Any, Any, ChangeEvent]] = []
+        while True:
+            method, properties, body = self.channel.basic_get(self.queue, auto_ack=True)
+            if method is None:
+                return taken
+            event = decode_down(body)
+            assert isinstance(event, ChangeEvent)
+            taken.append((method, properties, event))
 
 
 @pytest.fixture
@@ -222,6 +234,60 @@ def test_a_change_written_while_the_relay_runs_is_published_without_a_restart(
         {"productos:all": [1]},
         {"productos:all": [2]},
     ]
+
+
+# -- stream heads --------------------------------------------------------------------------
+
+
+def test_heads_are_read_only_for_streams_whose_changes_are_all_published(
+    engine: Engine, feed_settings: Settings
+) -> None:
+    write_changes(engine, 10)
+    with engine.connect() as connection:
+        assert published_heads(connection) == {}  # nothing went out yet
+
+    run_feed_relay(engine, feed_settings, until_idle=0.3)
+    with engine.begin() as connection:
+        catalog.upsert(connection, product("000001", "12.00"))  # not published yet
+        after = published_heads(connection)
+
+    assert after == {"stock:loc.L1": 5, "stock:loc.L2": 5, "formas-de-pago:pos.PV1": 1}
+
+
+def test_the_relay_publishes_each_scopes_heads_after_the_changes_they_count(
+    engine: Engine, feed_settings: Settings, tap: Callable[..., Tap]
+) -> None:
+    everything = tap("chg.#")
+    often = feed_settings.with_overrides(head_interval_s=0.2)
+    expected = {
+        "chg.configuracion.all": {"productos:all": 12},
+        "chg.stock.loc.L1": {"stock:loc.L1": 5},
+        "chg.stock.loc.L2": {"stock:loc.L2": 5},
+        "chg.formas-de-pago.pos.PV1": {"formas-de-pago:pos.PV1": 1},
+    }
+    received: list[tuple[Any, Any, ChangeEvent]] = []
+
+    def every_scopes_heads_came() -> bool:
+        received.extend(everything.take_all())
+        last = {m.routing_key: e.heads for m, _p, e in received if e.heads}
+        return last == expected
+
+    with running_feed(engine, often) as feed:
+        write_changes(engine, 10)
+        wait_for(every_scopes_heads_came, "the heads of every scope")
+        feed.stop.set()
+
+    assert feed.result is not None
+    assert feed.result.heads >= len(expected)
+    seen: dict[str, int] = {}
+    for _method, properties, event in received:
+        for change in event.changes:
+            seen[change.stream] = max(change.seq, seen.get(change.stream, 0))
+        for stream, head in event.heads.items():
+            assert seen.get(stream, 0) >= head, f"{stream} head {head} before its changes"
+        if event.heads:
+            assert event.changes == []
+            assert properties.expiration == "400"  # two intervals: an offline till's queue
 
 
 # -- nothing skipped, nothing lost ---------------------------------------------------------

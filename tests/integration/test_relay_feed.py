@@ -9,13 +9,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pika
 import pytest
 from click.testing import CliRunner
@@ -28,6 +31,7 @@ from cli.main import cli
 from inbox.replica_api import Replica
 from outbox.identity import TerminalIdentity
 from outbox.pull import PullResult, pull
+from outbox.relay import run_terminal
 from outbox.setup import init_terminal
 from schemas.codec import decode_request, encode
 from schemas.feed import (
@@ -201,6 +205,53 @@ def test_a_gap_sends_one_catch_up_request_and_outbox_rows_still_become_sent(
     assert tap.empty()  # once per gap
     assert (stats.requests, stats.confirmed, stats.nacked, stats.returned) == (1, 10, 0, 0)
     assert len(states(terminal.engine)) == 10
+
+
+def test_a_forged_change_event_with_a_nan_price_is_refused_and_the_relay_keeps_going(
+    terminal: Terminal, channel: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    tap = RequestTap(channel, terminal.id)
+    forged = msgspec.structs.replace(
+        change(2, product("B")), record=msgspec.structs.replace(product("B"), price=Decimal("NaN"))
+    )
+    record_sales(terminal.engine, 3)
+
+    with (
+        caplog.at_level(logging.ERROR, logger="inbox.replica"),
+        running_relay(terminal.engine, terminal.settings) as relay,
+    ):
+        publish(channel, "chg.productos.all", ChangeEvent(changes=[change(1, product("A"))]))
+        publish(channel, "chg.productos.all", ChangeEvent(changes=[forged]))
+        publish(channel, "chg.productos.all", ChangeEvent(changes=[change(3, product("C"))]))
+        relay.wait_for(lambda: Replica(terminal.engine).get(Product, "C") is not None, "C")
+        record_sales(terminal.engine, 3, first=4)
+        relay.wait_for(lambda: set(states(terminal.engine).values()) == {"sent"}, "every sale")
+        stats = relay.finish()
+
+    replica = Replica(terminal.engine)
+    assert [p.key for p in replica.query(Product)] == ["A", "C"]
+    assert "refusing productos 'B' v1 (productos:all seq 2)" in caplog.text
+    assert "price: NaN is not a finite number" in caplog.text
+    assert (stats.down, stats.requests, stats.confirmed) == (3, 0, 6)
+    assert tap.empty()
+
+
+def test_stream_heads_alone_do_not_keep_an_idle_terminal_running(
+    terminal: Terminal, channel: Any
+) -> None:
+    ended = threading.Event()
+
+    def run() -> None:
+        run_terminal(terminal.engine, terminal.settings, until_idle=1.0)
+        ended.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    deadline = time.monotonic() + WAIT_S
+    while not ended.is_set() and time.monotonic() < deadline:
+        publish(channel, "chg.productos.all", ChangeEvent(changes=[], heads={PRODUCTS: 0}))
+        channel.connection.sleep(0.2)
+
+    assert ended.is_set(), "run_terminal(until_idle=1.0) never ended while heads kept coming"
 
 
 def answer_snapshot(channel: Any, terminal: str, request: SnapshotRequest, pages: int) -> None:

@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
@@ -39,10 +40,11 @@ from schemas.feed import (
     ImageData,
     ImageRequest,
     ImagesDone,
+    RawSnapshotPage,
     SnapshotDone,
     SnapshotPage,
 )
-from schemas.records import Product
+from schemas.records import Customer, Product
 from schemas.unions import Request
 
 IDENTITY = TerminalIdentity("T001", "L1", "PV1", "retail")
@@ -205,6 +207,75 @@ def test_a_page_of_many_records_is_applied_whole(engine: Engine) -> None:
     assert Replica(engine).count("productos") == {"productos": 1000}
 
 
+# -- records that break the record rules ----------------------------------------------------
+
+
+def nan_priced(seq: int, key: str, version: int) -> Change:
+    """A change whose product costs NaN (what a forged event, or a record stored before the
+    catalog checked its records, could carry)."""
+    bad = msgspec.structs.replace(product(key, version), price=Decimal("NaN"))
+    return Change(stream=PRODUCTS, seq=seq, topic="productos", key=key, version=version, record=bad)
+
+
+def test_a_live_record_with_a_nan_price_is_refused_and_its_seq_still_counts(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="inbox.replica"):
+        requests = Feed(engine).live(change(1, "A", 1), nan_priced(2, "B", 1), change(3, "C", 1))
+
+    assert held(engine) == {"A": (1, False), "C": (1, False)}
+    assert position(engine) == 3
+    assert requests == []  # asking again would only bring the same record back
+    assert "refusing productos 'B' v1 (productos:all seq 2)" in caplog.text
+    assert "price: NaN is not a finite number" in caplog.text
+
+
+def test_a_refused_new_version_leaves_the_previous_one_in_the_replica(engine: Engine) -> None:
+    feed = Feed(engine)
+    feed.live(change(1, "A", 1))
+
+    feed(ChangeEvent(changes=[nan_priced(2, "A", 2)]))
+
+    assert Replica(engine).get(Product, "A") == product("A", 1)
+    assert position(engine) == 2
+
+
+def test_a_record_of_another_topic_in_a_change_is_refused(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    stray = Change(
+        stream=PRODUCTS,
+        seq=1,
+        topic="productos",
+        key="C1",
+        version=1,
+        record=Customer(key="C1", version=1, name="Ana"),
+    )
+    with caplog.at_level(logging.ERROR, logger="inbox.replica"):
+        Feed(engine).live(stray)
+
+    assert held(engine) == {}
+    assert "a clientes record in a productos change" in caplog.text
+
+
+@pytest.mark.parametrize("encoded", [False, True], ids=["decoded", "encoded"])
+def test_a_snapshot_page_stores_its_good_records_and_refuses_the_bad_one(
+    engine: Engine, encoded: bool
+) -> None:
+    begin_pull(engine, "r1")
+    page = SnapshotPage(
+        request_id="r1",
+        stream=PRODUCTS,
+        changes=[change(1, "A", 1), nan_priced(2, "B", 1), change(3, "C", 1)],
+    )
+    message: Any = msgspec.msgpack.decode(encode(page), type=RawSnapshotPage) if encoded else page
+
+    Feed(engine)(message, SnapshotDone(request_id="r1", high_water={PRODUCTS: 3}, records=3))
+
+    assert held(engine) == {"A": (1, False), "C": (1, False)}
+    assert pull_row(engine, "r1").status == DONE  # the pull is not left waiting for it
+
+
 # A history: each key's versions in order, some of them deletes. Seqs number the history.
 histories = st.dictionaries(
     st.sampled_from([f"K{i}" for i in range(8)]),
@@ -364,6 +435,103 @@ def test_gaps_in_two_streams_ask_for_two_catch_ups(engine: Engine) -> None:
     requests = Feed(engine)(ChangeEvent(changes=[change(2, "A", 1), level]))
 
     assert sorted(gaps(requests)) == [(PRODUCTS, 1), (stock, 1)]
+
+
+# -- stream heads ---------------------------------------------------------------------------
+
+
+def heads(**by_stream: int) -> ChangeEvent:
+    """What the feed relay sends periodically: no changes, the heads of some streams."""
+    return ChangeEvent(changes=[], heads={s.replace("_", ":", 1): n for s, n in by_stream.items()})
+
+
+def pulled(engine: Engine, topics: list[str]) -> None:
+    """A finished pull of `topics` whose streams were empty (no position was set)."""
+    with engine.begin() as connection:
+        start_pull(connection, "done", topics, full=True, images=False)
+        connection.execute(pulls.update().values(status=DONE))
+
+
+def test_a_head_past_the_position_asks_for_the_lost_last_changes(engine: Engine) -> None:
+    feed = Feed(engine)
+    feed.live(change(1, "A", 1), change(2, "B", 1))  # seq 3, the last change, was lost
+
+    requests = feed(heads(productos_all=3))
+
+    assert gaps(requests) == [(PRODUCTS, 3)]
+
+
+def test_a_head_at_the_position_asks_for_nothing(engine: Engine) -> None:
+    feed = Feed(engine)
+    feed.live(change(1, "A", 1), change(2, "B", 1))
+
+    assert feed(heads(productos_all=2)) == []
+    assert feed(heads(productos_all=1)) == []  # an old head, overtaken
+
+
+def test_a_lost_change_is_asked_for_once_per_retry_interval_while_the_heads_keep_coming(
+    engine: Engine,
+) -> None:
+    clock = Clock()
+    feed = Feed(engine, clock)
+    feed.live(change(1, "A", 1))
+
+    first = feed(heads(productos_all=2))
+    clock.now += 10
+    quiet = feed(heads(productos_all=2))
+    clock.now += 30
+    again = feed(heads(productos_all=2))
+
+    assert gaps(first + again) == [(PRODUCTS, 2), (PRODUCTS, 2)]
+    assert quiet == []
+
+
+def test_the_catch_up_answer_closes_what_the_head_showed(engine: Engine) -> None:
+    feed = Feed(engine)
+    feed.live(change(1, "A", 1))
+    feed(heads(productos_all=2))
+
+    feed.live(change(2, "B", 1))
+
+    assert position(engine) == 2
+    assert feed(heads(productos_all=2)) == []
+
+
+def test_heads_of_streams_never_pulled_nor_seen_ask_for_nothing(engine: Engine) -> None:
+    assert Feed(engine)(heads(productos_all=900, clientes_all=40, mesas_all=3)) == []
+
+
+def test_a_stream_empty_when_its_topic_was_pulled_is_caught_up_from_seq_one(
+    engine: Engine,
+) -> None:
+    pulled(engine, ["clientes"])
+
+    requests = Feed(engine)(heads(clientes_all=1, noticias_all=5))
+
+    assert gaps(requests) == [("clientes:all", 1)]
+
+
+def test_heads_ask_nothing_of_a_topic_being_pulled(engine: Engine) -> None:
+    feed = Feed(engine)
+    feed.live(change(1, "A", 1))
+    begin_pull(engine, "r1")
+
+    assert feed(heads(productos_all=5)) == []
+
+
+def test_coalesced_events_keep_their_heads_and_check_them_after_the_changes(
+    engine: Engine,
+) -> None:
+    feed = Feed(engine)
+    feed.live(change(1, "A", 1))
+    run = [(heads(productos_all=2), 10), (ChangeEvent(changes=[change(2, "B", 1)]), 20)]
+
+    (merged,) = coalesce(run)
+    requests = feed(merged[0])
+
+    assert merged == (ChangeEvent(changes=[change(2, "B", 1)], heads={PRODUCTS: 2}), 30)
+    assert requests == []
+    assert position(engine) == 2
 
 
 # -- snapshots ------------------------------------------------------------------------------

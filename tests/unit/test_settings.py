@@ -101,3 +101,23 @@ def test_settings_made_in_code_or_by_overrides_are_checked_too() -> None:
 def test_an_override_replaces_the_environment_before_the_check() -> None:
     settings = load_settings({"CAJASYNC_PUBLISH_WINDOW": "0"}, publish_window=50)
     assert settings.publish_window == 50
+
+
+def test_every_numeric_setting_has_a_range() -> None:
+    from cajasync import settings as module
+
+    ranged = {*module.AT_LEAST_ONE, *module.POSITIVE_SECONDS, *module.NON_NEGATIVE_SECONDS}
+    numeric = {
+        f.name for f in dataclasses.fields(Settings) if f.type in (int, float, "int", "float")
+    }
+    assert numeric - ranged == set()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "least"),
+    [("store_give_up_s", "0", "above 0"), ("head_interval_s", "-1", "0 or more")],
+)
+def test_the_server_waits_are_checked_too(name: str, value: str, least: str) -> None:
+    assert _refused({variable(name): value}) == (
+        f"{variable(name)}={float(value)!r} is out of range: it must be {least} seconds"
+    )
