@@ -18,7 +18,8 @@ import msgspec
 from cajasync.errors import InvalidMessage
 from schemas.codec import encode
 from schemas.envelope import OpEnvelope
-from schemas.limits import MAX_AMOUNT, MAX_INT, MAX_OPERATION_BYTES, MAX_SIZE, MONEY_PLACES
+from schemas.limits import MAX_INT, MAX_OPERATION_BYTES, MAX_SIZE
+from schemas.money import finite_problem, money_problem
 from schemas.ops import (
     CashPayment,
     Money,
@@ -28,7 +29,6 @@ from schemas.ops import (
     SaleTotals,
     WeeklyFileChunk,
     ZClose,
-    cents,
 )
 
 
@@ -84,14 +84,10 @@ def describe(op: Operation) -> str:
 
 
 def _check_number(name: str, value: Decimal, *, money: bool) -> None:
-    if not value.is_finite():
-        raise InvalidMessage(f"{name} is {value}, not a finite number")
-    if not money:
-        return
-    if abs(value) >= MAX_AMOUNT:
-        raise InvalidMessage(f"{name} {value} is out of range: amounts are below 10^14")
-    if value != cents(value):
-        raise InvalidMessage(f"{name} {value} has more than {MONEY_PLACES} decimal places")
+    """The rules every record edge shares (schemas/money.py); signs are the operation's."""
+    problem = money_problem(value, signed=True) if money else finite_problem(value)
+    if problem is not None:
+        raise InvalidMessage(f"{name} {problem}")
 
 
 def _decimals(value: object, path: str, *, money: bool) -> Iterator[tuple[str, Decimal, bool]]:

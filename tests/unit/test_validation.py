@@ -177,14 +177,12 @@ def test_tax_rates_0_and_100_are_the_allowed_bounds(rate: str) -> None:
 @pytest.mark.parametrize(
     ("change", "path"),
     [
-        pytest.param({"unit_price": Decimal("NaN")}, "lines[0].unit_price is NaN", id="nan-price"),
-        pytest.param({"tax_rate": Decimal("NaN")}, "lines[0].tax_rate is NaN", id="nan-rate"),
+        pytest.param({"unit_price": Decimal("NaN")}, "lines[0].unit_price NaN", id="nan-price"),
+        pytest.param({"tax_rate": Decimal("NaN")}, "lines[0].tax_rate NaN", id="nan-rate"),
         pytest.param(
-            {"quantity": Decimal("Infinity")}, "lines[0].quantity is Infinity", id="inf-quantity"
+            {"quantity": Decimal("Infinity")}, "lines[0].quantity Infinity", id="inf-quantity"
         ),
-        pytest.param(
-            {"discount": Decimal("-Infinity")}, "lines[0].discount is -Infinity", id="ninf"
-        ),
+        pytest.param({"discount": Decimal("-Infinity")}, "lines[0].discount -Infinity", id="ninf"),
     ],
 )
 def test_sale_line_with_a_non_finite_number_is_rejected(
@@ -192,13 +190,13 @@ def test_sale_line_with_a_non_finite_number_is_rejected(
 ) -> None:
     sale = _sale(_line())
     bad = replace(sale, lines=[replace(sale.lines[0], **change)])
-    assert _rejection(_envelope(bad)).endswith(f"{path}, not a finite number")
+    assert _rejection(_envelope(bad)).endswith(f"{path} is not a finite number")
 
 
 def test_sale_paid_with_an_infinite_amount_is_rejected() -> None:
     sale = _sale(_line())
     bad = replace(sale, payments=[SalePayment(method="cash", amount=Decimal("Infinity"))])
-    assert "payments[0].amount is Infinity" in _rejection(_envelope(bad))
+    assert "payments[0].amount Infinity is not a finite number" in _rejection(_envelope(bad))
 
 
 def test_sale_with_amounts_too_large_to_compute_is_rejected() -> None:
@@ -226,7 +224,7 @@ def test_cash_payment_of_a_non_finite_amount_is_rejected(amount: str) -> None:
         method="cash",
         date=NOW,
     )
-    assert "amount is " in _rejection(_envelope(payment))
+    assert _rejection(_envelope(payment)).endswith("is not a finite number")
 
 
 # Z closes ------------------------------------------------------------------------------
@@ -323,7 +321,9 @@ def test_an_amount_with_more_than_two_places_is_rejected_naming_the_field() -> N
 @pytest.mark.parametrize("amount", ["100000000000000", "-100000000000000.00", "1E+20"])
 def test_an_amount_of_10_to_the_14_or_more_is_rejected(amount: str) -> None:
     reason = _rejection(_envelope(_cash(amount)))
-    assert reason.endswith(f"cash payment amount {amount} is out of range: amounts are below 10^14")
+    assert reason.endswith(
+        f"cash payment amount {amount} is too large (an amount stays below 100,000,000,000,000)"
+    )
 
 
 def test_the_largest_amount_the_store_holds_passes() -> None:
