@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import types
 import typing
 from collections.abc import Iterator
-from decimal import Decimal, DecimalException
+from decimal import Context, Decimal, DecimalException
 
 import msgspec
 
 from cajasync.errors import InvalidMessage
 from schemas.codec import encode
 from schemas.envelope import OpEnvelope
-from schemas.limits import MAX_INT, MAX_OPERATION_BYTES, MAX_SIZE
+from schemas.limits import MAX_AMOUNT, MAX_INT, MAX_OPERATION_BYTES, MAX_SIZE, MONEY_PLACES
 from schemas.money import finite_problem, money_problem
 from schemas.ops import (
     CashPayment,
@@ -45,8 +46,9 @@ def validate(envelope: OpEnvelope) -> None:
 def validate_operation(op: Operation) -> None:
     """Raise InvalidMessage naming the first rule `op` breaks (and its field), if any."""
     subject = describe(op)
-    for path, value, money in _decimals(op, "", money=False):
-        _check_number(f"{subject} {path.lstrip('.')}", value, money=money)
+    if not _numbers_ok(op):  # the fast pass found a bad number: name it (the slow pass)
+        for path, value, money in _decimals(op, "", money=False):
+            _check_number(f"{subject} {path.lstrip('.')}", value, money=money)
     try:
         _check_operation(op, subject)
     except DecimalException as exc:  # finite, but beyond what the decimal context computes
@@ -101,6 +103,66 @@ def _decimals(value: object, path: str, *, money: bool) -> Iterator[tuple[str, D
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from _decimals(item, f"{path}[{index}]", money=money)
+
+
+# The fast pass: the write path checks every number of every sale, so it walks a plan made
+# once per Struct type from its type hints (no path strings, no generators) and leaves the
+# naming of a bad number to `_decimals`. Both apply exactly the rules of `_check_number`.
+_SKIP, _MONEY, _DECIMAL, _STRUCT, _STRUCTS, _OTHER = range(6)
+_EXACT = Context(prec=64, traps=[])
+_CENT = Decimal(1).scaleb(-MONEY_PLACES)
+
+
+def _numbers_ok(struct: msgspec.Struct) -> bool:
+    """Whether every Decimal inside `struct` passes `_check_number`."""
+    for name, kind in _plan(type(struct)):
+        value = getattr(struct, name)
+        if kind == _MONEY:
+            if not (
+                value.is_finite()
+                and -MAX_AMOUNT < value < MAX_AMOUNT
+                and value == value.quantize(_CENT, context=_EXACT)
+            ):
+                return False
+        elif kind == _DECIMAL:
+            if not value.is_finite():
+                return False
+        elif kind == _STRUCT:
+            if value is not None and not _numbers_ok(value):
+                return False
+        elif kind == _STRUCTS:
+            if not all(_numbers_ok(item) for item in value):
+                return False
+        elif any(True for _ in _decimals(value, "", money=False)):  # a shape not planned
+            return False
+    return True
+
+
+@functools.cache
+def _plan(struct: type[msgspec.Struct]) -> tuple[tuple[str, int], ...]:
+    """The fields of `struct` that hold numbers, each with how to check it."""
+    hints = typing.get_type_hints(struct, include_extras=True)
+    kinds = ((name, _kind(hints[name])) for name in struct.__struct_fields__)
+    return tuple((name, kind) for name, kind in kinds if kind != _SKIP)
+
+
+def _kind(hint: object) -> int:
+    if hint is Money:
+        return _MONEY
+    if typing.get_origin(hint) is typing.Annotated:
+        hint = typing.get_args(hint)[0]
+    if hint is Decimal:
+        return _DECIMAL
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list:
+        inner = _kind(args[0])
+        return {_SKIP: _SKIP, _STRUCT: _STRUCTS}.get(inner, _OTHER)
+    if origin in (typing.Union, types.UnionType):
+        kinds = {_kind(arg) for arg in args if arg is not type(None)}
+        return kinds.pop() if len(kinds) == 1 and kinds <= {_SKIP, _STRUCT} else _OTHER
+    if isinstance(hint, type) and issubclass(hint, msgspec.Struct):
+        return _STRUCT if _plan(hint) else _SKIP
+    return _SKIP  # str, int, bool, bytes, datetime, Literal: no Decimal inside
 
 
 @functools.cache
