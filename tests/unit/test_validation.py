@@ -510,3 +510,35 @@ def test_a_full_weekly_file_chunk_is_well_under_the_limit() -> None:
     full = _chunk(b"x" * WEEKLY_CHUNK_SIZE, name="\U0001f600" * 255)
     assert len(encode(full)) * 3 < MAX_OPERATION_BYTES
     check_size(full)
+
+
+# The fast pass over numbers agrees with the path-naming walk ----------------------------
+
+_any_decimal = st.one_of(
+    st.decimals(allow_nan=True, allow_infinity=True),
+    st.decimals(min_value=-(10**15), max_value=10**15, places=3),
+    st.sampled_from([Decimal("1.50"), Decimal("1.500"), Decimal("99999999999999.999")]),
+)
+
+
+@given(
+    price=_any_decimal,
+    discount=_any_decimal,
+    quantity=_any_decimal,
+    rate=_any_decimal,
+    paid=_any_decimal,
+)
+def test_the_fast_number_pass_agrees_with_the_rules_it_stands_for(
+    price: Decimal, discount: Decimal, quantity: Decimal, rate: Decimal, paid: Decimal
+) -> None:
+    from schemas.validation import _check_number, _decimals, _numbers_ok
+
+    line = replace(_line(), unit_price=price, discount=discount, quantity=quantity, tax_rate=rate)
+    sale = replace(_sale(_line()), lines=[line], payments=[SalePayment(method="cash", amount=paid)])
+    slow = True
+    for path, value, is_money in _decimals(sale, "", money=False):
+        try:
+            _check_number(path, value, money=is_money)
+        except InvalidMessage:
+            slow = False
+    assert _numbers_ok(sale) is slow
