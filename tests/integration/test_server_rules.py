@@ -240,7 +240,7 @@ def test_the_store_refuses_what_validation_refuses_in_the_same_words(odd: OpEnve
 
 
 def test_amount_limits_are_the_amount_columns() -> None:
-    column = operations.c.amount.type
+    column = operations.c.amount.type.impl  # NUMERIC(16, 2); integer cents on SQLite
     assert isinstance(column, sa.Numeric)
     assert (column.precision, column.scale) == (AMOUNT_DIGITS, MONEY_PLACES)
 
