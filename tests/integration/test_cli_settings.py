@@ -30,7 +30,7 @@ def test_terminal_run_with_a_publish_window_of_0_fails_with_one_line(
     env = {"CAJASYNC_BROKER_URL": broker_url}
     db = str(tmp_path / "caja.db")
     init = ["terminal", "init", "--db", db, "--id", new_terminal_id(), "--location", "L1"]
-    assert cajasync(*init, "--pos", "PV1", env=env).returncode == 0
+    assert cajasync(*init, "--pos", "PV1", "--offline", env=env).returncode == 0
     assert cajasync("terminal", "simulate", "--db", db, "--sales", "5", env=env).returncode == 0
 
     run = cajasync(
