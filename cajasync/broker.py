@@ -1,6 +1,8 @@
 """The pika adapter: connection parameters, error mapping and the reconnect policy.
 
 pika's exceptions stop here; callers see BrokerUnavailable with where and what to do.
+A message field pika cannot decode becomes a marker before it can drop a connection
+(`cajasync.pika_fields`, installed by `parameters`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pika
 import pika.exceptions
 import tenacity
 
+from cajasync import pika_fields
 from cajasync.errors import BrokerUnavailable
 from cajasync.settings import Settings
 
@@ -37,7 +40,12 @@ PIKA_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def parameters(url: str, *, heartbeat: int = 30) -> pika.URLParameters:
-    """Connection parameters for `url`, with a heartbeat and short connect timeouts."""
+    """Connection parameters for `url`, with a heartbeat and short connect timeouts.
+
+    Every cajasync connection starts here, so this is where pika's field decoding is
+    guarded (`cajasync.pika_fields`): a header pika cannot decode must not drop a consumer.
+    """
+    pika_fields.install()
     params = pika.URLParameters(url)
     params.heartbeat = heartbeat
     params.blocked_connection_timeout = 60

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +15,9 @@ from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from cajasync.errors import ConfigError, StoreError
+from cajasync.errors import ConfigError, StoreError, StoreUnavailable
+from cajasync.settings import Settings
+from cajasync.store_faults import kind_of, store_retry
 
 Tree = Literal["terminal", "server"]
 VERSION_TABLES: dict[Tree, str] = {
@@ -154,7 +158,8 @@ INIT_NOTE: dict[Tree, str] = {
 
 
 def open_database(target: str, tree: Tree) -> Engine:
-    """An engine on an existing, initialised database; StoreError saying what to run if not.
+    """An engine on an existing, initialised database; StoreError saying what to run if not,
+    StoreUnavailable when the database does not answer (refused, lost, locked).
 
     Unlike `make_engine`, a missing SQLite file is an error here: opening it would create
     an empty database and hide a typo in the path.
@@ -169,20 +174,54 @@ def open_database(target: str, tree: Tree) -> Engine:
     engine = make_engine(target)
     try:
         revision = current_revision(engine, tree)
+        if revision is None:
+            raise StoreError(
+                f"{target} is not a cajasync {tree} database; initialise it with `{hint}`{note}"
+            )
+        upgrade(engine, tree)  # a newer cajasync brings its tables up to date (no-op if current)
     except sa.exc.DBAPIError as exc:
-        raise StoreError(f"cannot open {tree} database {target}: {exc.orig}") from exc
-    if revision is None:
-        raise StoreError(
-            f"{target} is not a cajasync {tree} database; initialise it with `{hint}`{note}"
-        )
-    upgrade(engine, tree)  # a newer cajasync brings its tables up to date (no-op when current)
+        engine.dispose()
+        unavailable = kind_of(exc) is StoreUnavailable
+        error = StoreUnavailable if unavailable else StoreError
+        raise error(f"cannot open {tree} database {target}: {exc.orig}") from exc
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
 
 
+def open_waiting(
+    target: str, tree: Tree, settings: Settings, *, stop: threading.Event | None = None
+) -> Engine:
+    """`open_database`, waiting for a database that does not answer as the running loops do
+    (`store_retry`: the same backoff and log line, up to `settings.store_give_up_s`, or until
+    `stop` is set). One that answers but is not initialised fails at once."""
+
+    def sleep(seconds: float) -> None:  # wakes up as soon as `stop` is set
+        if stop is None:
+            time.sleep(seconds)
+        else:
+            stop.wait(seconds)
+
+    retry = store_retry(settings, what=f"opening the {tree} database", stop=stop, sleep=sleep)
+    return retry(open_database, target, tree)
+
+
 @contextmanager
-def opened(target: str, tree: Tree) -> Iterator[Engine]:
-    """`open_database` for the length of a command; its connections are closed after."""
-    engine = open_database(target, tree)
+def opened(
+    target: str,
+    tree: Tree,
+    *,
+    waiting: Settings | None = None,
+    stop: threading.Event | None = None,
+) -> Iterator[Engine]:
+    """`open_database` for the length of a command; its connections are closed after.
+    With `waiting` settings, a database that does not answer yet is waited for
+    (`open_waiting`), until `stop` is set."""
+    if waiting is None:
+        engine = open_database(target, tree)
+    else:
+        engine = open_waiting(target, tree, waiting, stop=stop)
     try:
         yield engine
     finally:

@@ -12,8 +12,8 @@ SQLAlchemy's errors stop at the store adapters, which turn them into cajasync er
   `store_retry` (or `Outage` on an ioloop), and only an outage that lasts past
   `settings.store_give_up_s` stops the loop, with its cause;
 * StoreDataError: the database refused a value or a row (class 22 data exception, class 23
-  integrity violation, a driver that cannot bind a value): the message is bad, not the
-  database, and is rejected with the database's reason;
+  integrity violation, a driver or a column type that cannot bind a value): the message is
+  bad, not the database, and is rejected with the database's reason;
 * StoreError for anything else (a missing table, a syntax error): the store is broken.
 """
 
@@ -51,6 +51,8 @@ def kind_of(exc: BaseException) -> type[StoreError]:
         return StoreUnavailable
     if isinstance(exc, OverflowError):  # the driver cannot bind a number (SQLite's int64)
         return StoreDataError
+    if isinstance(exc, sa.exc.StatementError) and isinstance(exc.orig, OverflowError):
+        return StoreDataError  # a column type refused to bind a value (an amount on SQLite)
     if not isinstance(exc, sa.exc.DBAPIError):
         return StoreError
     if exc.connection_invalidated:

@@ -43,10 +43,13 @@ def run(db: str, broker_url: str, until_idle: float | None) -> None:
     from cajasync.services import serve
 
     settings = settings_for(broker_url)
-    with opened(db, "server") as engine, live_stats("server") as on_progress:
-        stats = serve(
-            engine, settings, until_idle=until_idle, stop=stop_on_signals(), on_progress=on_progress
-        )
+    stop = stop_on_signals()
+    # a database that is not up yet is waited for, as the loops wait out an outage
+    with (
+        opened(db, "server", waiting=settings, stop=stop) as engine,
+        live_stats("server") as on_progress,
+    ):
+        stats = serve(engine, settings, until_idle=until_idle, stop=stop, on_progress=on_progress)
     console.print(f"server stopped: {stats}")
 
 

@@ -25,8 +25,11 @@ MAX_INT: Final = 2**31 - 1
 MAX_SIZE: Final = 2**63 - 1
 """The largest weekly file size: a 64-bit integer on the server."""
 
-MAX_AMOUNT: Final = Decimal(10) ** 14
-"""Every amount is below this in absolute value: the server stores NUMERIC(16, 2)."""
-
 MONEY_PLACES: Final = 2
 """Decimal places of an amount in the currency; quantities and tax rates may have more."""
+
+AMOUNT_DIGITS: Final = 16
+"""Digits of a stored amount, cents included: the server's amount column is NUMERIC(16, 2)."""
+
+MAX_AMOUNT: Final = Decimal(10) ** (AMOUNT_DIGITS - MONEY_PLACES)
+"""Every amount is below this (10^14) in absolute value, once rounded to cents."""

@@ -13,9 +13,9 @@ from __future__ import annotations
 from decimal import Context, Decimal
 from typing import Final
 
-from schemas.limits import MAX_AMOUNT as MONEY_LIMIT  # exclusive: NUMERIC(16, 2)
-from schemas.limits import MONEY_PLACES
+from schemas.limits import MAX_AMOUNT, MONEY_PLACES
 
+MONEY_LIMIT: Final = MAX_AMOUNT  # exclusive: what the server's NUMERIC(16, 2) column holds
 QUANTITY_LIMIT: Final = Decimal(10) ** 12  # exclusive: stock and combo quantities
 _ZERO: Final = Decimal(0)
 

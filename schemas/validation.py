@@ -57,9 +57,17 @@ def validate_operation(op: Operation) -> None:
 
 def check_envelope(envelope: OpEnvelope) -> None:
     """Raise InvalidMessage when the seq or version does not fit the server's columns."""
+    problem = envelope_problem(envelope)
+    if problem is not None:
+        raise InvalidMessage(problem)
+
+
+def envelope_problem(envelope: OpEnvelope) -> str | None:
+    """Why the seq or version does not fit the server's 32-bit columns, or None."""
     for name, value in (("seq", envelope.seq), ("version", envelope.version)):
         if value > MAX_INT:
-            raise InvalidMessage(f"{name} {value} exceeds {MAX_INT}, the largest the server stores")
+            return f"{name} {value} exceeds {MAX_INT}, the largest the server stores"
+    return None
 
 
 def check_size(op: Operation) -> None:
@@ -237,12 +245,19 @@ def _check_line(line: SaleLine, name: str, sign: int) -> None:
 def _check_chunk(chunk: WeeklyFileChunk, name: str) -> None:
     if chunk.chunk_index >= chunk.chunk_count:
         raise InvalidMessage(f"chunk {chunk.chunk_index} of a {chunk.chunk_count}-chunk file")
+    problem = chunk_problem(chunk)
+    if problem is not None:
+        raise InvalidMessage(f"{name}: {problem}")
+
+
+def chunk_problem(chunk: WeeklyFileChunk) -> str | None:
+    """Why a weekly file chunk does not fit the server's columns (its chunk count, its size,
+    a NUL in its file name), or None."""
     if chunk.chunk_count > MAX_INT or chunk.size > MAX_SIZE:
-        raise InvalidMessage(
-            f"{name}: chunk count {chunk.chunk_count} / size {chunk.size} too large"
-        )
+        return f"chunk count {chunk.chunk_count} / size {chunk.size} too large"
     if "\x00" in chunk.file_name:
-        raise InvalidMessage(f"{name}: file name contains a NUL character")
+        return "file name contains a NUL character"
+    return None
 
 
 def file_sha256(content: bytes) -> str:

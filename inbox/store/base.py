@@ -27,7 +27,10 @@ from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Final, Literal, Protocol
 
 from schemas.envelope import OpEnvelope
+from schemas.limits import AMOUNT_DIGITS, MAX_AMOUNT, MONEY_PLACES
+from schemas.limits import MAX_INT as MAX_INT  # what classify and the rules compare seqs with
 from schemas.ops import CashPayment, Sale, WeeklyFileChunk, ZClose
+from schemas.validation import chunk_problem, envelope_problem
 
 Status = Literal["acked", "rejected"]
 # `conflict`: a copy that contradicts what is held; `copy`: from a second live copy of its
@@ -35,13 +38,8 @@ Status = Literal["acked", "rejected"]
 Outcome = Literal["applied", "stale", "duplicate", "rejected", "conflict", "copy"]
 FileStatus = Literal["partial", "complete", "corrupt"]
 
-MAX_INT: Final = 2**31 - 1  # the seq and version columns are 32-bit integers
-MAX_SIZE: Final = 2**63 - 1  # file sizes are 64-bit integers
-AMOUNT_DIGITS: Final = 16  # amounts are NUMERIC(16, 2) (inbox/store/tables.py)
-AMOUNT_PLACES: Final = 2
-MAX_AMOUNT: Final = Decimal(10) ** (AMOUNT_DIGITS - AMOUNT_PLACES)
-_LIMIT: Final = f"10^{AMOUNT_DIGITS - AMOUNT_PLACES}"
-_CENTS: Final = Decimal(1).scaleb(-AMOUNT_PLACES)
+_LIMIT: Final = f"10^{AMOUNT_DIGITS - MONEY_PLACES}"
+_CENTS: Final = Decimal(1).scaleb(-MONEY_PLACES)
 _ROUNDING: Final = Context(prec=AMOUNT_DIGITS + 8, rounding=ROUND_HALF_UP)  # as the database
 MAX_TOPIC: Final = 32
 TERMINAL_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
@@ -162,16 +160,22 @@ class ServerStore(Protocol):
 
 
 def storage_problem(envelope: OpEnvelope) -> str | None:
-    """Why a valid envelope does not fit the store's columns, or None when it does."""
-    if envelope.seq > MAX_INT or envelope.version > MAX_INT:
-        return f"seq {envelope.seq} / version {envelope.version} exceed {MAX_INT}"
+    """Why a valid envelope does not fit the store's columns, or None when it does.
+
+    The store's last line, for an operation that was never validated: the rules and limits
+    are schemas/validation.py's and schemas/limits.py's, except that an amount is compared
+    as the database stores it, rounded to cents (`amount_problem`).
+    """
+    problem = envelope_problem(envelope)
+    if problem is not None:
+        return problem
     amount = amount_of(envelope)
     if amount is not None:
         problem = amount_problem(amount)
         if problem is not None:
             return problem
     if isinstance(envelope.op, WeeklyFileChunk):
-        return _chunk_problem(envelope.op)
+        return chunk_problem(envelope.op)
     return None
 
 
@@ -186,14 +190,6 @@ def amount_problem(amount: Decimal) -> str | None:
     rounded = _ROUNDING.quantize(amount, _CENTS)
     if abs(rounded) >= MAX_AMOUNT:
         return f"amount {amount} rounds to {rounded} at cents, not below {_LIMIT}"
-    return None
-
-
-def _chunk_problem(chunk: WeeklyFileChunk) -> str | None:
-    if chunk.chunk_count > MAX_INT or chunk.size > MAX_SIZE:
-        return f"chunk count {chunk.chunk_count} / size {chunk.size} too large"
-    if "\x00" in chunk.file_name:
-        return "file name contains a NUL character"
     return None
 
 

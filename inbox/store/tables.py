@@ -2,11 +2,66 @@
 
 from __future__ import annotations
 
-from typing import Final
+from decimal import ROUND_HALF_UP, Context, Decimal
+from typing import Any, Final
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+from schemas.limits import AMOUNT_DIGITS, MAX_AMOUNT, MONEY_PLACES
 
 metadata = sa.MetaData()
+
+_CENTS: Final = Decimal(1).scaleb(-MONEY_PLACES)
+_ROUNDING: Final = Context(prec=AMOUNT_DIGITS + 8, rounding=ROUND_HALF_UP, traps=[])
+
+
+class Amount(sa.types.TypeDecorator[Decimal]):
+    """An exact amount of money, read back as a Decimal with cents on both databases.
+
+    PostgreSQL: NUMERIC(16, 2). SQLite has no exact decimal (a NUMERIC column stores
+    99999999999999.99 as the REAL 99999999999999.98, and sums of cents drift), so there
+    the column is a BIGINT of cents (`amount` 12.10 is stored 1210; SQLite sums integers
+    exactly), written rounded to cents half away from zero as PostgreSQL rounds. An amount
+    that NUMERIC(16, 2) would refuse is refused on SQLite too, with an OverflowError (a
+    data error for cajasync.store_faults). A SUM, MIN or MAX of the column selected through
+    SQLAlchemy is a Decimal too; raw SQL on SQLite sees cents (migration s0007).
+    """
+
+    impl = sa.Numeric(AMOUNT_DIGITS, MONEY_PLACES)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.BigInteger())
+        return dialect.type_descriptor(sa.Numeric(AMOUNT_DIGITS, MONEY_PLACES))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None or dialect.name != "sqlite":
+            return value
+        return to_cents(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None or dialect.name != "sqlite":
+            return value  # type: ignore[no-any-return]
+        return from_cents(value)
+
+
+def to_cents(amount: Decimal) -> int:
+    """`amount` in integer cents, rounded half away from zero; OverflowError when it is not
+    a finite number below 10^14 once rounded (what NUMERIC(16, 2) refuses)."""
+    rounded = _ROUNDING.quantize(Decimal(amount), _CENTS)
+    if not rounded.is_finite() or abs(rounded) >= MAX_AMOUNT:
+        column = f"NUMERIC({AMOUNT_DIGITS}, {MONEY_PLACES})"
+        raise OverflowError(f"amount {amount} does not fit the server's {column} amounts")
+    return int(rounded.scaleb(MONEY_PLACES))
+
+
+def from_cents(cents: int | float) -> Decimal:
+    """An amount from the cents SQLite holds (a float from an aggregate such as AVG)."""
+    exact = Decimal(cents) if isinstance(cents, int) else Decimal(repr(cents))
+    return exact.scaleb(-MONEY_PLACES)
+
 
 APPLIED: Final = "applied"  # this version is (or was) the op's current version
 STALE: Final = "stale"  # an older version that arrived after a newer one: changes nothing
@@ -39,7 +94,7 @@ operations = sa.Table(
     sa.Column("seq", sa.Integer, nullable=False),
     sa.Column("topic", sa.String(32), nullable=False),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("amount", sa.Numeric(16, 2)),  # sale total, payment amount, Z total
+    sa.Column("amount", Amount()),  # sale total, payment amount, Z total
     sa.Column("voided", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("payload", sa.Text, nullable=False),  # the operation as JSON
     sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),

@@ -11,14 +11,26 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
+from cajasync.errors import InvalidMessage
 from inbox.classify import Delivery, authenticated_sender, classify
 from inbox.gaps import GapTracker
 from inbox.rabbitmq import receipts_of
 from inbox.server import dead_letters
 from inbox.store import Accepted, Gap, Invalid, Rejection, Verdict
-from inbox.store.base import AMOUNT_DIGITS, AMOUNT_PLACES, digest_of, storage_problem
+from inbox.store.base import digest_of, storage_problem
 from inbox.store.tables import operations
-from schemas import CashPayment, OpEnvelope, Sale, SaleLine, SalePayment, SaleTotals, encode
+from schemas import (
+    CashPayment,
+    OpEnvelope,
+    Sale,
+    SaleLine,
+    SalePayment,
+    SaleTotals,
+    WeeklyFileChunk,
+    encode,
+)
+from schemas.limits import AMOUNT_DIGITS, MAX_INT, MAX_SIZE, MONEY_PLACES
+from schemas.validation import validate
 
 NOW = dt.datetime(2026, 3, 2, 12, 30, tzinfo=dt.UTC)
 OP_ID = uuid.UUID("0b6f3a52-6c77-4f1e-9a39-3f6ad9a4c001")
@@ -39,7 +51,7 @@ def sale() -> Sale:
 
 
 def envelope(
-    terminal: str = "T1", seq: int = 4, op: Sale | CashPayment | None = None
+    terminal: str = "T1", seq: int = 4, op: Sale | CashPayment | WeeklyFileChunk | None = None
 ) -> OpEnvelope:
     return OpEnvelope(
         terminal=terminal, seq=seq, op_id=OP_ID, version=2, recorded_at=NOW, op=op or sale()
@@ -194,10 +206,43 @@ def test_amount_that_fits_at_cents_fits_the_store(amount: str) -> None:
     assert storage_problem(envelope(op=cash_payment(amount))) is None
 
 
+def chunk(**fields: object) -> WeeklyFileChunk:
+    values: dict[str, object] = {
+        "week": "2026-W10",
+        "file_name": "semana.bin",
+        "size": 1,
+        "sha256": "0" * 64,
+        "chunk_index": 0,
+        "chunk_count": 1,
+        "data": b"x",
+    }
+    return WeeklyFileChunk(**{**values, **fields})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        envelope(seq=MAX_INT + 1),
+        msgspec.structs.replace(envelope(), version=MAX_INT + 1),
+        envelope(op=chunk(chunk_count=MAX_INT + 1)),
+        envelope(op=chunk(size=MAX_SIZE + 1)),
+        envelope(op=chunk(file_name="semana\x00.bin")),
+    ],
+    ids=["seq", "version", "chunk-count", "size", "nul-name"],
+)
+def test_the_store_refuses_what_validation_refuses_in_the_same_words(odd: OpEnvelope) -> None:
+    """One rule, one definition: the store's last line is schemas/validation.py's."""
+    with pytest.raises(InvalidMessage) as refused:
+        validate(odd)
+    problem = storage_problem(odd)
+    assert problem is not None
+    assert problem in refused.value.reason
+
+
 def test_amount_limits_are_the_amount_columns() -> None:
-    column = operations.c.amount.type
+    column = operations.c.amount.type.impl  # NUMERIC(16, 2); integer cents on SQLite
     assert isinstance(column, sa.Numeric)
-    assert (column.precision, column.scale) == (AMOUNT_DIGITS, AMOUNT_PLACES)
+    assert (column.precision, column.scale) == (AMOUNT_DIGITS, MONEY_PLACES)
 
 
 def test_one_receipt_per_terminal_keeps_the_batch_order() -> None:

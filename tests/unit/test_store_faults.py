@@ -98,6 +98,14 @@ def test_a_number_sqlite_cannot_bind_is_a_data_error() -> None:
     )
 
 
+def test_a_value_a_column_type_refuses_to_bind_is_a_data_error() -> None:
+    """The amount column refuses on SQLite what NUMERIC(16, 2) refuses on PostgreSQL."""
+    refused = sa.exc.StatementError("bind", "INSERT ...", {}, OverflowError("amount 1E+14"))
+    assert kind_of(refused) is StoreDataError
+    error = sa.exc.StatementError("bind", "INSERT ...", {}, ValueError("?"))
+    assert kind_of(error) is StoreError
+
+
 def test_store_error_keeps_the_database_words_without_the_statement() -> None:
     says = ServerSaid("numeric field overflow\nDETAIL:  precision 16, scale 2", "22003")
     error = store_error(wrapped(sa.exc.DataError, says), "server store X", "applying a batch")
