@@ -305,13 +305,13 @@ class Ingest:
         for gap in due:
             log.info("asking %s to replay seqs %d..%d", gap.terminal, gap.from_seq, gap.to_seq)
             out.replay(gap)
+        if due:
+            self.stats.replays_requested += len(due)
+            self._progress()
         states = self._tracker.states()
         if states != self._saved_gaps:
             self._retry(self._store.save_gap_states, states)
             self._saved_gaps = states
-        if due:
-            self.stats.replays_requested += len(due)
-            self._progress()
 
     def _mark_lost(self) -> None:
         """Record lost the seqs missing long enough below a restart point (lost.py)."""
