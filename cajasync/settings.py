@@ -36,6 +36,8 @@ class Settings:
     ingest_batch: int = 500
     ingest_flush_s: float = 0.02
     gap_grace_s: float = 5.0
+    # a seq missing at or below where a rebuilt till restarted is recorded lost after this
+    lost_after_s: float = 3600.0
     # how long a server loop waits for its database to come back before it stops
     store_give_up_s: float = 300.0
     # feed relay: every stream's head seq, so a till notices a lost last change (0: off)
@@ -61,6 +63,7 @@ POSITIVE_SECONDS: Final = (
     "retry_initial_s",
     "retry_max_s",
     "store_give_up_s",
+    "lost_after_s",
 )
 NON_NEGATIVE_SECONDS: Final = ("gap_grace_s", "head_interval_s")  # head_interval_s 0: off
 URL_SCHEMES: Final = {"broker_url": ("amqp", "amqps"), "management_url": ("http", "https")}

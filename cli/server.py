@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from cajasync.db import opened
@@ -57,8 +59,10 @@ def run(db: str, broker_url: str, until_idle: float | None) -> None:
 @server_db_option
 @json_option
 def stats(db: str, as_json: bool) -> None:
-    """Per terminal: highest contiguous seq held, operations held per topic, and operations
-    refused as coming from a second live copy of the terminal (see `terminal init`)."""
+    """Per terminal: highest contiguous seq held, operations held per topic, seqs recorded
+    lost (missing below where a rebuilt till restarted), the first open gap (since when,
+    how many times the till was asked to replay it), and operations refused as coming from
+    a second live copy of the terminal (see `terminal init`)."""
     from inbox.server import server_stats
 
     with opened(db, "server") as engine:
@@ -69,15 +73,34 @@ def stats(db: str, as_json: bool) -> None:
     topics = sorted({t for row in data["terminals"] for t in row["topics"]})
     table(
         "Server store",
-        ["terminal", "contiguous seq", "max seq", *topics, "second-copy ops refused"],
+        [
+            "terminal",
+            "contiguous seq",
+            "max seq",
+            *topics,
+            "lost seqs",
+            "open gap",
+            "gap open since",
+            "gap asked",
+            "second-copy ops refused",
+        ],
         [
             [
                 row["terminal"],
                 row["contiguous_seq"],
                 row["max_seq"],
                 *(row["topics"].get(t, 0) for t in topics),
+                row["lost_seqs"],
+                *_gap_cells(row["gap"]),
                 row["copy_ops_rejected"],
             ]
             for row in data["terminals"]
         ],
     )
+
+
+def _gap_cells(gap: dict[str, Any] | None) -> list[Any]:
+    """Seqs, open since and times asked of a terminal's open gap (dashes when none is)."""
+    if gap is None:
+        return [None, None, None]
+    return [f"{gap['from_seq']}..{gap['to_seq']}", gap["open_since"], gap["asked"]]

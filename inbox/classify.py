@@ -13,12 +13,19 @@ would stall at it and every replay the server asks for would be rejected again).
 or version beyond the store's columns cannot be held at all: that one is rejected unrecorded
 and answered to its terminal.
 
-Anything else is a `Rejection`, recorded nowhere: a body that does not decode, an envelope
-under another terminal's or topic's routing key, a broker user that is not the terminal, and
-a message without `user_id`. Every operation message must carry `user_id` (the relay always
-sets it); there is no exception, whoever the broker user is. A rejection is answered only to
-a sender the broker authenticated: a non-shared user equal to the routing key's terminal.
-No header is trusted for a terminal or a seq.
+A body that does not decode is `Unreadable` when the broker authenticated its sender (a
+non-shared user equal to the routing key's terminal, on a known topic) and the message
+names its operation as the relay always does (message_id `<op_id>/<version>`, an integer
+`seq` header): that terminal's own row, so it is recorded as rejected under that
+`(op_id, version)` holding that seq, like an `Invalid` one, and the till learns why.
+
+Anything else is a `Rejection`, recorded nowhere: a body that does not decode under a shared
+broker user (it proves nothing: under guest anyone could have sent it; its seq stays a gap,
+asked for with backoff), an envelope under another terminal's or topic's routing key, a
+broker user that is not the terminal, and a message without `user_id`. Every operation
+message must carry `user_id` (the relay always sets it); there is no exception, whoever the
+broker user is. A rejection is answered only to a sender the broker authenticated. No
+header is trusted for a terminal, nor for a seq unless the broker authenticated its sender.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from inbox.store.base import (
     Incoming,
     Invalid,
     Rejection,
+    Unreadable,
     digest_of,
     storage_problem,
 )
@@ -42,6 +50,7 @@ from inbox.store.rules import admit
 from schemas.codec import decode_op
 from schemas.envelope import OpEnvelope
 from schemas.ops import topic_of
+from schemas.topics import UP_TOPICS
 from schemas.validation import validate
 
 SHARED_USERS: Final = frozenset({"guest"})
@@ -62,11 +71,12 @@ class Delivery:
 
 
 def classify(delivery: Delivery) -> Incoming:
-    """Sort a delivery: Accepted, Invalid (its own terminal's, failing validation), Rejection."""
+    """Sort a delivery: Accepted, Invalid (its own terminal's, failing validation),
+    Unreadable (its own terminal's, not decoding) or Rejection."""
     try:
         envelope = decode_op(delivery.body)
     except InvalidMessage as exc:
-        return rejection(delivery, None, exc.reason)
+        return unreadable(delivery, exc.reason) or rejection(delivery, None, exc.reason)
     try:
         check_sender(delivery, envelope)
     except InvalidMessage as exc:
@@ -90,6 +100,28 @@ def rejection(delivery: Delivery, envelope: OpEnvelope | None, reason: str) -> R
         version=version,
         topic=_route(delivery.routing_key)[1] or "",
         reason=reason,
+    )
+
+
+def unreadable(delivery: Delivery, reason: str) -> Unreadable | None:
+    """An undecodable row of the terminal the broker authenticated, named by the message as
+    the relay names it (message_id `<op_id>/<version>`, an integer `seq` header), or None."""
+    terminal = authenticated_sender(delivery)
+    op_id, version = _identity(delivery, None)
+    seq = delivery.headers.get("seq")
+    topic = _route(delivery.routing_key)[1]
+    if terminal is None or op_id is None or version is None or topic not in UP_TOPICS:
+        return None
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq <= MAX_INT:
+        return None
+    return Unreadable(
+        terminal=terminal,
+        seq=seq,
+        op_id=op_id,
+        version=version,
+        topic=str(topic),
+        reason=reason,
+        digest=digest_of(delivery.body),
     )
 
 

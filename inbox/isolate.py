@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from cajasync.errors import StoreDataError
-from inbox.store.base import Accepted, Incoming, Invalid, Rejection, Verdict
+from inbox.store.base import Accepted, Incoming, Invalid, Rejection, Unreadable, Verdict
 
 Apply = Callable[[Sequence[Incoming]], list[Verdict]]
 """`ServerStore.apply`, possibly wrapped in a retry policy."""
@@ -73,6 +73,12 @@ def _refuse(
     if isinstance(incoming, Rejection):  # recorded nowhere: cannot be what was refused
         return _unrecorded(
             incoming.terminal, incoming.seq, incoming.op_id, incoming.version, incoming.reason
+        )
+    if isinstance(incoming, Unreadable):  # already a rejection: the store cannot record it
+        reason = f"{incoming.reason}; the server store refused to record it ({exc.reason})"
+        refused[index] = reason
+        return _unrecorded(
+            incoming.terminal, incoming.seq, incoming.op_id, incoming.version, reason
         )
     invalid = refusal(incoming, exc.reason)
     refused[index] = invalid.reason

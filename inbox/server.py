@@ -11,10 +11,16 @@ of the batch is applied. A database that is away is waited for with
 longer than `store_give_up_s` (or a broken store) nacks the batch and stops ingest.
 Operations the store refuses as a second live copy of their terminal
 (inbox/store/incarnations.py) are dead-lettered the same way.
+
+Gaps are asked for again with backoff (inbox/gaps.py), and the states of those asked for are
+saved in the store for `server stats`. Seqs still missing at or below where a rebuilt or
+recovered till restarted are recorded lost after `lost_after_s` (inbox/store/lost.py), so
+contiguity moves past them and they are not asked for any more.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -35,12 +41,13 @@ from inbox.classify import Delivery, classify
 from inbox.gaps import GapTracker
 from inbox.isolate import apply_isolating
 from inbox.store import incarnations
-from inbox.store.base import Gap, Incoming, ServerStore, Verdict
+from inbox.store.base import Gap, GapState, Incoming, ServerStore, Verdict
 from inbox.store.sql import SqlServerStore
 
 log = logging.getLogger(__name__)
 
 GAP_CHECK_S: Final = 0.5
+GAP_CAP_RESENDS: Final = 10  # a gap is asked for at least every 10 x resend_after_s
 
 
 @dataclass(slots=True)
@@ -60,6 +67,7 @@ class IngestStats:
     dead_lettered: int = 0
     receipts_sent: int = 0
     replays_requested: int = 0
+    seqs_lost: int = 0  # recorded lost: missing below where a rebuilt till restarted
 
     def count(self, verdicts: list[Verdict]) -> None:
         """Add a batch's verdicts."""
@@ -106,16 +114,22 @@ def dead_letters(deliveries: list[Delivery], verdicts: list[Verdict]) -> list[tu
 
 
 def server_stats(engine: Engine) -> dict[str, list[dict[str, Any]]]:
-    """Progress and operations per topic of every terminal, and its databases (incarnations:
-    the current one, second live copies refused), as `server stats --json` prints."""
+    """Per terminal: progress, operations per topic, seqs recorded lost, its first open gap
+    (seqs, since when and how many times ingest asked for it) and its databases
+    (incarnations: the current one, second live copies refused), as `server stats --json`
+    prints."""
     store = SqlServerStore(engine)
     lineages = store.lineages()
+    gaps = {gap.terminal: gap for gap in store.gaps()}
+    states = {state.terminal: state for state in store.gap_states()}
     terminals = [
         {
             "terminal": s.terminal,
             "contiguous_seq": s.contiguous_seq,
             "max_seq": s.max_seq,
             "topics": dict(s.topics),
+            "lost_seqs": s.lost,
+            "gap": open_gap(gaps.get(s.terminal), states.get(s.terminal)),
             **incarnations.summary(lineages.pop(s.terminal, [])),
         }
         for s in store.stats()
@@ -126,11 +140,33 @@ def server_stats(engine: Engine) -> dict[str, list[dict[str, Any]]]:
             "contiguous_seq": 0,
             "max_seq": 0,
             "topics": {},
+            "lost_seqs": 0,
+            "gap": None,
             **incarnations.summary(rows),
         }
         for t, rows in lineages.items()
     ]
     return {"terminals": sorted(terminals, key=lambda row: row["terminal"])}
+
+
+def open_gap(gap: Gap | None, state: GapState | None) -> dict[str, Any] | None:
+    """A terminal's first open gap for stats: its seqs, and since when and how many times
+    ingest asked for it (once it has: the state saved for that gap); None when none is open."""
+    if gap is None:
+        return None
+    seqs = {"from_seq": gap.from_seq, "to_seq": gap.to_seq}
+    if state is None or state.from_seq != gap.from_seq:
+        return {**seqs, "open_since": None, "asked": 0, "last_asked": None}
+    return {
+        **seqs,
+        "open_since": _moment(state.opened_at),
+        "asked": state.asked,
+        "last_asked": None if state.asked_at is None else _moment(state.asked_at),
+    }
+
+
+def _moment(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="seconds")
 
 
 class Ingest:
@@ -151,7 +187,9 @@ class Ingest:
         self._until_idle = until_idle
         self._stop = stop
         self._on_progress = on_progress
-        self._tracker = GapTracker(settings.gap_grace_s)
+        cap = GAP_CAP_RESENDS * settings.resend_after_s
+        self._tracker = GapTracker(settings.gap_grace_s, cap)
+        self._saved_gaps: list[GapState] | None = None  # None: not resumed from the store yet
         self._retry = store_retry(settings, what="server ingest", stop=stop)
         self._last_arrival = self._last_flush = self._last_gap_check = time.monotonic()
 
@@ -251,23 +289,54 @@ class Ingest:
     def _apply(self, batch: Sequence[Incoming]) -> list[Verdict]:
         return self._retry(self._store.apply, batch)
 
-    def _gaps(self) -> list[Gap]:
-        try:
-            return self._retry(self._store.gaps)
-        except StoreUnavailable:
-            if self._stopping():
-                return []  # stopped while the store was away: nothing to ask for now
-            raise
-
     def _check_gaps(self, out: rabbitmq.Publisher, now: float) -> None:
         self._last_gap_check = now
-        due = self._tracker.due(self._gaps(), now)
+        try:
+            self._ask_for_gaps(out)
+        except StoreUnavailable:
+            if not self._stopping():
+                raise
+            # stopped while the store was away: nothing to ask for now
+
+    def _ask_for_gaps(self, out: rabbitmq.Publisher) -> None:
+        """Record lost seqs, ask for the gaps due, save the states of those asked for."""
+        self._mark_lost()
+        due = self._tracker.due(self._open_gaps(), time.time())
         for gap in due:
             log.info("asking %s to replay seqs %d..%d", gap.terminal, gap.from_seq, gap.to_seq)
             out.replay(gap)
         if due:
             self.stats.replays_requested += len(due)
             self._progress()
+        states = self._tracker.states()
+        if states != self._saved_gaps:
+            self._retry(self._store.save_gap_states, states)
+            self._saved_gaps = states
+
+    def _mark_lost(self) -> None:
+        """Record lost the seqs missing long enough below a restart point (lost.py)."""
+        lost_after = dt.timedelta(seconds=self._settings.lost_after_s)
+        for lost in self._retry(self._store.mark_lost, dt.datetime.now(dt.UTC) - lost_after):
+            log.warning(
+                "terminal %s: seqs %d..%d recorded lost: still missing %s after incarnation %s "
+                "continued after seq %d (they were on the lost database; one that arrives yet "
+                "is still applied)",
+                lost.terminal,
+                lost.from_seq,
+                lost.to_seq,
+                lost_after,
+                lost.incarnation,
+                lost.restart_seq,
+            )
+            self.stats.seqs_lost += lost.count
+
+    def _open_gaps(self) -> list[Gap]:
+        """The open gaps; the tracker resumes from the saved states on the first call."""
+        if self._saved_gaps is None:
+            self._saved_gaps = self._retry(self._store.gap_states)
+            self._tracker.resume(self._saved_gaps)
+        gaps: list[Gap] = self._retry(self._store.gaps)
+        return gaps
 
     def _progress(self) -> None:
         if self._on_progress is not None:

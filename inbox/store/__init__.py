@@ -8,6 +8,7 @@ from inbox.store.base import (
     Rejection,
     ServerStore,
     TerminalStats,
+    Unreadable,
     Verdict,
     WeeklyFile,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "ServerStore",
     "SqlServerStore",
     "TerminalStats",
+    "Unreadable",
     "Verdict",
     "WeeklyFile",
 ]

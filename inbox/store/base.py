@@ -3,22 +3,31 @@
 Rules every adapter keeps (tests/integration/test_store_contract.py checks them):
 
 * only an operation of its own terminal (`Accepted` or `Invalid`: it decoded and its sender
-  checks passed) occupies a seq; a `Rejection` (it did not decode, or its sender is not the
-  terminal it names) is recorded nowhere and answered only to its authenticated sender;
+  checks passed; or `Unreadable`: it did not decode, but its terminal's own broker user sent
+  it naming its `(op_id, version)` and seq) occupies a seq; a `Rejection` (it did not decode
+  under a shared broker user, or its sender is not the terminal it names) is recorded
+  nowhere and answered only to its authenticated sender;
 * one tracking row per `(op_id, version)`; a second arrival is a duplicate whose verdict is
   repeated (acked again, or rejected again with the stored reason) and nothing is re-applied;
   a copy whose content digest differs from the first's is answered the same way, with the
   outcome "conflict" and a dead letter naming both digests: the first is kept;
-* an `Invalid` operation is recorded as rejected under its own `(op_id, version)`, so its seq
-  counts as held and contiguity moves past it (a replay of it is a duplicate, rejected again);
+* an `Invalid` or `Unreadable` operation is recorded as rejected under its own
+  `(op_id, version)`, so its seq counts as held and contiguity moves past it (a replay of it
+  is a duplicate, rejected again);
 * a different `(op_id, version)` claiming a seq already held is rejected with the outcome
   "conflict" and dead-lettered; the operation held keeps the seq;
-* per terminal, `contiguous_seq` is the highest N with 1..N all held;
-* weekly file chunks are reassembled once every chunk is held, then checked by size and sha256.
+* per terminal, `contiguous_seq` is the highest N with 1..N all held or lost;
+* `mark_lost` records as lost the seqs still missing at or below a restart point (a rebuilt
+  or recovered till continued after it: inbox/store/lost.py) registered before a given
+  time, so contiguity moves past them; a seq above every restart point is never lost; an
+  operation that still arrives for a lost seq takes it and is applied as usual;
+* weekly file chunks are reassembled once every chunk is held, then checked by size and sha256;
+* the gap states ingest saves (`save_gap_states`) are read back as saved (`gap_states`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 from collections.abc import Sequence
@@ -71,6 +80,28 @@ class Invalid:
 
 
 @dataclass(frozen=True, slots=True)
+class Unreadable:
+    """An operation its terminal's own broker user sent that did not decode: record it as
+    rejected.
+
+    The broker authenticated the sender (a non-shared user equal to the routing key's
+    terminal: inbox/classify.py) and the relay names the operation on every message
+    (message_id `<op_id>/<version>`, header `seq`), so the seq is the terminal's own: it is
+    held under that `(op_id, version)` like an `Invalid` one, without an envelope, and the
+    till's row is answered rejected with the reason. Otherwise the seq would stay a gap the
+    server asks for again and again, and the till would send the same bytes every time.
+    """
+
+    terminal: str
+    seq: int
+    op_id: str
+    version: int
+    topic: str
+    reason: str
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
 class Rejection:
     """A message from nowhere: it did not decode, or its sender is not the terminal it names.
 
@@ -87,7 +118,7 @@ class Rejection:
     reason: str
 
 
-Incoming = Accepted | Invalid | Rejection
+Incoming = Accepted | Invalid | Unreadable | Rejection
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +143,7 @@ class TerminalStats:
     contiguous_seq: int
     max_seq: int
     topics: dict[str, int] = field(default_factory=dict)
+    lost: int = 0  # seqs recorded lost (LostRange)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +153,38 @@ class Gap:
     terminal: str
     from_seq: int
     to_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class GapState:
+    """An open gap as server ingest tracks it (inbox/gaps.py), saved for `server stats`:
+    open since `opened_at`, asked for `asked` times, last at `asked_at` (epoch seconds)."""
+
+    terminal: str
+    from_seq: int
+    to_seq: int
+    opened_at: float
+    asked: int = 0
+    asked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LostRange:
+    """Seqs `from_seq..to_seq` of a terminal, recorded lost at `lost_at`: they were missing at
+    or below `restart_seq`, where `incarnation` continued after the till was rebuilt or
+    recovered (inbox/store/lost.py)."""
+
+    terminal: str
+    from_seq: int
+    to_seq: int
+    restart_seq: int
+    incarnation: str
+    lost_at: dt.datetime
+
+    @property
+    def count(self) -> int:
+        """How many seqs the range holds."""
+        return self.to_seq - self.from_seq + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +216,19 @@ class ServerStore(Protocol):
 
     def gaps(self) -> list[Gap]:
         """The first missing seq range of every terminal whose max seq is past a hole."""
+        ...
+
+    def mark_lost(self, registered_before: dt.datetime) -> list[LostRange]:
+        """Record as lost every seq missing at or below a restart point registered before
+        `registered_before`, with something held above it; the ranges recorded."""
+        ...
+
+    def gap_states(self) -> list[GapState]:
+        """The gap states ingest saved last, by terminal."""
+        ...
+
+    def save_gap_states(self, states: Sequence[GapState]) -> None:
+        """Replace the saved gap states with `states` (one per terminal)."""
         ...
 
     def weekly_files(self) -> list[WeeklyFile]:

@@ -8,8 +8,16 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from inbox.store import incarnations, rules, weekly
-from inbox.store.base import Gap, Incoming, TerminalStats, Verdict, WeeklyFile
+from inbox.store import incarnations, lost, rules, weekly
+from inbox.store.base import (
+    Gap,
+    GapState,
+    Incoming,
+    LostRange,
+    TerminalStats,
+    Verdict,
+    WeeklyFile,
+)
 from schemas.envelope import OpEnvelope
 from schemas.feed import HighWaterMark, HighWaterRequest
 from schemas.ops import WeeklyFileChunk, topic_of
@@ -42,6 +50,8 @@ class MemoryServerStore:
         self._chunks: dict[weekly.FileKey, dict[str, tuple[weekly.ChunkMeta, bytes]]] = {}
         self._files: dict[weekly.FileKey, WeeklyFile] = {}
         self._book = MemoryBook()
+        self._lost: dict[str, list[LostRange]] = {}
+        self._gap_states: list[GapState] = []
 
     def apply(self, batch: Sequence[Incoming]) -> list[Verdict]:
         """Record and apply a batch; one verdict per message, in order."""
@@ -49,6 +59,7 @@ class MemoryServerStore:
             screened = incarnations.screen(batch, self._book, dt.datetime.now(dt.UTC))
             planned = rules.plan(screened.batch)
             learned = self._record(planned)
+            self._reclaim([planned.rows[key] for key in learned.new])
             self._advance({planned.rows[key].terminal for key in learned.new})
         return screened.mark(rules.verdicts(planned, learned))
 
@@ -70,7 +81,11 @@ class MemoryServerStore:
                 topics.setdefault(envelope.terminal, Counter())[topic_of(envelope.op)] += 1
             return [
                 TerminalStats(
-                    t, p.contiguous_seq, p.max_seq, dict(sorted(topics.get(t, {}).items()))
+                    t,
+                    p.contiguous_seq,
+                    p.max_seq,
+                    dict(sorted(topics.get(t, {}).items())),
+                    sum(held.count for held in self._lost.get(t, [])),
                 )
                 for t, p in sorted(self._progress.items())
             ]
@@ -85,6 +100,47 @@ class MemoryServerStore:
                     held = min(s for s in self._held[terminal] if s > after)
                     result.append(Gap(terminal, after, held - 1))
             return result
+
+    def mark_lost(self, registered_before: dt.datetime) -> list[LostRange]:
+        """Record as lost the seqs missing at or below a restart point registered before
+        `registered_before` (inbox/store/lost.py); the ranges recorded."""
+        now = dt.datetime.now(dt.UTC)
+        recorded: list[LostRange] = []
+        with self._lock:
+            for terminal, progress in sorted(self._progress.items()):
+                lineage = self._book.rows.get(terminal, {}).values()
+                points = lost.restart_points(lineage, registered_before)
+                held = self._held[terminal]
+                while gone := lost.next_lost(
+                    terminal,
+                    progress.contiguous_seq,
+                    min((s for s in held if s > progress.contiguous_seq), default=None),
+                    points,
+                    now,
+                ):
+                    recorded.append(gone)
+                    self._lost.setdefault(terminal, []).append(gone)
+                    above = sorted(s for s in held if s > gone.to_seq)
+                    progress.contiguous_seq = rules.advance(gone.to_seq, above)
+        return recorded
+
+    def lost(self) -> list[LostRange]:
+        """Every lost range, by terminal and seq."""
+        with self._lock:
+            return sorted(
+                (held for ranges in self._lost.values() for held in ranges),
+                key=lambda held: (held.terminal, held.from_seq),
+            )
+
+    def gap_states(self) -> list[GapState]:
+        """The gap states ingest saved last, by terminal."""
+        with self._lock:
+            return list(self._gap_states)
+
+    def save_gap_states(self, states: Sequence[GapState]) -> None:
+        """Replace the saved gap states with `states`."""
+        with self._lock:
+            self._gap_states = sorted(states, key=lambda state: state.terminal)
 
     def weekly_files(self) -> list[WeeklyFile]:
         """Every weekly file seen, by terminal, week and name."""
@@ -163,6 +219,15 @@ class MemoryServerStore:
             held=len(mine),
             rows=incarnations.held_rows(request, mine),
         )
+
+    def _reclaim(self, new_rows: list[rules.Row]) -> None:
+        """Lost seqs that real operations took back leave their ranges (see lost.py)."""
+        for row in new_rows:
+            ranges = self._lost.get(row.terminal, [])
+            for index, held in enumerate(ranges):
+                if held.from_seq <= row.seq <= held.to_seq:
+                    ranges[index : index + 1] = lost.reclaimed(held, [row.seq])
+                    break
 
     def _advance(self, terminals: set[str]) -> None:
         for terminal in sorted(terminals):

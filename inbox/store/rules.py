@@ -17,6 +17,7 @@ from inbox.store.base import (
     Outcome,
     Rejection,
     Status,
+    Unreadable,
     Verdict,
     digest_of,
     storage_problem,
@@ -94,6 +95,8 @@ def admit(incoming: Incoming) -> Incoming:
     """
     if isinstance(incoming, Rejection):
         return incoming
+    if isinstance(incoming, Unreadable):
+        return _admit_unreadable(incoming)
     envelope = incoming.envelope
     if isinstance(incoming, Accepted):
         problem = storage_problem(envelope)
@@ -113,10 +116,27 @@ def admit(incoming: Incoming) -> Incoming:
     )
 
 
+def _admit_unreadable(incoming: Unreadable) -> Incoming:
+    if 1 <= incoming.seq <= MAX_INT and 1 <= incoming.version <= MAX_INT:
+        return incoming
+    return Rejection(
+        terminal=incoming.terminal,
+        seq=None,
+        op_id=incoming.op_id,
+        version=incoming.version,
+        topic=incoming.topic,
+        reason=incoming.reason,
+    )
+
+
 def row_of(incoming: Incoming) -> Row | None:
     """The tracking row of a message, or None for a rejection: it is recorded nowhere."""
     if isinstance(incoming, Rejection):
         return None
+    if isinstance(incoming, Unreadable):
+        key = (incoming.op_id, incoming.version)
+        reason = _printable(incoming.reason)
+        return Row(key, incoming.terminal, incoming.seq, incoming.topic, incoming.digest, reason)
     env = incoming.envelope
     key = (str(env.op_id), env.version)
     topic = topic_of(env.op)
@@ -226,7 +246,7 @@ def _verdict(
 ) -> Verdict:
     """The verdict on one message; every rejection is dead-lettered with its reason."""
     dead = (reason if status == "rejected" else "") if dead_letter is None else dead_letter
-    if isinstance(incoming, Rejection):
+    if isinstance(incoming, Rejection | Unreadable):
         return Verdict(
             incoming.terminal,
             incoming.seq,

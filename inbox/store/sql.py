@@ -4,6 +4,7 @@ Every batch is a handful of bulk statements in one transaction: insert the track
 (ON CONFLICT DO NOTHING ... RETURNING tells which are new), upsert the highest versions,
 mark the stale ones, reassemble touched weekly files, then advance each terminal's progress
 under a row lock taken in terminal order, so competing server processes serialise there.
+Seqs recorded lost (sql_lost.py) are recorded, and taken back by a batch, under that lock.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from cajasync.store_faults import store_error
-from inbox.store import incarnations, rules, sql_incarnations, sql_weekly
+from inbox.store import incarnations, rules, sql_incarnations, sql_lost, sql_weekly
 from inbox.store.base import (
     Gap,
+    GapState,
     Incoming,
+    LostRange,
     TerminalStats,
     Verdict,
     WeeklyFile,
@@ -28,6 +31,7 @@ from inbox.store.base import (
     voided_of,
 )
 from inbox.store.dialect import Dialect
+from inbox.store.lost import next_lost, restart_points
 from inbox.store.sql_incarnations import SqlBook
 from inbox.store.tables import APPLIED, REJECTED, STALE, operations, progress, received
 from schemas.codec import to_json
@@ -75,12 +79,14 @@ class SqlServerStore:
             topics: dict[str, dict[str, int]] = {}
             for terminal, topic, count in connection.execute(counts):
                 topics.setdefault(terminal, {})[topic] = count
+            lost = sql_lost.counts(connection)
         return [
             TerminalStats(
                 r.terminal,
                 r.contiguous_seq,
                 r.max_seq,
                 dict(sorted(topics.get(r.terminal, {}).items())),
+                lost.get(r.terminal, 0),
             )
             for r in rows
         ]
@@ -101,6 +107,49 @@ class SqlServerStore:
         with self._transaction("looking for gaps") as connection:
             rows = connection.execute(query).all()
         return [Gap(terminal, after + 1, held - 1) for terminal, after, held in rows]
+
+    def mark_lost(self, registered_before: dt.datetime) -> list[LostRange]:
+        """Record as lost the seqs missing at or below a restart point registered before
+        `registered_before` (inbox/store/lost.py); the ranges recorded."""
+        now = dt.datetime.now(dt.UTC)
+        with self._transaction("recording lost seqs") as connection:
+            terminals = sql_lost.candidates(connection, registered_before)
+            if not terminals:
+                return []
+            lineages = sql_incarnations.lineages(connection, terminals)
+            recorded: list[LostRange] = []
+            updates = []
+            for terminal, contiguous in _lock_progress(connection, terminals):
+                points = restart_points(lineages.get(terminal, []), registered_before)
+                after = contiguous
+                while held := next_lost(
+                    terminal, after, sql_lost.next_held(connection, terminal, after), points, now
+                ):
+                    recorded.append(held)
+                    after = _contiguous(connection, terminal, held.to_seq)
+                if after != contiguous:
+                    updates.append({"t": terminal, "contiguous_seq": after, "updated_at": now})
+            sql_lost.record(connection, recorded)
+            if updates:
+                connection.execute(
+                    progress.update().where(progress.c.terminal == sa.bindparam("t")), updates
+                )
+        return recorded
+
+    def lost(self) -> list[LostRange]:
+        """Every lost range, by terminal and seq."""
+        with self._transaction("reading lost seqs") as connection:
+            return sql_lost.ranges(connection)
+
+    def gap_states(self) -> list[GapState]:
+        """The gap states ingest saved last, by terminal."""
+        with self._transaction("reading gap states") as connection:
+            return sql_lost.gap_states(connection)
+
+    def save_gap_states(self, states: Sequence[GapState]) -> None:
+        """Replace the saved gap states with `states`."""
+        with self._transaction("saving gap states") as connection:
+            sql_lost.save_gap_states(connection, states)
 
     def weekly_files(self) -> list[WeeklyFile]:
         """Every weekly file seen, by terminal, week and name."""
@@ -161,6 +210,8 @@ class SqlServerStore:
             .order_by(progress.c.terminal)
             .with_for_update()
         ).all()
+        reached = {terminal: contiguous for terminal, contiguous, _ in locked}
+        sql_lost.reclaim(connection, _taken_back(new_rows, reached))
         updates = [
             {
                 "t": terminal,
@@ -173,6 +224,27 @@ class SqlServerStore:
         connection.execute(
             progress.update().where(progress.c.terminal == sa.bindparam("t")), updates
         )
+
+
+def _lock_progress(connection: sa.Connection, terminals: list[str]) -> list[tuple[str, int]]:
+    """(terminal, contiguous seq) of each terminal, its progress row locked, in terminal order."""
+    locked = connection.execute(
+        sa.select(progress.c.terminal, progress.c.contiguous_seq)
+        .where(progress.c.terminal.in_(terminals))
+        .order_by(progress.c.terminal)
+        .with_for_update()
+    )
+    return [(terminal, contiguous) for terminal, contiguous in locked]
+
+
+def _taken_back(new_rows: list[rules.Row], reached: dict[str, int]) -> dict[str, set[int]]:
+    """Seqs of new rows at or below their terminal's contiguity: they can only be lost seqs
+    (every other seq up to there is held), which these operations take back."""
+    taken: dict[str, set[int]] = {}
+    for row in new_rows:
+        if row.seq <= reached.get(row.terminal, 0):
+            taken.setdefault(row.terminal, set()).add(row.seq)
+    return taken
 
 
 def _insert_received(

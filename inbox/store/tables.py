@@ -164,3 +164,30 @@ incarnations = sa.Table(
     sa.Column("registered_at", sa.DateTime(timezone=True)),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# Seqs of a terminal recorded lost: still missing, long after a rebuilt or recovered till
+# continued after `restart_seq` (as `incarnation`). A real operation that arrives for one
+# takes it back (the range is split). inbox/store/lost.py holds the rules.
+lost = sa.Table(
+    "inbox_lost",
+    metadata,
+    sa.Column("terminal", sa.String(32), primary_key=True),
+    sa.Column("from_seq", sa.Integer, primary_key=True),
+    sa.Column("to_seq", sa.Integer, nullable=False),
+    sa.Column("restart_seq", sa.Integer, nullable=False),
+    sa.Column("incarnation", sa.String(36), nullable=False),
+    sa.Column("lost_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Per terminal, its first open gap as server ingest last saw it once it asked for it
+# (inbox/gaps.py): since when, how many times asked, when last. For `server stats`.
+gaps = sa.Table(
+    "inbox_gaps",
+    metadata,
+    sa.Column("terminal", sa.String(32), primary_key=True),
+    sa.Column("from_seq", sa.Integer, nullable=False),
+    sa.Column("to_seq", sa.Integer, nullable=False),
+    sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("asked", sa.Integer, nullable=False),
+    sa.Column("asked_at", sa.DateTime(timezone=True)),
+)

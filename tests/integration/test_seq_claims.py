@@ -9,6 +9,7 @@ displaces what the server holds. Counted op by op.
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,14 +20,17 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from click.testing import CliRunner
 
 from cajasync import topology
 from cajasync.db import VERSION_TABLES, make_engine, upgrade
 from cajasync.settings import Settings
+from cli.main import cli
 from inbox.store import Gap, SqlServerStore
 from inbox.store.tables import progress, received
 from outbox.identity import TerminalIdentity
 from outbox.setup import init_terminal
+from outbox.tables import outbox
 from schemas import encode, to_json
 from tests.integration.ingest_support import (
     DeadQueue,
@@ -214,6 +218,51 @@ def test_undecodable_message_is_answered_only_to_its_authenticated_terminal(
     assert (item.op_id, item.version, item.seq, item.status) == (signed, 2, None, "rejected")
     assert "undecodable" in item.reason
     assert tracking_rows(engine, terminal) == []
+
+
+def test_an_unreadable_row_of_an_authenticated_till_is_rejected_and_holds_its_seq(
+    engine: sa.Engine,
+    settings: Settings,
+    channel: Any,
+    clean_broker: str,
+    broker_url: str,
+    tmp_path: Path,
+    new_terminal_id: Callable[[], str],
+) -> None:
+    till = new_terminal_id()
+    with broker_user(broker_url, till) as own_url:
+        own = settings.with_overrides(broker_url=own_url)  # the till's own broker user
+        db = str(tmp_path / "till.db")
+        till_db = init_terminal(db, TerminalIdentity(till, "L1", "PV1", "retail"), own)
+        recorded = record_sales(till_db, 5)
+        with till_db.begin() as connection:  # row 3 is garbage on the wire (a bug, a bad disk)
+            connection.execute(outbox.update().where(outbox.c.seq == 3).values(body=b"\xc1 bad"))
+        with running_server(engine, settings) as server:
+            with running_relay(till_db, own) as relay:
+                relay.wait_for(
+                    lambda: not {"pending", "sent"} & set(states(till_db).values()),
+                    "every till row settled",
+                )
+                server.wait_until(
+                    lambda: SqlServerStore(engine).stats()[0].contiguous_seq == 5,
+                    "contiguity past the unreadable row",
+                )
+            stats = server.finish()
+
+    assert states(till_db) == {1: "acked", 2: "acked", 3: "rejected", 4: "acked", 5: "acked"}
+    listed = CliRunner().invoke(cli, ["pending", "list", "--db", db, "--json"])
+    [row] = json.loads(listed.output)
+    assert (row["seq"], row["op_id"], row["state"]) == (3, str(recorded[2].op_id), "rejected")
+    assert row["last_error"].startswith("undecodable operation")
+    assert tracking_rows(engine, till) == [
+        (r.seq, str(r.op_id), 1, "rejected" if r.seq == 3 else "applied") for r in recorded
+    ]
+    assert SqlServerStore(engine).gaps() == []
+    assert (stats.applied, stats.rejected, stats.replays_requested) == (4, 1, 0)
+    [(body, headers)] = take_dead(channel)
+    assert body == b"\xc1 bad"
+    assert reason_of(headers).startswith("undecodable operation")
+    till_db.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

@@ -157,6 +157,8 @@ def test_published_sales_are_applied_and_receipted(
         "contiguous_seq": 3,
         "max_seq": 3,
         "topics": {"ventas": 3},
+        "lost_seqs": 0,
+        "gap": None,
         # never set up again: no registered incarnation, no second copy
         "incarnation": None,
         "restarted_after_seq": None,
@@ -179,11 +181,17 @@ def test_poison_message_is_dead_lettered_while_the_good_ones_are_applied(
     publish(channel, good_3)
     run_server(engine, settings, until_idle=IDLE_S)
     # garbage proves no seq: seq 2 stays missing, and is asked for again
-    assert _held(engine, terminal) == {
+    held = _held(engine, terminal)
+    gap = held.pop("gap")
+    assert (gap["from_seq"], gap["to_seq"]) == (2, 2)
+    assert gap["asked"] >= 1
+    assert gap["open_since"] <= gap["last_asked"]
+    assert held == {
         "terminal": terminal,
         "contiguous_seq": 1,
         "max_seq": 3,
         "topics": {"ventas": 2},
+        "lost_seqs": 0,
         "incarnation": None,
         "restarted_after_seq": None,
         "incarnations": 0,

@@ -23,7 +23,9 @@ from inbox.store import (
     Rejection,
     ServerStore,
     SqlServerStore,
+    Unreadable,
 )
+from inbox.store.base import GapState
 from inbox.store.tables import operations, received
 from schemas import (
     CashPayment,
@@ -115,6 +117,19 @@ def stray(terminal: str | None, seq: int | None, reason: str = "undecodable") ->
     """A message from nowhere: it did not decode, or its sender is not its terminal."""
     return Rejection(
         terminal=terminal, seq=seq, op_id=None, version=None, topic="ventas", reason=reason
+    )
+
+
+def unreadable(terminal: str, seq: int, *, version: int = 1, body: bytes = b"\xc1") -> Unreadable:
+    """A row its terminal's own broker user sent that did not decode, named by its message."""
+    return Unreadable(
+        terminal=terminal,
+        seq=seq,
+        op_id=str(uuid.uuid4()),
+        version=version,
+        topic="ventas",
+        reason="undecodable operation: MessagePack data is malformed",
+        digest=hashlib.sha256(body).hexdigest(),
     )
 
 
@@ -213,6 +228,53 @@ class StoreContract:
         [verdict] = store.apply([stray("T1", 3), real, stray("T1", 3)])[1:2]
         assert (verdict.status, verdict.outcome, verdict.seq) == ("acked", "applied", 3)
         assert _stats(store) == {"T1": (0, 3, {"ventas": 1})}
+
+    def test_unreadable_row_is_recorded_as_rejected_under_its_own_key_holding_its_seq(
+        self, store: ServerStore
+    ) -> None:
+        bad = unreadable("T1", 2, version=3)
+        verdicts = store.apply([op("T1", 1, sale()), bad, op("T1", 3, sale())])
+        assert [(v.status, v.outcome, v.dead_letter) for v in verdicts] == [
+            ("acked", "applied", ""),
+            ("rejected", "rejected", bad.reason),
+            ("acked", "applied", ""),
+        ]
+        assert (verdicts[1].terminal, verdicts[1].seq, verdicts[1].op_id) == ("T1", 2, bad.op_id)
+        assert (verdicts[1].version, verdicts[1].reason) == (3, bad.reason)
+        assert _stats(store) == {"T1": (3, 3, {"ventas": 2})}
+        assert store.gaps() == []
+
+    def test_unreadable_row_sent_again_is_rejected_again_and_holds_its_seq_against_others(
+        self, store: ServerStore
+    ) -> None:
+        bad = unreadable("T1", 1)
+        store.apply([bad])
+        [again] = store.apply([bad])
+        assert (again.status, again.outcome, again.reason) == ("rejected", "duplicate", bad.reason)
+        [claim] = store.apply([op("T1", 1, sale())])
+        assert (claim.status, claim.outcome) == ("rejected", "conflict")
+        assert _stats(store) == {"T1": (1, 1, {})}
+
+    def test_unreadable_row_beyond_the_columns_is_rejected_unrecorded(
+        self, store: ServerStore
+    ) -> None:
+        [verdict] = store.apply([unreadable("T1", 2**31)])
+        assert (verdict.status, verdict.terminal, verdict.seq) == ("rejected", "T1", None)
+        assert store.stats() == []
+
+    def test_gap_states_are_read_back_as_saved_and_replaced_whole(self, store: ServerStore) -> None:
+        assert store.gap_states() == []
+        first = [
+            GapState("T1", 3, 4, opened_at=1_000_000.0, asked=2, asked_at=1_000_015.0),
+            GapState("T2", 1, 9, opened_at=1_000_001.5),
+        ]
+        store.save_gap_states(first)
+        assert store.gap_states() == first
+        later = [GapState("T2", 1, 5, opened_at=1_000_001.5, asked=1, asked_at=1_000_010.0)]
+        store.save_gap_states(later)
+        assert store.gap_states() == later
+        store.save_gap_states([])
+        assert store.gap_states() == []
 
     def test_conflicting_claim_on_a_held_seq_is_dead_lettered_and_displaces_nothing(
         self, store: ServerStore
@@ -426,7 +488,8 @@ class TestSqlStore(StoreContract):
         op_id = uuid.uuid4()
         v2 = op("T1", 2, payment(), op_id=op_id, version=2)
         wrong = invalid("T1", 3, "why")
-        store.apply([v2, wrong])
+        bad = unreadable("T1", 4)
+        store.apply([v2, wrong, bad])
         v1 = op("T1", 1, payment(), op_id=op_id, version=1)
         store.apply([v1])
         r = received.c
@@ -438,6 +501,7 @@ class TestSqlStore(StoreContract):
             (1, str(op_id), 1, "stale", "", sha256(v1)),
             (2, str(op_id), 2, "applied", "", sha256(v2)),
             (3, str(wrong.envelope.op_id), 1, "rejected", "why", sha256(wrong)),
+            (4, bad.op_id, 1, "rejected", bad.reason, bad.digest),
         ]
 
     def test_batch_of_thousands_is_applied(self, store: ServerStore) -> None:

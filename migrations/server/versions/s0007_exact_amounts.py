@@ -17,9 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "s0007"
-# The lead chains this after s0006 (another branch adds it); on this branch s0006 does not
-# exist yet, so s0007 follows s0005 here.
-down_revision = "s0005"
+down_revision = "s0006"
 branch_labels = None
 depends_on = None
 
