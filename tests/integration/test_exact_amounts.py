@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -26,13 +25,6 @@ from schemas import CashPayment, OpEnvelope
 
 NOW = dt.datetime(2026, 3, 2, 12, 30, tzinfo=dt.UTC)
 EXTREMES = ["99999999999999.99", "-99999999999999.99", "0.01", "-0.01", "0.00", "1234567.89"]
-
-
-@pytest.fixture
-def engine(server_db_url: str) -> Iterator[sa.Engine]:
-    engine = make_engine(server_db_url)
-    yield engine
-    engine.dispose()
 
 
 def payment(seq: int, amount: str, terminal: str = "T1") -> Accepted:

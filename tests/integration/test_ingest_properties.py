@@ -24,7 +24,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cajasync import topology
-from cajasync.db import make_engine
 from cajasync.settings import Settings
 from schemas import OpEnvelope, Operation, SaleTotals, encode, topic_of
 from tests.integration.ingest_support import (
@@ -196,13 +195,6 @@ def real_message(env: OpEnvelope) -> Message:
     headers = {"terminal": env.terminal, "seq": env.seq, "topic": topic}
     route = topology.op_routing_key(env.terminal, topic)
     return Message(encode(env), route, "guest", f"{env.op_id}/{env.version}", headers)
-
-
-@pytest.fixture
-def engine(server_db_url: str) -> Iterator[sa.Engine]:
-    engine = make_engine(server_db_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

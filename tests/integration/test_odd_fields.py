@@ -23,7 +23,6 @@ import pytest
 import sqlalchemy as sa
 
 from cajasync import topology
-from cajasync.db import make_engine
 from cajasync.settings import Settings
 from inbox.rabbitmq import REASON_HEADER
 from inbox.requests import run_requests
@@ -112,20 +111,6 @@ def publish_op(
 
 
 # -- server ingest --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def engine(server_db_url: str) -> Iterator[sa.Engine]:
-    engine = make_engine(server_db_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def terminal(clean_broker: str, channel: Any, new_terminal_id: Callable[[], str]) -> str:
-    terminal = new_terminal_id()
-    topology.declare_terminal(channel, terminal, "L1", "PV1", "retail")
-    return terminal
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -230,13 +230,6 @@ class Terminal:
             if method is None:
                 return messages
             messages.append(decode_down(body))
-
-
-@pytest.fixture
-def engine(server_db_url: str) -> Iterator[sa.Engine]:
-    engine = make_engine(server_db_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

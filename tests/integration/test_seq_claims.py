@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,21 +54,6 @@ from tests.integration.relay_support import (
 )
 
 pytestmark = pytest.mark.rabbitmq
-
-
-@pytest.fixture
-def engine(server_db_url: str) -> Iterator[sa.Engine]:
-    engine = make_engine(server_db_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def terminal(clean_broker: str, channel: Any, new_terminal_id: Callable[[], str]) -> str:
-    """A terminal whose inbox queue exists, so receipts land there."""
-    terminal = new_terminal_id()
-    topology.declare_terminal(channel, terminal, "L1", "PV1", "retail")
-    return terminal
 
 
 def test_rogue_claims_on_a_tills_seq_go_dead_and_its_real_operation_is_acked(

@@ -10,7 +10,7 @@ import datetime as dt
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -122,21 +122,6 @@ def dead_letters(channel: Any, terminal: str) -> list[tuple[bytes, dict[str, Any
             return found
         if (properties.headers or {}).get("terminal") == terminal:
             found.append((body, properties.headers))
-
-
-@pytest.fixture
-def engine(server_db_url: str) -> Iterator[sa.Engine]:
-    engine = make_engine(server_db_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def terminal(clean_broker: str, channel: Any, new_terminal_id: Callable[[], str]) -> str:
-    """A terminal whose inbox queue exists, so receipts and replay requests land there."""
-    terminal = new_terminal_id()
-    topology.declare_terminal(channel, terminal, "L1", "PV1", "retail")
-    return terminal
 
 
 def _held(engine: sa.Engine, terminal: str) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -17,7 +16,6 @@ import pytest
 import sqlalchemy as sa
 
 from cajasync import topology
-from cajasync.db import make_engine
 from cajasync.settings import Settings
 from inbox.rabbitmq import REASON_HEADER
 from inbox.server import run_server
@@ -41,20 +39,6 @@ pytestmark = pytest.mark.rabbitmq
 
 NOW = dt.datetime(2026, 3, 2, 12, 30, tzinfo=dt.UTC)
 IDLE_S = 0.5
-
-
-@pytest.fixture
-def engine(server_db_url: str) -> Iterator[sa.Engine]:
-    engine = make_engine(server_db_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def terminal(clean_broker: str, channel: Any, new_terminal_id: Callable[[], str]) -> str:
-    terminal = new_terminal_id()
-    topology.declare_terminal(channel, terminal, "L1", "PV1", "retail")
-    return terminal
 
 
 def sale(number: int, quantity: str = "2", *, kind: str = "sale") -> Sale:

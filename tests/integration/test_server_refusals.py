@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -20,7 +20,6 @@ import pytest
 import sqlalchemy as sa
 
 from cajasync import topology
-from cajasync.db import make_engine
 from cajasync.settings import Settings
 from inbox.catalog_reads import SqlCatalogReader
 from inbox.rabbitmq import REASON_HEADER
@@ -41,20 +40,6 @@ from tests.integration.test_server_ingest import (
 pytestmark = pytest.mark.rabbitmq
 
 HUGE = Decimal("99999999999999.999")  # below 10^14, but 10^14 once rounded to cents
-
-
-@pytest.fixture
-def engine(server_db_url: str) -> Iterator[sa.Engine]:
-    engine = make_engine(server_db_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def terminal(clean_broker: str, channel: Any, new_terminal_id: Callable[[], str]) -> str:
-    terminal = new_terminal_id()
-    topology.declare_terminal(channel, terminal, "L1", "PV1", "retail")
-    return terminal
 
 
 class Running:
