@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pika
 from pika.adapters.select_connection import SelectConnection
 
-from cajasync import topology
+from cajasync.core import topology
 
 
 def _properties(terminal: str, seq: int, topic: str) -> pika.BasicProperties:

@@ -20,9 +20,9 @@ from bench.procs import Fleet
 
 
 def run(products: int = 100_000) -> Result:
-    from outbox.catalog_tables import catalog_records
-    from outbox.pull import pull
-    from outbox.seed import seed_catalog
+    from cajasync.core.server_tables import catalog_records
+    from cajasync.processes.pull import pull
+    from cajasync.samples.seed import seed_catalog
 
     with tempfile.TemporaryDirectory() as tmp, fresh_pg_database() as url:
         server = down.server_store(url)
@@ -71,7 +71,7 @@ def _floor(server: sa.Engine, table: sa.Table, path: Path) -> float:
 
 
 def _count(engine: sa.Engine) -> int:
-    from inbox.replica_tables import replica
+    from cajasync.core.terminal_tables import replica
 
     with engine.connect() as connection:
         return int(

@@ -17,11 +17,11 @@ import pika
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cajasync import topology
-from cajasync.db import make_engine, upgrade
-from outbox.identity import TerminalIdentity, save_identity
+from cajasync.core import topology
+from cajasync.core.db import make_engine, upgrade
+from cajasync.core.identity import TerminalIdentity, save_identity
+from cajasync.samples.simulate import TicketMaker
 from outbox.record import record
-from outbox.simulate import TicketMaker
 from schemas.ops import Sale
 
 RESULTS = Path(__file__).parent / "results"
@@ -78,7 +78,7 @@ def fill_outbox(engine: Engine, operations: Iterable[Sale]) -> int:
 
 
 def outbox_bodies(engine: Engine) -> list[tuple[str, bytes]]:
-    from outbox.tables import outbox
+    from cajasync.core.terminal_tables import outbox
 
     with engine.connect() as connection:
         return [

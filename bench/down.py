@@ -7,9 +7,9 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from bench.common import BROKER_URL
-from cajasync.db import make_engine, upgrade
-from cajasync.settings import Settings, load_settings
-from outbox.identity import TerminalIdentity
+from cajasync.core.db import make_engine, upgrade
+from cajasync.core.identity import TerminalIdentity
+from cajasync.core.settings import Settings, load_settings
 
 
 def settings() -> Settings:
@@ -24,7 +24,7 @@ def server_store(url: str) -> Engine:
 
 def terminals(directory: Path, count: int, tag: str) -> list[tuple[str, Engine]]:
     """`count` initialised terminals (queues declared and bound) in `directory`."""
-    from outbox.setup import init_terminal
+    from cajasync.processes.terminal_init import init_terminal
 
     made = []
     for n in range(1, count + 1):
@@ -37,7 +37,7 @@ def terminals(directory: Path, count: int, tag: str) -> list[tuple[str, Engine]]
 def delete_queues(names: list[str]) -> None:
     import pika
 
-    from cajasync import topology
+    from cajasync.core import topology
 
     connection = pika.BlockingConnection(pika.URLParameters(BROKER_URL))
     channel = connection.channel()

@@ -17,9 +17,9 @@ import sqlalchemy as sa
 
 from bench.common import Result, fill_outbox, fresh_pg_database, new_terminal, purge_ops
 from bench.procs import Fleet
-from cajasync.db import make_engine, upgrade
-from outbox.simulate import TicketMaker
-from outbox.tables import ACKED, outbox
+from cajasync.core.db import make_engine, upgrade
+from cajasync.core.terminal_tables import ACKED, outbox
+from cajasync.samples.simulate import TicketMaker
 
 
 def run(terminals: int = 10, per_terminal: int = 2_000) -> Result:
@@ -71,7 +71,7 @@ def _wait_all_acked(paths: list[str], total: int, began: float, timeout: float =
 
 
 def _applied(url: str) -> int:
-    from inbox.store.tables import operations
+    from cajasync.core.server_tables import operations
 
     engine = make_engine(url)
     with engine.connect() as connection:

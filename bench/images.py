@@ -17,8 +17,8 @@ from bench.procs import Fleet
 
 
 def run(products: int = 5_000, changed_ratio: float = 0.01) -> Result:
-    from outbox.pull import pull
-    from outbox.seed import seed_catalog
+    from cajasync.processes.pull import pull
+    from cajasync.samples.seed import seed_catalog
 
     with tempfile.TemporaryDirectory() as tmp, fresh_pg_database() as url:
         server = down.server_store(url)
@@ -57,8 +57,8 @@ def run(products: int = 5_000, changed_ratio: float = 0.01) -> Result:
 
 def _change_images(server: sa.Engine, count: int) -> int:
     """Give `count` products a new image (new content, so a new content address)."""
+    from cajasync.core.server_tables import catalog_records
     from outbox import catalog
-    from outbox.catalog_tables import catalog_records
     from schemas.records import Product
 
     with server.begin() as connection:

@@ -8,12 +8,12 @@ from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Event
 
 from bench.common import BROKER_URL
-from cajasync.db import make_engine
-from cajasync.settings import load_settings
+from cajasync.core.db import make_engine
+from cajasync.core.settings import load_settings
 
 
 def _ingest(url: str, start: Event, stop: Event) -> None:
-    from inbox.server import run_server
+    from inbox.ingest import run_server
 
     start.wait()
     run_server(make_engine(url), load_settings(broker_url=BROKER_URL), stop=stop)
@@ -34,7 +34,7 @@ def _feed(url: str, start: Event, stop: Event) -> None:
 
 
 def _terminal(path: str, start: Event, stop: Event) -> None:
-    from outbox.relay import run_terminal
+    from cajasync.processes.terminal import run_terminal
 
     engine = make_engine(path)
     start.wait()

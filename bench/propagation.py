@@ -22,7 +22,7 @@ from bench.procs import Fleet
 
 
 def run(terminals: int = 20, rate: int = 200, seconds: float = 10.0) -> Result:
-    from outbox.seed import seed_catalog
+    from cajasync.samples.seed import seed_catalog
 
     changes = int(rate * seconds)
     with tempfile.TemporaryDirectory() as tmp, fresh_pg_database() as url:
@@ -58,8 +58,8 @@ def run(terminals: int = 20, rate: int = 200, seconds: float = 10.0) -> Result:
 
 def _change_steadily(server: sa.Engine, changes: int, rate: int) -> dict[str, tuple[int, float]]:
     """Upsert one product price per tick at `rate`/s; key -> (version, commit time)."""
+    from cajasync.core.server_tables import catalog_records
     from outbox import catalog
-    from outbox.catalog_tables import catalog_records
     from schemas.records import Product
 
     with server.connect() as connection:
@@ -89,7 +89,7 @@ def _wait_and_measure(
     committed: dict[str, tuple[int, float]],
     timeout: float = 120,
 ) -> list[float]:
-    from inbox.replica_tables import replica
+    from cajasync.core.terminal_tables import replica
 
     deadline = time.monotonic() + timeout
     samples: list[float] = []

@@ -24,8 +24,8 @@ from bench.common import (
     purge_ops,
     sales,
 )
-from cajasync.settings import load_settings
-from outbox.tables import PENDING, outbox
+from cajasync.core.settings import load_settings
+from cajasync.core.terminal_tables import PENDING, outbox
 
 
 def run(count: int = 20_000, naive_count: int = 2_000, rounds: int = 3) -> Result:
@@ -74,7 +74,7 @@ def run(count: int = 20_000, naive_count: int = 2_000, rounds: int = 3) -> Resul
 
 
 def _timed_drain(engine: sa.Engine, settings: object) -> float:
-    from outbox.relay import drain
+    from cajasync.processes.terminal import drain
 
     with engine.begin() as connection:
         connection.execute(outbox.update().values(state=PENDING, sent_at=None, attempts=0))

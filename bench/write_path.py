@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from bench.common import Result, median, new_terminal, percentile, sales
+from cajasync.samples.simulate import pos_metadata, pos_sales
 from outbox.record import record
-from outbox.simulate import pos_metadata, pos_sales
 from schemas.codec import encode
 from schemas.ops import Sale
 

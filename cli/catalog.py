@@ -7,7 +7,7 @@ from typing import IO
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from cajasync.db import opened
+from cajasync.core.db import opened
 from cli.options import (
     broker_option,
     json_option,
@@ -108,7 +108,7 @@ def show(db: str, topic: str, key: str, scope: str) -> None:
 @json_option
 def seed(db: str, products: int, customers: int, images: bool, seed: int, as_json: bool) -> None:
     """Fill every down topic with a realistic sample back office (repeatable for a seed)."""
-    from outbox.seed import seed_catalog
+    from cajasync.samples.seed import seed_catalog
 
     columns = (
         *Progress.get_default_columns()[:1],

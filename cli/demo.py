@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from cajasync.demo import DemoPlan, DemoState, preflight, run_demo, till_counts
+from cajasync.samples.demo import DemoPlan, DemoState, preflight, run_demo, till_counts
 from cli.options import broker_option, settings_for
 from cli.output import console, table
 

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
-from cajasync.settings import DEFAULT_BROKER_URL, Settings, load_settings
+from cajasync.core.settings import DEFAULT_BROKER_URL, Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 

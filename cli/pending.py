@@ -6,11 +6,11 @@ import uuid
 
 import click
 
-from cajasync.db import opened
+from cajasync.core.db import opened
+from cajasync.core.terminal_tables import STATES
 from cli.options import json_option, terminal_db_option
 from cli.output import console, emit_json, table
 from outbox.pending import list_pending, replay
-from outbox.tables import STATES
 
 
 @click.group()

@@ -9,7 +9,7 @@ import click
 from rich.filesize import decimal
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from cajasync.db import opened
+from cajasync.core.db import opened
 from cli.options import broker_option, json_option, settings_for, terminal_db_option
 from cli.output import console, emit_json
 
@@ -47,7 +47,7 @@ def pull(
     TOPICS are down topics by slug or English alias (productos / products, clientes /
     customers, stock, combos, …); --all takes every one the terminal receives.
     """
-    from outbox.pull import pull as run_pull
+    from cajasync.processes.pull import pull as run_pull
 
     if pull_all == bool(topics):
         raise click.UsageError("give either --all or one or more TOPICS")

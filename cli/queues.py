@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cajasync.queues import queue_overview
+from cajasync.broker.queues import queue_overview
 from cli.options import broker_option, json_option, settings_for
 from cli.output import emit_json, table
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from cajasync.db import opened
+from cajasync.core.db import opened
 from cli.options import json_option, terminal_db_option
 from cli.output import emit_json, table
 from inbox.replica_api import Replica

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from cajasync.db import opened
+from cajasync.core.db import opened
 from cli.options import (
     broker_option,
     json_option,
@@ -29,7 +29,7 @@ def server() -> None:
 @click.option("--no-broker", is_flag=True, help="Only migrate the database.")
 def init(db: str, broker_url: str, no_broker: bool) -> None:
     """Create or migrate the server store and declare the broker topology (idempotent)."""
-    from inbox.setup import init_server
+    from cajasync.processes.server_init import init_server
 
     init_server(db, settings_for(broker_url), declare=not no_broker)
     console.print(f"server store ready at {db}" + ("" if no_broker else "; topology declared"))
@@ -42,7 +42,7 @@ def init(db: str, broker_url: str, no_broker: bool) -> None:
 def run(db: str, broker_url: str, until_idle: float | None) -> None:
     """Ingest operations (receipts, gap replays), answer snapshot / catch-up / image
     requests, and publish the catalog's change log to the terminals."""
-    from cajasync.services import serve
+    from cajasync.processes.server import serve
 
     settings = settings_for(broker_url)
     stop = stop_on_signals()
@@ -63,7 +63,7 @@ def stats(db: str, as_json: bool) -> None:
     lost (missing below where a rebuilt till restarted), the first open gap (since when,
     how many times the till was asked to replay it), and operations refused as coming from
     a second live copy of the terminal (see `terminal init`)."""
-    from inbox.server import server_stats
+    from inbox.ingest import server_stats
 
     with opened(db, "server") as engine:
         data = server_stats(engine)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from cajasync.db import opened
+from cajasync.core.db import opened
+from cajasync.core.identity import TerminalIdentity
 from cli.options import F, broker_option, settings_for, terminal_db_option, until_idle_option
 from cli.output import console
 from cli.progress import live_stats, stop_on_signals
-from outbox.identity import TerminalIdentity
 from schemas.topics import TERMINAL_KINDS
 
 ANSWER_TIMEOUT_S = 20.0
@@ -68,7 +68,7 @@ def init(
     after losing its disk continues after what the server holds) and refuses when the server
     cannot be asked, unless --offline.
     """
-    from outbox.recover import start_terminal
+    from cajasync.processes.recover import start_terminal
 
     identity = TerminalIdentity(terminal_id, location, pos, kind)
     started = start_terminal(
@@ -100,7 +100,7 @@ def recover(db: str, terminal_id: str, broker_url: str, timeout: float) -> None:
     """Bring a till database restored from a backup (or whose outbox was lost) in line with
     the server: continue after its high-water seq, renumber unacknowledged operations whose
     seq the server holds for another operation, register a new incarnation."""
-    from outbox.recover import recover_terminal
+    from cajasync.processes.recover import recover_terminal
 
     done = recover_terminal(db, terminal_id, settings_for(broker_url), timeout=timeout)
     mark = done.mark
@@ -128,7 +128,7 @@ def recover(db: str, terminal_id: str, broker_url: str, timeout: float) -> None:
 @until_idle_option
 def run(db: str, broker_url: str, until_idle: float | None) -> None:
     """Relay pending operations up, apply receipts, answer replay requests."""
-    from outbox.relay import run_terminal
+    from cajasync.processes.terminal import run_terminal
 
     settings = settings_for(broker_url)
     with opened(db, "terminal") as engine, live_stats("terminal") as on_progress:
@@ -156,7 +156,7 @@ def simulate_cmd(
     seed: int | None,
 ) -> None:
     """Record a realistic stream of operations through the same API a POS uses."""
-    from outbox.simulate import simulate
+    from cajasync.samples.simulate import simulate
 
     columns = (
         *Progress.get_default_columns()[:1],

@@ -16,9 +16,9 @@ from typing import NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cajasync.db import is_sqlite, make_engine
-from cajasync.store_faults import store_error
-from outbox.catalog_tables import catalog_images, catalog_records, change_log, stream_heads
+from cajasync.core.db import is_sqlite, make_engine
+from cajasync.core.server_tables import catalog_images, catalog_records, change_log, stream_heads
+from cajasync.core.store_faults import store_error
 from schemas.feed import split_stream
 
 IN_CHUNK = 500  # parameters per IN (...) list, well under SQLite's limit

@@ -4,7 +4,7 @@ A terminal gets, for every down topic, the stream of the topic's natural scope a
 applies to the terminal (schemas.topics.DOWN_TOPIC_SCOPES: `<topic>:all`, its location's
 `<topic>:loc.<location>` or its point of sale's `<topic>:pos.<pos>`) and its own stream
 (`<topic>:term.<terminal>`): exactly the change scopes its queue is bound to
-(cajasync.topology.change_bindings), and the only scopes the catalog writes a topic in.
+(cajasync.core.topology.change_bindings), and the only scopes the catalog writes a topic in.
 `mesas` is offered only to restaurant and hotel terminals: for a shop it is simply empty,
 not an error. Naming another terminal's, location's or point of sale's stream is an error
 (InvalidMessage).

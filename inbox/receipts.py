@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from outbox.tables import ACKED, PENDING, REJECTED, SENT, outbox
+from cajasync.core.terminal_tables import ACKED, PENDING, REJECTED, SENT, outbox
 from schemas.envelope import Receipt, ReceiptItem, ReplayRequest
 
 # Which states each verdict may overwrite: an acked row stays acked.

@@ -42,8 +42,8 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from inbox.replica_tables import images, pulls, replica, streams
-from outbox.identity import TerminalIdentity
+from cajasync.core.identity import TerminalIdentity
+from cajasync.core.terminal_tables import images, pulls, replica, streams
 from schemas.codec import encode
 from schemas.feed import (
     CatchUpRequest,

@@ -18,7 +18,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from inbox.replica_tables import images, replica
+from cajasync.core.terminal_tables import images, replica
 from schemas.records import KINDS_BY_TOPIC, Record
 from schemas.topics import DOWN_TOPIC_SCOPES
 

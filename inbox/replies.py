@@ -23,8 +23,8 @@ from typing import Any, Final
 import pika
 import pika.spec
 
+from cajasync.core.topology import DOWN_EXCHANGE, terminal_routing_key
 from cajasync.errors import BrokerUnavailable
-from cajasync.topology import DOWN_EXCHANGE, terminal_routing_key
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ own queue and a small prefetch, away from the ingest path. Each request is check
 not entitled to, goes to `cajasync.dlx` with its reason (confirmed) and is acked. Otherwise
 its replies are read from one catalog snapshot and published to `t.<terminal>` with
 confirms; the request is acked once they are all confirmed. Broker sessions are retried by
-`cajasync.broker.reconnect_policy` (an unacked request is delivered again). A database
-that is away is waited for with `cajasync.store_faults.store_retry` and the request
+`cajasync.broker.rabbitmq.reconnect_policy` (an unacked request is delivered again). A database
+that is away is waited for with `cajasync.core.store_faults.store_retry` and the request
 answered then; a request whose reads the database refuses is dead-lettered with the
 reason; a broken store, or an outage longer than `store_give_up_s`, gives the request
 back to the queue and stops the handler.
@@ -27,7 +27,10 @@ from typing import Final
 import pika
 from sqlalchemy.engine import Engine
 
-from cajasync.broker import consuming, reconnect_policy, serviced_sleep
+from cajasync.broker.rabbitmq import consuming, reconnect_policy, serviced_sleep
+from cajasync.core.settings import Settings
+from cajasync.core.store_faults import store_retry
+from cajasync.core.topology import REQUESTS_QUEUE, declare_server
 from cajasync.errors import (
     BrokerUnavailable,
     InvalidMessage,
@@ -35,10 +38,7 @@ from cajasync.errors import (
     StoreError,
     StoreUnavailable,
 )
-from cajasync.settings import Settings
-from cajasync.store_faults import store_retry
-from cajasync.topology import REQUESTS_QUEUE, declare_server
-from inbox import rabbitmq
+from inbox import ingest_link
 from inbox.answers import (
     CatchUpPlan,
     HighWaterPlan,
@@ -156,7 +156,7 @@ class RequestHandler:
         channel.basic_qos(prefetch_count=PREFETCH)
         dead = connection.channel()
         dead.confirm_delivery()
-        out = rabbitmq.Publisher(channel, dead)
+        out = ingest_link.Publisher(channel, dead)
         answers = Replies(connection)
         self._retry = store_retry(  # waits for the store without starving the broker session
             self._settings,
@@ -167,13 +167,13 @@ class RequestHandler:
         self._last_arrival = time.monotonic()
         for method, properties, body in channel.consume(REQUESTS_QUEUE, inactivity_timeout=POLL_S):
             if method is not None:
-                self._handle(out, answers, rabbitmq.delivery(method, properties, body))
+                self._handle(out, answers, ingest_link.delivery(method, properties, body))
                 self._last_arrival = time.monotonic()
             if self._stopping() or self._quiet():
                 break
         channel.cancel()
 
-    def _handle(self, out: rabbitmq.Publisher, answers: Replies, delivery: Delivery) -> None:
+    def _handle(self, out: ingest_link.Publisher, answers: Replies, delivery: Delivery) -> None:
         """Answer one request, or dead-letter it; then ack it."""
         self.stats.received += 1
         try:

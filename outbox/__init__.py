@@ -1,7 +1,7 @@
 """The terminal side going up: outbox table, POS-facing write API, and the relay."""
 
-from cajasync.db import configure_pos_engine, pos_engine, reading
-from outbox.identity import TerminalIdentity, load_identity, save_identity
+from cajasync.core.db import configure_pos_engine, pos_engine, reading
+from cajasync.core.identity import TerminalIdentity, load_identity, save_identity
 from outbox.orm import track
 from outbox.record import Recorded, record, record_new_version, record_weekly_file
 

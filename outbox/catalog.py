@@ -42,9 +42,9 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from cajasync.core.dialect import Dialect
+from cajasync.core.server_tables import catalog_images, catalog_records, change_log, stream_heads
 from cajasync.errors import CatalogError, StoreError
-from inbox.store.dialect import Dialect
-from outbox.catalog_tables import catalog_images, catalog_records, change_log, stream_heads
 from schemas.codec import encode
 from schemas.feed import Change, split_stream, stream_name
 from schemas.record_rules import record_problem

@@ -14,7 +14,7 @@ import time
 
 import sqlalchemy as sa
 
-from cajasync.settings import Settings
+from cajasync.core.settings import Settings
 from outbox.claims import OutRow, claim_pending, claim_stale
 from outbox.inflight import Holds, Window
 

@@ -12,8 +12,8 @@ from typing import NamedTuple
 
 import sqlalchemy as sa
 
+from cajasync.core.terminal_tables import PENDING, SENT, outbox
 from cajasync.errors import StoreError
-from outbox.tables import PENDING, SENT, outbox
 
 # Rows per UPDATE: a whole default publish window in one statement, and well under the
 # bound-parameter limit of SQLite since 3.32 (32,766).

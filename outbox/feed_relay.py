@@ -6,7 +6,7 @@
 Every tick (`settings.poll_interval_s`, or at once when confirms free the window) it
 *settles* what the broker confirmed (one UPDATE setting `published_at`), then *claims*
 unpublished `catalog_changes` rows in `id` order and publishes them to `cajasync.down`
-(through `outbox.feed_rabbitmq.FeedLink`) with routing key `chg.<topic>.<scope>`:
+(through `outbox.feed_link.FeedLink`) with routing key `chg.<topic>.<scope>`:
 consecutive rows of one stream travel as one `ChangeEvent` (so stream order holds inside
 and across messages on the one channel). Publisher confirms are pipelined: up to
 `settings.publish_window` changes are in flight.
@@ -16,7 +16,7 @@ cursor", so a row whose transaction committed late is still found. A lost connec
 a restart leaves unconfirmed rows unpublished and they simply go again; terminals apply
 by version, so a duplicate is harmless. Run one feed relay per server store.
 
-A database that is away pauses the ticks (`cajasync.store_faults.Outage`: the ioloop keeps
+A database that is away pauses the ticks (`cajasync.core.store_faults.Outage`: the ioloop keeps
 the broker session alive meanwhile); confirmed changes stay to be marked when it is back.
 Only an outage longer than `store_give_up_s` stops the relay.
 
@@ -44,12 +44,12 @@ import sqlalchemy as sa
 import tenacity
 from sqlalchemy.engine import Engine
 
-from cajasync.broker import reconnect_policy
+from cajasync.broker.rabbitmq import reconnect_policy
+from cajasync.core.server_tables import change_log, stream_heads
+from cajasync.core.settings import Settings
+from cajasync.core.store_faults import Outage, store_error
 from cajasync.errors import BrokerUnavailable, StoreError, StoreUnavailable
-from cajasync.settings import Settings
-from cajasync.store_faults import Outage, store_error
-from outbox.catalog_tables import change_log, stream_heads
-from outbox.feed_rabbitmq import Event, FeedLink
+from outbox.feed_link import Event, FeedLink
 from schemas.codec import encode
 from schemas.feed import ChangeEvent, split_stream
 from schemas.topics import DOWN_TOPIC_SCOPES, TABLE_TOPICS

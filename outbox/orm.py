@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import Mapper
 
-from outbox.identity import load_identity
+from cajasync.core.identity import load_identity
+from cajasync.core.terminal_tables import outbox
 from outbox.record import record
-from outbox.tables import outbox
 from schemas.codec import decode_op
 from schemas.ops import Operation
 

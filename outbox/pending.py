@@ -11,8 +11,8 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from cajasync.core.terminal_tables import ACKED, PENDING, STATES, outbox
 from cajasync.errors import ConfigError, UnknownOperation
-from outbox.tables import ACKED, PENDING, STATES, outbox
 from schemas.topics import up_topic
 
 

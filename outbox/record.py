@@ -15,9 +15,9 @@ from typing import NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from cajasync.core.identity import NO_IDENTITY, NO_TABLES
+from cajasync.core.terminal_tables import PENDING, outbox, terminal
 from cajasync.errors import NotInitialised, UnknownOperation
-from outbox.identity import NO_IDENTITY, NO_TABLES
-from outbox.tables import PENDING, outbox, terminal
 from schemas.codec import encode
 from schemas.envelope import OpEnvelope
 from schemas.ops import Operation, WeeklyFileChunk, topic_of

@@ -21,9 +21,9 @@ import pika
 import pytest
 import sqlalchemy as sa
 
-from cajasync import topology
-from cajasync.db import make_engine, upgrade
-from cajasync.settings import Settings, load_settings
+from cajasync.core import topology
+from cajasync.core.db import make_engine, upgrade
+from cajasync.core.settings import Settings, load_settings
 
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

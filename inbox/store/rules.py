@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from cajasync.core.server_tables import APPLIED, REJECTED, STALE
 from inbox.store.base import (
     MAX_INT,
     Accepted,
@@ -22,7 +23,6 @@ from inbox.store.base import (
     digest_of,
     storage_problem,
 )
-from inbox.store.tables import APPLIED, REJECTED, STALE
 from schemas.codec import encode
 from schemas.envelope import OpEnvelope
 from schemas.ops import topic_of

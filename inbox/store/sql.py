@@ -17,7 +17,9 @@ from typing import Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cajasync.store_faults import store_error
+from cajasync.core.dialect import Dialect
+from cajasync.core.server_tables import APPLIED, REJECTED, STALE, operations, progress, received
+from cajasync.core.store_faults import store_error
 from inbox.store import incarnations, rules, sql_incarnations, sql_lost, sql_weekly
 from inbox.store.base import (
     Gap,
@@ -30,10 +32,8 @@ from inbox.store.base import (
     amount_of,
     voided_of,
 )
-from inbox.store.dialect import Dialect
 from inbox.store.lost import next_lost, restart_points
 from inbox.store.sql_incarnations import SqlBook
-from inbox.store.tables import APPLIED, REJECTED, STALE, operations, progress, received
 from schemas.codec import to_json
 from schemas.feed import HighWaterMark, HighWaterRequest
 

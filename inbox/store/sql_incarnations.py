@@ -19,9 +19,9 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 
+from cajasync.core.dialect import Dialect
+from cajasync.core.server_tables import incarnations, progress, received
 from inbox.store import incarnations as rules
-from inbox.store.dialect import Dialect
-from inbox.store.tables import incarnations, progress, received
 from schemas.feed import HighWaterMark, HighWaterRequest
 
 CHUNK: Final = 500  # parameters per IN (...) list

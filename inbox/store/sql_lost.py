@@ -16,10 +16,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from cajasync.core.server_tables import gaps, incarnations, lost, progress, received
 from inbox.store import incarnations as rows
 from inbox.store.base import GapState, LostRange
 from inbox.store.lost import reclaimed
-from inbox.store.tables import gaps, incarnations, lost, progress, received
 
 REGISTERED = (rows.CURRENT, rows.SUPERSEDED)
 

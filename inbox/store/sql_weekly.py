@@ -11,10 +11,10 @@ import datetime as dt
 import msgspec
 import sqlalchemy as sa
 
+from cajasync.core.dialect import Dialect
+from cajasync.core.server_tables import PARTIAL, operations, weekly_chunks, weekly_files
 from inbox.store import weekly
 from inbox.store.base import WeeklyFile
-from inbox.store.dialect import Dialect
-from inbox.store.tables import PARTIAL, operations, weekly_chunks, weekly_files
 from schemas.envelope import OpEnvelope
 from schemas.ops import WeeklyFileChunk
 

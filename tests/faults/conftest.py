@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cajasync.settings import Settings
-from outbox.identity import TerminalIdentity
-from outbox.simulate import simulate
+from cajasync.core.identity import TerminalIdentity
+from cajasync.core.settings import Settings
+from cajasync.samples.simulate import simulate
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ def make_terminal(
     tmp_path: Path, settings: Settings, new_terminal_id: Callable[[], str], clean_broker: str
 ) -> Callable[..., tuple[str, Path]]:
     """Create, initialise and fill a terminal database; returns (terminal id, path)."""
-    from outbox.setup import init_terminal
+    from cajasync.processes.terminal_init import init_terminal
 
     def make(sales: int = 0, payments: int = 0, z_close: bool = False) -> tuple[str, Path]:
         terminal = new_terminal_id()

@@ -13,11 +13,11 @@ from pathlib import Path
 import pika
 import sqlalchemy as sa
 
-from cajasync import topology
-from cajasync.broker import username
-from cajasync.db import make_engine
-from inbox.store.tables import operations, received
-from outbox.tables import ACKED, outbox
+from cajasync.broker.rabbitmq import username
+from cajasync.core import topology
+from cajasync.core.db import make_engine
+from cajasync.core.server_tables import operations, received
+from cajasync.core.terminal_tables import ACKED, outbox
 
 
 def spawn(
@@ -129,8 +129,8 @@ def rabbitmqctl(*args: str) -> None:
 
 def fill_outbox(path: Path, count: int, seed: int = 3) -> int:
     """Record `count` realistic sales in one transaction (fast setup for big outboxes)."""
+    from cajasync.samples.simulate import TicketMaker
     from outbox.record import record
-    from outbox.simulate import TicketMaker
 
     engine = make_engine(str(path))
     with engine.begin() as connection:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cajasync.db import make_engine
+from cajasync.core.db import make_engine
+from cajasync.samples.simulate import TicketMaker
 from outbox.record import record
-from outbox.simulate import TicketMaker
 from tests.faults.harness import (
     all_acked,
     rabbitmqctl,

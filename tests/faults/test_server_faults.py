@@ -9,11 +9,11 @@ from pathlib import Path
 import pika
 import sqlalchemy as sa
 
-from cajasync import topology
-from cajasync.db import make_engine
-from inbox.server import server_stats
-from inbox.store.tables import operations
-from outbox.tables import outbox
+from cajasync.core import topology
+from cajasync.core.db import make_engine
+from cajasync.core.server_tables import operations
+from cajasync.core.terminal_tables import outbox
+from inbox.ingest import server_stats
 from tests.faults.harness import (
     all_acked,
     fill_outbox,
@@ -179,7 +179,7 @@ def test_voided_sale_arriving_before_the_original_leaves_the_void_on_the_server(
     clean_broker: str,
     tmp_path: Path,
 ) -> None:
-    from outbox.simulate import PosSimulator
+    from cajasync.samples.simulate import PosSimulator
 
     terminal, path = make_terminal()
     engine = make_engine(str(path))

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from cajasync import topology
-from cajasync.db import make_engine, upgrade
+from cajasync.core import topology
+from cajasync.core.db import make_engine, upgrade
 from tests.faults.harness import outbox_states, server_counts, spawn, stop, wait_for
 from tests.faults.test_store_outage import refusing_connections
 from tests.integration.test_server_ingest import envelope, publish

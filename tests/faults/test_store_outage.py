@@ -19,12 +19,12 @@ import pika
 import pytest
 import sqlalchemy as sa
 
-from cajasync import topology
-from cajasync.db import make_engine, upgrade
+from cajasync.core import topology
+from cajasync.core.db import make_engine, upgrade
+from cajasync.core.server_tables import operations
+from cajasync.core.settings import Settings
 from cajasync.errors import StoreUnavailable
-from cajasync.services import ServerStats, serve
-from cajasync.settings import Settings
-from inbox.store.tables import operations
+from cajasync.processes.server import ServerStats, serve
 from schemas import ReceiptItem, encode
 from schemas.feed import SnapshotDone, SnapshotRequest
 from tests.integration.test_server_ingest import (

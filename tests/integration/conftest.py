@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from cajasync import topology
-from cajasync.db import make_engine
+from cajasync.core import topology
+from cajasync.core.db import make_engine
 
 
 @pytest.fixture

@@ -14,18 +14,18 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cajasync import topology
-from cajasync.db import make_engine
-from cajasync.services import ServerStats, serve
-from cajasync.settings import Settings
+from cajasync.core import topology
+from cajasync.core.db import make_engine
+from cajasync.core.identity import TerminalIdentity
+from cajasync.core.server_tables import catalog_records, change_log, stream_heads
+from cajasync.core.settings import Settings
+from cajasync.core.terminal_tables import replica
+from cajasync.processes.pull import PullResult, pull
+from cajasync.processes.server import ServerStats, serve
+from cajasync.processes.terminal import RelayStats, run_terminal
+from cajasync.processes.terminal_init import init_terminal
 from inbox.entitlement import Requester, streams_for
 from inbox.replica import positions
-from inbox.replica_tables import replica
-from outbox.catalog_tables import catalog_records, change_log, stream_heads
-from outbox.identity import TerminalIdentity
-from outbox.pull import PullResult, pull
-from outbox.relay import RelayStats, run_terminal
-from outbox.setup import init_terminal
 from schemas.feed import split_stream
 from schemas.records import Record
 from schemas.topics import DOWN_TOPICS

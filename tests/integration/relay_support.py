@@ -22,11 +22,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cajasync import topology
-from cajasync.settings import Settings
+from cajasync.core import topology
+from cajasync.core.settings import Settings
+from cajasync.core.terminal_tables import outbox
+from cajasync.processes.terminal import RelayStats, run_terminal
 from outbox.record import Recorded, record
-from outbox.relay import RelayStats, run_terminal
-from outbox.tables import outbox
 from schemas import CashPayment, Sale, SaleLine, SalePayment, SaleTotals, encode
 from schemas.envelope import Receipt, ReceiptItem, ReplayRequest
 

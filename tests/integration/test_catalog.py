@@ -14,11 +14,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cajasync.db import make_engine
+from cajasync.core.db import make_engine
+from cajasync.core.server_tables import catalog_images, catalog_records, change_log, stream_heads
 from cajasync.errors import CatalogError, ConfigError
+from cajasync.samples.seed import PNG_SIGNATURE, seed_catalog
 from outbox import catalog
-from outbox.catalog_tables import catalog_images, catalog_records, change_log, stream_heads
-from outbox.seed import PNG_SIGNATURE, seed_catalog
 from schemas.feed import Change
 from schemas.records import Combo, Offer, PaymentMethod, Product, StockLevel, User
 from schemas.topics import DOWN_TOPIC_SCOPES

@@ -21,14 +21,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cajasync import topology
-from cajasync.settings import Settings
+from cajasync.core import topology
+from cajasync.core.identity import TerminalIdentity
+from cajasync.core.settings import Settings
+from cajasync.core.terminal_tables import images as replica_images
+from cajasync.samples.seed import fake_png, seed_catalog
 from inbox.replica_api import Replica
-from inbox.replica_tables import images as replica_images
 from inbox.requests import RequestStats
 from outbox import catalog
-from outbox.identity import TerminalIdentity
-from outbox.seed import fake_png, seed_catalog
 from schemas.records import PaymentMethod, Product, ReceiptBook, StockLevel, Table, image_of
 from schemas.topics import DOWN_TOPICS
 from tests.integration.down_support import (

@@ -17,10 +17,10 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from cajasync.db import VERSION_TABLES, make_engine, upgrade
+from cajasync.core.db import VERSION_TABLES, make_engine, script_location, upgrade
+from cajasync.core.server_tables import operations
 from cajasync.errors import StoreDataError
 from inbox.store import Accepted, SqlServerStore
-from inbox.store.tables import operations
 from schemas import CashPayment, OpEnvelope
 
 NOW = dt.datetime(2026, 3, 2, 12, 30, tzinfo=dt.UTC)
@@ -88,7 +88,7 @@ def test_amounts_stored_before_s0007_read_back_as_they_were_meant(tmp_path: Path
     """The REALs SQLite held become cents, rounded to the nearest: 0.1 is 10 cents."""
     engine = make_engine(str(tmp_path / "server.db"))
     config = Config()
-    config.set_main_option("script_location", "migrations:server")
+    config.set_main_option("script_location", script_location("server"))
     config.set_main_option("version_table", VERSION_TABLES["server"])
     old = [0.1, 12.0, -0.3, 1234.56, None, 99999999999999.98]
     with engine.begin() as connection:

@@ -16,11 +16,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cajasync import topology
-from cajasync.db import make_engine, upgrade
-from cajasync.settings import Settings
+from cajasync.core import topology
+from cajasync.core.db import make_engine, upgrade
+from cajasync.core.server_tables import change_log
+from cajasync.core.settings import Settings
 from outbox import catalog
-from outbox.catalog_tables import change_log
 from outbox.feed_relay import (
     MAX_EVENT_CHANGES,
     ChangeRow,

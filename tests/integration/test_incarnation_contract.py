@@ -14,7 +14,7 @@ from typing import Protocol
 import pytest
 import sqlalchemy as sa
 
-from cajasync.db import make_engine
+from cajasync.core.db import make_engine
 from inbox.store import Accepted, Incoming, MemoryServerStore, SqlServerStore, Verdict
 from inbox.store.incarnations import Incarnation, summary
 from schemas import CashPayment, OpEnvelope

@@ -23,8 +23,8 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cajasync import topology
-from cajasync.settings import Settings
+from cajasync.core import topology
+from cajasync.core.settings import Settings
 from schemas import OpEnvelope, Operation, SaleTotals, encode, topic_of
 from tests.integration.ingest_support import (
     NOW,

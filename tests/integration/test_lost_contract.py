@@ -13,7 +13,7 @@ from typing import Protocol
 import pytest
 import sqlalchemy as sa
 
-from cajasync.db import make_engine
+from cajasync.core.db import make_engine
 from inbox.store import Gap, Incoming, Invalid, MemoryServerStore, SqlServerStore, Verdict
 from inbox.store.base import LostRange, TerminalStats
 from schemas.feed import HighWaterMark, HighWaterRequest

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from cajasync import topology
-from cajasync.settings import Settings
+from cajasync.core import topology
+from cajasync.core.settings import Settings
 from cli.main import cli
-from inbox.server import server_stats
+from inbox.ingest import server_stats
 from tests.integration.down_support import Server, make_server, wait_for
 from tests.integration.ingest_support import envelope, held_ops, publish_op, tracking_rows
 from tests.integration.test_rebuilt_till import Till, init

@@ -22,12 +22,12 @@ import pika.data
 import pytest
 import sqlalchemy as sa
 
-from cajasync import topology
-from cajasync.settings import Settings
-from inbox.rabbitmq import REASON_HEADER
+from cajasync.core import topology
+from cajasync.core.identity import TerminalIdentity
+from cajasync.core.settings import Settings
+from cajasync.processes.terminal_init import init_terminal
+from inbox.ingest_link import REASON_HEADER
 from inbox.requests import run_requests
-from outbox.identity import TerminalIdentity
-from outbox.setup import init_terminal
 from schemas import encode, topic_of
 from schemas.envelope import OpEnvelope
 from tests.integration.relay_support import acked, receipt, record_sales, running_relay, states

@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from cajasync.db import make_engine, upgrade
+from cajasync.core.db import make_engine, upgrade
+from cajasync.core.terminal_tables import ACKED, PENDING, outbox, terminal
 from cajasync.errors import ConfigError, NotInitialised, UnknownOperation
 from outbox import (
     TerminalIdentity,
@@ -27,7 +28,6 @@ from outbox import (
     track,
 )
 from outbox.orm import OP_NAMESPACE
-from outbox.tables import ACKED, PENDING, outbox, terminal
 from schemas import (
     CashPayment,
     OpEnvelope,

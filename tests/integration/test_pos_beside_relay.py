@@ -24,16 +24,16 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from cajasync.db import make_engine, reading, upgrade
+from cajasync.core.db import make_engine, reading, upgrade
+from cajasync.core.identity import TerminalIdentity
+from cajasync.core.server_tables import operations, received
+from cajasync.core.settings import Settings
+from cajasync.core.terminal_tables import ACKED, outbox
 from cajasync.errors import ConfigError
-from cajasync.settings import Settings
-from inbox.store.tables import operations, received
+from cajasync.processes.terminal import drain
+from cajasync.processes.terminal_init import init_terminal
 from outbox import configure_pos_engine, pos_engine, record
 from outbox.claimer import claim_pending
-from outbox.identity import TerminalIdentity
-from outbox.relay import drain
-from outbox.setup import init_terminal
-from outbox.tables import ACKED, outbox
 from schemas import Sale, decode_op
 from tests.faults.harness import spawn, stop
 from tests.integration.relay_support import WAIT_S, record_sales, sale, wait_for

@@ -21,15 +21,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cajasync import topology
-from cajasync.db import open_database
-from cajasync.settings import Settings
-from inbox.rabbitmq import REASON_HEADER
-from inbox.store.tables import operations, progress, received
-from outbox.identity import load_position
+from cajasync.core import topology
+from cajasync.core.db import open_database
+from cajasync.core.identity import load_position
+from cajasync.core.server_tables import operations, progress, received
+from cajasync.core.settings import Settings
+from cajasync.core.terminal_tables import ACKED, outbox
+from cajasync.processes.terminal import drain, run_terminal
+from inbox.ingest_link import REASON_HEADER
 from outbox.record import Recorded
-from outbox.relay import drain, run_terminal
-from outbox.tables import ACKED, outbox
 from tests.integration.down_support import Loop, Server, make_server, wait_for
 from tests.integration.relay_support import record_sales
 
@@ -343,7 +343,7 @@ def _db_url(server: Server) -> str:
 
 
 def _copy_ops_rejected(server: Server, terminal: str) -> int:
-    from inbox.server import server_stats
+    from inbox.ingest import server_stats
 
     for row in server_stats(server.engine)["terminals"]:
         if row["terminal"] == terminal:

@@ -10,12 +10,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cajasync.db import make_engine, upgrade
+from cajasync.core.db import make_engine, upgrade
+from cajasync.core.identity import TerminalIdentity, save_identity
+from cajasync.core.terminal_tables import outbox
 from inbox.receipts import apply_receipt, apply_replay
 from outbox.claims import mark_sent
-from outbox.identity import TerminalIdentity, save_identity
 from outbox.record import Recorded
-from outbox.tables import outbox
 from schemas.envelope import Receipt, ReceiptItem, ReplayRequest
 from tests.integration.relay_support import record_sales, rows, states
 

@@ -16,12 +16,12 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Engine
 
-from cajasync.db import VERSION_TABLES, make_engine, upgrade
-from cajasync.settings import Settings
-from outbox.identity import TerminalIdentity, load_position
-from outbox.recover import Recovery, settle_rows, unacknowledged
-from outbox.setup import init_terminal
-from outbox.tables import ACKED, PENDING, REJECTED, SENT, outbox
+from cajasync.core.db import VERSION_TABLES, make_engine, script_location, upgrade
+from cajasync.core.identity import TerminalIdentity, load_position
+from cajasync.core.settings import Settings
+from cajasync.core.terminal_tables import ACKED, PENDING, REJECTED, SENT, outbox
+from cajasync.processes.recover import Recovery, settle_rows, unacknowledged
+from cajasync.processes.terminal_init import init_terminal
 from schemas import decode_op
 from schemas.feed import HighWaterMark, OutboxRef
 from tests.integration.relay_support import record_sales
@@ -148,7 +148,7 @@ def test_unacknowledged_lists_pending_sent_and_rejected_rows_by_seq(engine: Engi
 def test_a_database_from_before_incarnations_gets_one_when_migrated(tmp_path: Path) -> None:
     engine = make_engine(str(tmp_path / "old.db"))
     config = Config()
-    config.set_main_option("script_location", "migrations:terminal")
+    config.set_main_option("script_location", script_location("terminal"))
     config.set_main_option("version_table", VERSION_TABLES["terminal"])
     with engine.begin() as connection:
         config.attributes["connection"] = connection

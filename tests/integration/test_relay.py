@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 
+from cajasync.core.identity import TerminalIdentity
+from cajasync.core.settings import Settings
+from cajasync.core.terminal_tables import outbox
 from cajasync.errors import BrokerUnavailable
-from cajasync.settings import Settings
-from outbox.identity import TerminalIdentity
+from cajasync.processes.terminal import drain, run_terminal
+from cajasync.processes.terminal_init import init_terminal
 from outbox.record import record
-from outbox.relay import drain, run_terminal
-from outbox.setup import init_terminal
-from outbox.tables import outbox
 from schemas import decode_op
 from schemas.envelope import ReplayRequest
 from tests.integration.relay_support import (

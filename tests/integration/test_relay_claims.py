@@ -10,13 +10,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cajasync.db import make_engine, upgrade
+from cajasync.core.db import make_engine, upgrade
+from cajasync.core.identity import TerminalIdentity, save_identity
+from cajasync.core.settings import Settings
 from cajasync.errors import StoreError
-from cajasync.settings import Settings
 from inbox.receipts import apply_replay
 from outbox.claimer import Claimer
 from outbox.claims import claim_pending, claim_stale, mark_refused, mark_sent, store_errors
-from outbox.identity import TerminalIdentity, save_identity
 from outbox.inflight import Holds, Window
 from schemas.envelope import ReplayRequest
 from tests.integration.relay_support import record_sales, rows, states

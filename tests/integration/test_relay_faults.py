@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from cajasync.settings import Settings
-from outbox.identity import TerminalIdentity
-from outbox.relay import RelayStats, drain
-from outbox.setup import init_terminal
+from cajasync.core.identity import TerminalIdentity
+from cajasync.core.settings import Settings
+from cajasync.processes.terminal import RelayStats, drain
+from cajasync.processes.terminal_init import init_terminal
 from tests.integration.relay_support import (
     CuttableProxy,
     Tap,

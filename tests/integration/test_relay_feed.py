@@ -24,15 +24,15 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy.engine import Engine
 
-from cajasync import topology
+from cajasync.core import topology
+from cajasync.core.identity import TerminalIdentity
+from cajasync.core.settings import Settings
 from cajasync.errors import ConfigError
-from cajasync.settings import Settings
+from cajasync.processes.pull import PullResult, pull
+from cajasync.processes.terminal import run_terminal
+from cajasync.processes.terminal_init import init_terminal
 from cli.main import cli
 from inbox.replica_api import Replica
-from outbox.identity import TerminalIdentity
-from outbox.pull import PullResult, pull
-from outbox.relay import run_terminal
-from outbox.setup import init_terminal
 from schemas.codec import decode_request, encode
 from schemas.feed import (
     CatchUpRequest,

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from cajasync.db import current_revision
+from cajasync.core.db import current_revision
+from cajasync.core.identity import TerminalIdentity, load_identity
+from cajasync.core.settings import Settings
+from cajasync.core.topology import terminal_queue
 from cajasync.errors import BrokerUnavailable, ConfigError
-from cajasync.settings import Settings
-from cajasync.topology import terminal_queue
-from outbox.identity import TerminalIdentity, load_identity
-from outbox.setup import init_terminal
+from cajasync.processes.terminal_init import init_terminal
 from tests.integration.relay_support import blocking_channel
 
 

@@ -18,7 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
-from cajasync.db import make_engine
+from cajasync.core.db import make_engine
+from cajasync.core.identity import TerminalIdentity
+from cajasync.core.terminal_tables import images, metadata, pulls, replica, streams
+from cajasync.processes.pull import pull_topics, stream_positions
 from inbox.replica import (
     DONE,
     FETCHING_IMAGES,
@@ -28,10 +31,6 @@ from inbox.replica import (
     start_pull,
 )
 from inbox.replica_api import Replica
-from inbox.replica_tables import images, pulls, replica, streams
-from outbox.identity import TerminalIdentity
-from outbox.pull import pull_topics, stream_positions
-from outbox.tables import metadata
 from schemas.codec import encode
 from schemas.feed import (
     CatchUpRequest,

@@ -13,12 +13,12 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy.engine import Engine
 
-from cajasync.settings import Settings
+from cajasync.core.identity import TerminalIdentity
+from cajasync.core.settings import Settings
+from cajasync.processes.terminal_init import init_terminal
 from cli.main import cli
 from inbox.replica import apply_down
 from inbox.replica_api import Replica
-from outbox.identity import TerminalIdentity
-from outbox.setup import init_terminal
 from schemas.feed import Change, SnapshotPage
 from schemas.records import Company, Customer, Product, Record, Seller, Setting, User
 
@@ -52,7 +52,7 @@ def db(tmp_path: Path) -> str:
 
 @pytest.fixture
 def engine(db: str) -> Iterator[Engine]:
-    from cajasync.db import make_engine
+    from cajasync.core.db import make_engine
 
     engine = make_engine(db)
     yield engine

@@ -23,16 +23,16 @@ import pika
 import pytest
 import sqlalchemy as sa
 
-from cajasync import topology
-from cajasync.db import make_engine
+from cajasync.core import topology
+from cajasync.core.db import make_engine
+from cajasync.core.server_tables import catalog_images, catalog_records, change_log, stream_heads
+from cajasync.core.settings import Settings
 from cajasync.errors import StoreError
-from cajasync.settings import Settings
 from inbox.entitlement import Requester, streams_for
-from inbox.rabbitmq import REASON_HEADER, ROUTING_KEY_HEADER
+from inbox.ingest_link import REASON_HEADER, ROUTING_KEY_HEADER
 from inbox.reply_wire import event_body, page_body, raw_change
 from inbox.requests import run_requests
 from inbox.store import SqlServerStore
-from outbox.catalog_tables import catalog_images, catalog_records, change_log, stream_heads
 from schemas.codec import decode_down, encode
 from schemas.feed import (
     CatchUpRequest,

@@ -22,15 +22,15 @@ from alembic import command
 from alembic.config import Config
 from click.testing import CliRunner
 
-from cajasync import topology
-from cajasync.db import VERSION_TABLES, make_engine, upgrade
-from cajasync.settings import Settings
+from cajasync.core import topology
+from cajasync.core.db import VERSION_TABLES, make_engine, script_location, upgrade
+from cajasync.core.identity import TerminalIdentity
+from cajasync.core.server_tables import progress, received
+from cajasync.core.settings import Settings
+from cajasync.core.terminal_tables import outbox
+from cajasync.processes.terminal_init import init_terminal
 from cli.main import cli
 from inbox.store import Gap, SqlServerStore
-from inbox.store.tables import progress, received
-from outbox.identity import TerminalIdentity
-from outbox.setup import init_terminal
-from outbox.tables import outbox
 from schemas import encode, to_json
 from tests.integration.ingest_support import (
     DeadQueue,
@@ -257,7 +257,7 @@ def test_migration_frees_the_seqs_that_rejections_held(
     sqlite = f"sqlite:///{tmp_path / 'server.db'}"
     engine = make_engine(request.getfixturevalue("pg_url") if backend == "postgresql" else sqlite)
     config = Config()
-    config.set_main_option("script_location", "migrations:server")
+    config.set_main_option("script_location", script_location("server"))
     config.set_main_option("version_table", VERSION_TABLES["server"])
     with engine.begin() as connection:
         config.attributes["connection"] = connection

@@ -15,11 +15,11 @@ import pika
 import pytest
 import sqlalchemy as sa
 
-from cajasync import topology
-from cajasync.settings import Settings
-from inbox.rabbitmq import REASON_HEADER
-from inbox.server import run_server
-from inbox.store.tables import operations
+from cajasync.core import topology
+from cajasync.core.server_tables import operations
+from cajasync.core.settings import Settings
+from inbox.ingest import run_server
+from inbox.ingest_link import REASON_HEADER
 from schemas import (
     CashPayment,
     OpEnvelope,

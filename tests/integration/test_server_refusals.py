@@ -19,12 +19,12 @@ import pika
 import pytest
 import sqlalchemy as sa
 
-from cajasync import topology
-from cajasync.settings import Settings
+from cajasync.core import topology
+from cajasync.core.settings import Settings
 from inbox.catalog_reads import SqlCatalogReader
-from inbox.rabbitmq import REASON_HEADER
+from inbox.ingest import IngestStats, run_server
+from inbox.ingest_link import REASON_HEADER
 from inbox.requests import run_requests
-from inbox.server import IngestStats, run_server
 from schemas import CashPayment, OpEnvelope, WeeklyFileChunk, encode
 from schemas.feed import SnapshotDone, SnapshotRequest
 from tests.integration.test_server_ingest import (

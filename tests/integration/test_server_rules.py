@@ -11,14 +11,14 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
+from cajasync.core.server_tables import operations
 from cajasync.errors import InvalidMessage
 from inbox.classify import Delivery, authenticated_sender, classify
 from inbox.gaps import GapTracker
-from inbox.rabbitmq import receipts_of
-from inbox.server import dead_letters
+from inbox.ingest import dead_letters
+from inbox.ingest_link import receipts_of
 from inbox.store import Accepted, Gap, Invalid, Rejection, Unreadable, Verdict
 from inbox.store.base import digest_of, storage_problem
-from inbox.store.tables import operations
 from schemas import (
     CashPayment,
     OpEnvelope,

@@ -13,7 +13,8 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
-from cajasync.db import make_engine
+from cajasync.core.db import make_engine
+from cajasync.core.server_tables import operations, received
 from inbox.store import (
     Accepted,
     Gap,
@@ -26,7 +27,6 @@ from inbox.store import (
     Unreadable,
 )
 from inbox.store.base import GapState
-from inbox.store.tables import operations, received
 from schemas import (
     CashPayment,
     OpEnvelope,

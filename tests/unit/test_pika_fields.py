@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cajasync import pika_fields
+from cajasync.broker import pika_fields
 
 pika_fields.install()
 

@@ -6,8 +6,7 @@ import dataclasses
 
 import pytest
 
-from cajasync.errors import ConfigError
-from cajasync.settings import (
+from cajasync.core.settings import (
     AT_LEAST_ONE,
     NON_NEGATIVE_SECONDS,
     POSITIVE_SECONDS,
@@ -15,6 +14,7 @@ from cajasync.settings import (
     load_settings,
     variable,
 )
+from cajasync.errors import ConfigError
 
 
 def _refused(environ: dict[str, str]) -> str:
@@ -104,7 +104,7 @@ def test_an_override_replaces_the_environment_before_the_check() -> None:
 
 
 def test_every_numeric_setting_has_a_range() -> None:
-    from cajasync import settings as module
+    from cajasync.core import settings as module
 
     ranged = {*module.AT_LEAST_ONE, *module.POSITIVE_SECONDS, *module.NON_NEGATIVE_SECONDS}
     numeric = {

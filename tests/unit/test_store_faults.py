@@ -8,9 +8,9 @@ import threading
 import pytest
 import sqlalchemy as sa
 
+from cajasync.core.settings import Settings
+from cajasync.core.store_faults import Outage, kind_of, store_error, store_retry
 from cajasync.errors import StoreDataError, StoreError, StoreUnavailable
-from cajasync.settings import Settings
-from cajasync.store_faults import Outage, kind_of, store_error, store_retry
 
 
 class ServerSaid(Exception):

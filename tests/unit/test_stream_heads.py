@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from cajasync import topology
+from cajasync.core import topology
 from outbox.feed_relay import heads_messages, heads_routing_key
 from schemas.codec import decode_terminal_inbox
 from schemas.feed import ChangeEvent

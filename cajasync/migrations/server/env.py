@@ -1,0 +1,3 @@
+from cajasync.migrations.run import run
+
+run()

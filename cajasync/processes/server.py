@@ -1,0 +1,85 @@
+"""The server's three loops as one service: ingest (ops up), requests (snapshots, catch-up,
+images) and the feed relay (change log down). Each has its own broker connection and
+database connections; they share one stop event."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from cajasync.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerStats:
+    """The counters of each loop, by name."""
+
+    loops: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return "; ".join(f"{name}: {stats}" for name, stats in self.loops.items())
+
+
+def serve(
+    engine: Engine,
+    settings: Settings,
+    *,
+    stop: threading.Event | None = None,
+    until_idle: float | None = None,
+    on_progress: Callable[[ServerStats], None] | None = None,
+) -> ServerStats:
+    """Run ingest, the request handler and the feed relay until stopped (or all idle).
+
+    If one loop fails, the others are stopped and its error is raised. A database that is
+    away does not fail them: each waits for it, up to `settings.store_give_up_s`.
+    """
+    from inbox.ingest import run_server
+    from inbox.requests import run_requests
+    from outbox.feed_relay import run_feed_relay
+
+    stop = stop or threading.Event()
+    stats = ServerStats()
+    errors: list[BaseException] = []
+
+    def report(name: str) -> Callable[[Any], None]:
+        def update(loop_stats: Any) -> None:
+            stats.loops[name] = loop_stats
+            if on_progress is not None:
+                on_progress(stats)
+
+        return update
+
+    def loop(name: str, body: Callable[[], Any]) -> None:
+        try:
+            stats.loops[name] = body()
+        except BaseException as exc:
+            log.error("server %s loop stopped, stopping the others: %s", name, exc)
+            errors.append(exc)
+            stop.set()
+
+    loops = {
+        "ingest": lambda: run_server(
+            engine, settings, until_idle=until_idle, stop=stop, on_progress=report("ingest")
+        ),
+        "requests": lambda: run_requests(engine, settings, until_idle=until_idle, stop=stop),
+        "feed": lambda: run_feed_relay(engine, settings, until_idle=until_idle, stop=stop),
+    }
+    threads = [
+        threading.Thread(target=loop, args=(name, body), name=f"cajasync-{name}", daemon=True)
+        for name, body in loops.items()
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(timeout=0.5)
+    if errors:
+        raise errors[0]
+    return stats

@@ -1,0 +1,343 @@
+"""Server ingest: consume `cajasync.ops` in batches, apply each batch in one transaction,
+answer every terminal with one receipt per batch, then ack the batch to the broker.
+
+Poison messages and conflicting copies go to `cajasync.dlx` (confirmed, with their reason)
+before their batch is acked, as the store's verdicts say (`dead_letters`); gaps in a
+terminal's seqs are requested again after `gap_grace_s`. Broker sessions are retried by
+`cajasync.broker.rabbitmq.reconnect_policy`. A message the database refuses is isolated from its
+batch (`inbox.isolate`), rejected and dead-lettered with the database's reason; the rest
+of the batch is applied. A database that is away is waited for with
+`cajasync.core.store_faults.store_retry`, the batch held unacked meanwhile; only an outage
+longer than `store_give_up_s` (or a broken store) nacks the batch and stops ingest.
+Operations the store refuses as a second live copy of their terminal
+(inbox/store/incarnations.py) are dead-lettered the same way.
+
+Gaps are asked for again with backoff (inbox/gaps.py), and the states of those asked for are
+saved in the store for `server stats`. Seqs still missing at or below where a rebuilt or
+recovered till restarted are recorded lost after `lost_after_s` (inbox/store/lost.py), so
+contiguity moves past them and they are not asked for any more.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+import pika
+from sqlalchemy.engine import Engine
+
+from cajasync.broker.rabbitmq import consuming, reconnect_policy, serviced_sleep
+from cajasync.core.settings import Settings
+from cajasync.core.store_faults import store_retry
+from cajasync.core.topology import OPS_QUEUE, declare_server
+from cajasync.errors import BrokerUnavailable, StoreError, StoreUnavailable
+from inbox import ingest_link
+from inbox.classify import Delivery, classify
+from inbox.gaps import GapTracker
+from inbox.isolate import apply_isolating
+from inbox.store import incarnations
+from inbox.store.base import Gap, GapState, Incoming, ServerStore, Verdict
+from inbox.store.sql import SqlServerStore
+
+log = logging.getLogger(__name__)
+
+GAP_CHECK_S: Final = 0.5
+GAP_CAP_RESENDS: Final = 10  # a gap is asked for at least every 10 x resend_after_s
+
+
+@dataclass(slots=True)
+class IngestStats:
+    """What server ingest did so far.
+
+    `received` = applied + stale + duplicates + rejected + conflicts.
+    """
+
+    received: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    stale: int = 0
+    rejected: int = 0
+    conflicts: int = 0
+    copies: int = 0  # rejected as from a second live copy of their terminal (also in rejected)
+    dead_lettered: int = 0
+    receipts_sent: int = 0
+    replays_requested: int = 0
+    seqs_lost: int = 0  # recorded lost: missing below where a rebuilt till restarted
+
+    def count(self, verdicts: list[Verdict]) -> None:
+        """Add a batch's verdicts."""
+        self.received += len(verdicts)
+        for verdict in verdicts:
+            match verdict.outcome:
+                case "applied":
+                    self.applied += 1
+                case "stale":
+                    self.stale += 1
+                case "duplicate":
+                    self.duplicates += 1
+                case "rejected":
+                    self.rejected += 1
+                case "conflict":
+                    self.conflicts += 1
+                case "copy":
+                    self.rejected += 1
+                    self.copies += 1
+
+
+def run_server(
+    engine: Engine,
+    settings: Settings,
+    *,
+    until_idle: float | None = None,
+    stop: threading.Event | None = None,
+    on_progress: Callable[[IngestStats], None] | None = None,
+) -> IngestStats:
+    """Ingest until `stop` is set, or until nothing arrived for `until_idle` seconds."""
+    ingest = Ingest(
+        SqlServerStore(engine), settings, until_idle=until_idle, stop=stop, on_progress=on_progress
+    )
+    return ingest.run()
+
+
+def dead_letters(deliveries: list[Delivery], verdicts: list[Verdict]) -> list[tuple[Delivery, str]]:
+    """The deliveries of a batch that go to the dead-letter queue, each with its reason."""
+    return [
+        (delivery, verdict.dead_letter)
+        for delivery, verdict in zip(deliveries, verdicts, strict=True)
+        if verdict.dead_letter
+    ]
+
+
+def server_stats(engine: Engine) -> dict[str, list[dict[str, Any]]]:
+    """Per terminal: progress, operations per topic, seqs recorded lost, its first open gap
+    (seqs, since when and how many times ingest asked for it) and its databases
+    (incarnations: the current one, second live copies refused), as `server stats --json`
+    prints."""
+    store = SqlServerStore(engine)
+    lineages = store.lineages()
+    gaps = {gap.terminal: gap for gap in store.gaps()}
+    states = {state.terminal: state for state in store.gap_states()}
+    terminals = [
+        {
+            "terminal": s.terminal,
+            "contiguous_seq": s.contiguous_seq,
+            "max_seq": s.max_seq,
+            "topics": dict(s.topics),
+            "lost_seqs": s.lost,
+            "gap": open_gap(gaps.get(s.terminal), states.get(s.terminal)),
+            **incarnations.summary(lineages.pop(s.terminal, [])),
+        }
+        for s in store.stats()
+    ]
+    terminals += [
+        {
+            "terminal": t,
+            "contiguous_seq": 0,
+            "max_seq": 0,
+            "topics": {},
+            "lost_seqs": 0,
+            "gap": None,
+            **incarnations.summary(rows),
+        }
+        for t, rows in lineages.items()
+    ]
+    return {"terminals": sorted(terminals, key=lambda row: row["terminal"])}
+
+
+def open_gap(gap: Gap | None, state: GapState | None) -> dict[str, Any] | None:
+    """A terminal's first open gap for stats: its seqs, and since when and how many times
+    ingest asked for it (once it has: the state saved for that gap); None when none is open."""
+    if gap is None:
+        return None
+    seqs = {"from_seq": gap.from_seq, "to_seq": gap.to_seq}
+    if state is None or state.from_seq != gap.from_seq:
+        return {**seqs, "open_since": None, "asked": 0, "last_asked": None}
+    return {
+        **seqs,
+        "open_since": _moment(state.opened_at),
+        "asked": state.asked,
+        "last_asked": None if state.asked_at is None else _moment(state.asked_at),
+    }
+
+
+def _moment(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="seconds")
+
+
+class Ingest:
+    """One server ingest consumer over any ServerStore."""
+
+    def __init__(
+        self,
+        store: ServerStore,
+        settings: Settings,
+        *,
+        until_idle: float | None = None,
+        stop: threading.Event | None = None,
+        on_progress: Callable[[IngestStats], None] | None = None,
+    ) -> None:
+        self.stats = IngestStats()
+        self._store = store
+        self._settings = settings
+        self._until_idle = until_idle
+        self._stop = stop
+        self._on_progress = on_progress
+        cap = GAP_CAP_RESENDS * settings.resend_after_s
+        self._tracker = GapTracker(settings.gap_grace_s, cap)
+        self._saved_gaps: list[GapState] | None = None  # None: not resumed from the store yet
+        self._retry = store_retry(settings, what="server ingest", stop=stop)
+        self._last_arrival = self._last_flush = self._last_gap_check = time.monotonic()
+
+    def run(self) -> IngestStats:
+        """Consume until done, reconnecting with the broker reconnect policy."""
+        policy = reconnect_policy(
+            self._settings, what="server ingest", stop=self._stop, give_up_after=self._until_idle
+        )
+        try:
+            policy(self._session)
+        except BrokerUnavailable:
+            if not self._stopping():
+                raise
+        return self.stats
+
+    def _session(self) -> None:
+        url = self._settings.broker_url
+        connecting = "connecting server ingest"
+        with consuming(url, connecting=connecting, queue=OPS_QUEUE) as connection:
+            self._consume(connection)
+
+    def _consume(self, connection: pika.BlockingConnection) -> None:
+        channel = connection.channel()
+        declare_server(channel)  # idempotent: a fresh or reset broker gets its queues back
+        channel.basic_qos(prefetch_count=self._settings.prefetch)
+        dead = connection.channel()
+        dead.confirm_delivery()
+        out = ingest_link.Publisher(channel, dead)
+        self._retry = store_retry(  # waits for the store without starving the broker session
+            self._settings,
+            what="server ingest",
+            stop=self._stop,
+            sleep=serviced_sleep(connection, self._stop),
+        )
+        self._last_arrival = time.monotonic()
+        pending: list[Delivery] = []
+        first_at = 0.0
+        for method, properties, body in channel.consume(
+            OPS_QUEUE, inactivity_timeout=self._settings.ingest_flush_s
+        ):
+            now = time.monotonic()
+            if method is not None:
+                first_at = first_at if pending else now
+                pending.append(ingest_link.delivery(method, properties, body))
+                self._last_arrival = now
+            if pending and self._flush_due(len(pending), now - first_at, idle=method is None):
+                self._flush(out, pending)
+                pending = []
+            if self._finished(out, pending):
+                break
+        channel.cancel()
+
+    def _flush_due(self, count: int, age: float, *, idle: bool) -> bool:
+        return idle or count >= self._settings.ingest_batch or age >= self._settings.ingest_flush_s
+
+    def _finished(self, out: ingest_link.Publisher, pending: list[Delivery]) -> bool:
+        """Check gaps when due; True once stopped, or idle with no gap in its grace period."""
+        if self._stopping():
+            if pending:
+                self._flush(out, pending)
+            return True
+        now = time.monotonic()
+        quiet = self._quiet(now)
+        unchecked = self._last_gap_check < self._last_flush
+        if now - self._last_gap_check >= GAP_CHECK_S or (quiet and unchecked):
+            self._check_gaps(out, now)
+        return quiet and not pending and not self._tracker.waiting()
+
+    def _quiet(self, now: float) -> bool:
+        return self._until_idle is not None and now - self._last_arrival >= self._until_idle
+
+    def _stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
+
+    def _flush(self, out: ingest_link.Publisher, deliveries: list[Delivery]) -> None:
+        """Apply a batch, answer its terminals, then ack it; nack it if the store fails
+        for good (or is away when ingest is stopped)."""
+        batch = [classify(delivery) for delivery in deliveries]
+        try:
+            applied = apply_isolating(self._apply, batch)
+        except StoreError as exc:
+            out.nack(deliveries[-1].delivery_tag)
+            if isinstance(exc, StoreUnavailable) and self._stopping():
+                log.warning("server ingest stopped while the store was away; batch requeued")
+                return
+            raise
+        verdicts = applied.verdicts
+        for delivery, reason in dead_letters(deliveries, verdicts):
+            out.dead_letter(delivery, reason)
+            self.stats.dead_lettered += 1
+        self.stats.receipts_sent += out.receipts(verdicts)
+        out.ack(deliveries[-1].delivery_tag)
+        self.stats.count(verdicts)
+        self._last_flush = time.monotonic()
+        self._progress()
+
+    def _apply(self, batch: Sequence[Incoming]) -> list[Verdict]:
+        return self._retry(self._store.apply, batch)
+
+    def _check_gaps(self, out: ingest_link.Publisher, now: float) -> None:
+        self._last_gap_check = now
+        try:
+            self._ask_for_gaps(out)
+        except StoreUnavailable:
+            if not self._stopping():
+                raise
+            # stopped while the store was away: nothing to ask for now
+
+    def _ask_for_gaps(self, out: ingest_link.Publisher) -> None:
+        """Record lost seqs, ask for the gaps due, save the states of those asked for."""
+        self._mark_lost()
+        due = self._tracker.due(self._open_gaps(), time.time())
+        for gap in due:
+            log.info("asking %s to replay seqs %d..%d", gap.terminal, gap.from_seq, gap.to_seq)
+            out.replay(gap)
+        if due:
+            self.stats.replays_requested += len(due)
+            self._progress()
+        states = self._tracker.states()
+        if states != self._saved_gaps:
+            self._retry(self._store.save_gap_states, states)
+            self._saved_gaps = states
+
+    def _mark_lost(self) -> None:
+        """Record lost the seqs missing long enough below a restart point (lost.py)."""
+        lost_after = dt.timedelta(seconds=self._settings.lost_after_s)
+        for lost in self._retry(self._store.mark_lost, dt.datetime.now(dt.UTC) - lost_after):
+            log.warning(
+                "terminal %s: seqs %d..%d recorded lost: still missing %s after incarnation %s "
+                "continued after seq %d (they were on the lost database; one that arrives yet "
+                "is still applied)",
+                lost.terminal,
+                lost.from_seq,
+                lost.to_seq,
+                lost_after,
+                lost.incarnation,
+                lost.restart_seq,
+            )
+            self.stats.seqs_lost += lost.count
+
+    def _open_gaps(self) -> list[Gap]:
+        """The open gaps; the tracker resumes from the saved states on the first call."""
+        if self._saved_gaps is None:
+            self._saved_gaps = self._retry(self._store.gap_states)
+            self._tracker.resume(self._saved_gaps)
+        gaps: list[Gap] = self._retry(self._store.gaps)
+        return gaps
+
+    def _progress(self) -> None:
+        if self._on_progress is not None:
+            self._on_progress(replace(self.stats))

@@ -1,3 +1,0 @@
-from migrations.run import run
-
-run()

@@ -1,0 +1,227 @@
+"""The relay's pika adapter: the terminal's broker session, on `cajasync.broker.session`.
+
+`Link` is a `ConfirmSession` (one `pika.SelectConnection`, one channel in confirm mode)
+that declares the terminal's topology, optionally consumes the terminal's own queue,
+publishes outbox rows and requests as the broker user, and hands every broker event to a
+`LinkHandler`, returns included. pika's exceptions stop here: `run()` raises
+BrokerUnavailable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+import pika
+import pika.channel
+import pika.exceptions
+import pika.spec
+
+from cajasync.broker.rabbitmq import blocking_channel, broker_errors, describe, username
+from cajasync.broker.session import CONTENT_TYPE, PERSISTENT, ConfirmSession, SessionHandler
+from cajasync.core.identity import TerminalIdentity
+from cajasync.core.settings import Settings
+from cajasync.core.topology import UP_EXCHANGE, declare_terminal, op_routing_key, terminal_queue
+from cajasync.errors import CajasyncError
+from outbox.claims import OutRow
+from schemas.codec import encode
+from schemas.unions import Request
+
+log = logging.getLogger(__name__)
+
+NO_ROUTE = 312
+
+
+class LinkHandler(SessionHandler, Protocol):
+    """What the relay does with broker events (all called on the ioloop thread)."""
+
+    def on_return(self, seq: int, reason: str) -> None:
+        """The broker returned the publish of `seq` (an ack for it follows)."""
+
+    def on_message(self, tag: int, routing_key: str, body: bytes) -> None:
+        """A message arrived on the terminal's queue; ack or reject it by `tag` later."""
+
+
+class Link(ConfirmSession[LinkHandler]):
+    """One broker session for one terminal; `run()` blocks until it is closed or lost."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        identity: TerminalIdentity,
+        handler: LinkHandler,
+        *,
+        prefetch: int | None,
+    ) -> None:
+        super().__init__(
+            settings.broker_url,
+            handler,
+            connecting="connecting",
+            serving=f"relaying terminal {identity.terminal}",
+        )
+        self._user = username(settings.broker_url)
+        self._identity = identity
+        self._prefetch = prefetch  # None: publish only, do not consume
+
+    # -- publishing and acknowledging ----------------------------------------------------
+
+    def publish(self, row: OutRow) -> None:
+        """Publish one outbox row, persistent and mandatory, to `cajasync.up`."""
+        terminal = self._identity.terminal
+        properties = pika.BasicProperties(
+            delivery_mode=PERSISTENT,
+            content_type=CONTENT_TYPE,
+            message_id=f"{row.op_id}/{row.version}",
+            user_id=self._user,
+            headers={"terminal": terminal, "seq": row.seq, "topic": row.topic},
+        )
+        with broker_errors(self._url, f"publishing seq {row.seq} of terminal {terminal}"):
+            self._open_channel().basic_publish(
+                UP_EXCHANGE,
+                op_routing_key(terminal, row.topic),
+                row.body,
+                properties,
+                mandatory=True,
+            )
+
+    def publish_request(self, request: Request) -> None:
+        """Publish a request (snapshot, catch-up, images) to `cajasync.up`, mandatory."""
+        terminal = self._identity.terminal
+        kind = request_kind(request)
+        with broker_errors(self._url, f"sending a {kind} request of terminal {terminal}"):
+            self._open_channel().basic_publish(
+                UP_EXCHANGE,
+                request_routing_key(terminal, kind),
+                encode(request),
+                request_properties(self._user, terminal, kind),
+                mandatory=True,
+            )
+
+    def ack(self, tag: int, *, multiple: bool) -> None:
+        """Acknowledge a server message (and, if `multiple`, every earlier one)."""
+        with broker_errors(self._url, "acknowledging server messages"):
+            self._open_channel().basic_ack(tag, multiple=multiple)
+
+    def reject(self, tag: int) -> None:
+        """Drop a message for good (no requeue), so it never blocks the queue."""
+        with broker_errors(self._url, "rejecting a server message"):
+            self._open_channel().basic_reject(tag, requeue=False)
+
+    # -- ConfirmSession hooks -------------------------------------------------------------
+
+    def _declare(self, channel: pika.channel.Channel, then: Callable[[], None]) -> None:
+        channel.add_on_return_callback(self._on_return)
+        identity = self._identity
+        declare_terminal(channel, identity.terminal, identity.location, identity.pos, identity.kind)
+        # RPCs queue behind each other: QosOk means every declaration above succeeded.
+        channel.basic_qos(prefetch_count=self._prefetch or 0, callback=lambda _f: then())
+
+    def _start(self) -> None:
+        if self._prefetch is None:
+            self._ready()
+            return
+        self._open_channel().basic_consume(
+            terminal_queue(self._identity.terminal),
+            self._on_deliver,
+            callback=lambda _frame: self._ready(),
+        )
+
+    # -- pika callbacks ------------------------------------------------------------------
+
+    def _on_return(
+        self,
+        _channel: pika.channel.Channel,
+        method: pika.spec.Basic.Return,
+        properties: pika.spec.BasicProperties,
+        _body: bytes,
+    ) -> None:
+        headers = properties.headers or {}
+        seq = headers.get("seq")
+        reason = returned_reason(
+            method.reply_code or 0,
+            method.reply_text or "",
+            method.exchange or "",
+            method.routing_key or "",
+        )
+        if "request" in headers:
+            log.warning(
+                "terminal %s: %s request not delivered: %s",
+                self._identity.terminal,
+                headers["request"],
+                reason,
+            )
+        elif not isinstance(seq, int):
+            log.warning("broker returned a message without a seq header: %s", method)
+        else:
+            self._guard(lambda: self._handler.on_return(seq, reason))
+
+    def _on_deliver(
+        self,
+        _channel: pika.channel.Channel,
+        method: pika.spec.Basic.Deliver,
+        _properties: pika.spec.BasicProperties,
+        body: bytes,
+    ) -> None:
+        tag, routing_key = method.delivery_tag or 0, method.routing_key or ""
+        self._guard(lambda: self._handler.on_message(tag, routing_key, body))
+
+
+def returned_reason(code: int, text: str, exchange: str, routing_key: str) -> str:
+    """Why the broker returned a mandatory publish, and what the operator should do."""
+    if code == NO_ROUTE:
+        return (
+            f"unroutable: no queue bound to {routing_key} on {exchange} "
+            "– run `cajasync server init`"
+        )
+    return f"returned by the broker ({code} {text}) for {routing_key} on {exchange}"
+
+
+def request_kind(request: Request) -> str:
+    """The request's tag (`snapshot`, `catch-up`, `images`): the last word of its routing key."""
+    return str(type(request).__struct_config__.tag)
+
+
+def request_routing_key(terminal: str, kind: str) -> str:
+    return f"req.{terminal}.{kind}"
+
+
+def request_properties(user: str, terminal: str, kind: str) -> pika.BasicProperties:
+    return pika.BasicProperties(
+        delivery_mode=PERSISTENT,
+        content_type=CONTENT_TYPE,
+        user_id=user,
+        headers={"terminal": terminal, "request": kind},
+    )
+
+
+def send_request(settings: Settings, identity: TerminalIdentity, request: Request) -> None:
+    """Publish one request on its own connection and wait for the broker's confirm.
+
+    For callers outside a relay session (a pull starts with this). Raises
+    BrokerUnavailable when the broker cannot be reached, CajasyncError when it refuses
+    the request (no `cajasync.requests` queue: the server was never initialised).
+    """
+    kind = request_kind(request)
+    terminal = identity.terminal
+    doing = f"sending a {kind} request of terminal {terminal}"
+    with blocking_channel(settings.broker_url, doing=doing) as channel:
+        channel.confirm_delivery()
+        try:
+            channel.basic_publish(
+                UP_EXCHANGE,
+                request_routing_key(terminal, kind),
+                encode(request),
+                request_properties(username(settings.broker_url), terminal, kind),
+                mandatory=True,
+            )
+        except pika.exceptions.UnroutableError:
+            raise CajasyncError(
+                f"the {kind} request of terminal {terminal} reached no queue: "
+                "run `cajasync server init` against this broker"
+            ) from None
+        except pika.exceptions.NackError:
+            raise CajasyncError(
+                f"RabbitMQ at {describe(settings.broker_url)} refused the {kind} request of "
+                f"terminal {terminal} (a queue is full or has no majority); try again"
+            ) from None
