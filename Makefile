@@ -1,5 +1,5 @@
 # make demo   set everything up and run a live store day against the local broker
-# make test   lint, type-check and run the whole test suite (what CI runs)
+# make test   lint (ruff, mypy, import layering), then the whole test suite (what CI runs)
 # make bench  run the benchmarks (results table + bench/results/*.json)
 PYTHON ?= python3
 VENV ?= .venv
@@ -26,6 +26,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test: setup services lint
 	$(BIN)/pytest

@@ -1,20 +1,6 @@
-"""The terminal side going up: outbox table, POS-facing write API, and the relay."""
+"""Where messages are written and relayed.
 
-from cajasync.core.db import configure_pos_engine, pos_engine, reading
-from cajasync.core.identity import TerminalIdentity, load_identity, save_identity
-from outbox.orm import track
-from outbox.record import Recorded, record, record_new_version, record_weekly_file
-
-__all__ = [
-    "Recorded",
-    "TerminalIdentity",
-    "configure_pos_engine",
-    "load_identity",
-    "pos_engine",
-    "reading",
-    "record",
-    "record_new_version",
-    "record_weekly_file",
-    "save_identity",
-    "track",
-]
+On the terminal: the outbox (`record.py`, `orm.py`), the operations pending (`pending.py`)
+and the up relay. On the server: the catalog and its change log (`catalog.py`) and the
+feed relay that takes the change log down. A POS imports all it needs from `cajasync`.
+"""

@@ -16,17 +16,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from cajasync import record, record_new_version, record_weekly_file, track
 from cajasync.core.db import make_engine, upgrade
+from cajasync.core.identity import TerminalIdentity, save_identity
 from cajasync.core.terminal_tables import ACKED, PENDING, outbox, terminal
 from cajasync.errors import ConfigError, NotInitialised, UnknownOperation
-from outbox import (
-    TerminalIdentity,
-    record,
-    record_new_version,
-    record_weekly_file,
-    save_identity,
-    track,
-)
 from outbox.orm import OP_NAMESPACE
 from schemas import (
     CashPayment,

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from cajasync import configure_pos_engine, pos_engine, record
 from cajasync.core.db import make_engine, reading, upgrade
 from cajasync.core.identity import TerminalIdentity
 from cajasync.core.server_tables import operations, received
@@ -32,7 +33,6 @@ from cajasync.core.terminal_tables import ACKED, outbox
 from cajasync.errors import ConfigError
 from cajasync.processes.terminal import drain
 from cajasync.processes.terminal_init import init_terminal
-from outbox import configure_pos_engine, pos_engine, record
 from outbox.claimer import claim_pending
 from schemas import Sale, decode_op
 from tests.faults.harness import spawn, stop

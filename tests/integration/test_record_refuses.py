@@ -12,10 +12,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from cajasync import record, record_weekly_file
 from cajasync.core.db import make_engine, upgrade
+from cajasync.core.identity import TerminalIdentity, save_identity
 from cajasync.core.terminal_tables import outbox, terminal
 from cajasync.errors import InvalidMessage
-from outbox import TerminalIdentity, record, record_weekly_file, save_identity
 from schemas import CashPayment, Sale, SaleLine, SalePayment, SaleTotals, decode_op
 from schemas.limits import MAX_OPERATION_BYTES
 
