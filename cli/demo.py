@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from cajasync.samples.demo import DemoPlan, DemoState, preflight, run_demo, till_counts
+from cajasync.samples.demo import DemoPlan, DemoState, preflight, run_demo, terminal_counts
 from cli.options import broker_option, settings_for
 from cli.output import console, table
 
@@ -32,7 +32,7 @@ from cli.output import console, table
 def demo(directory: Path, sales: int, broker_url: str) -> None:
     """A store day: a server and three tills, one cut off the network for a while."""
     settings = settings_for(broker_url, gap_grace_s=2.0, resend_after_s=10.0)
-    plan = DemoPlan(sales_per_till=sales, payments_per_till=max(1, sales // 20))
+    plan = DemoPlan(sales_per_terminal=sales, payments_per_terminal=max(1, sales // 20))
     preflight(settings)  # no broker: one line saying so, before any display starts
     quiet = [logging.getLogger(name) for name in ("cajasync", "outbox", "inbox")]
     levels = [logger.level for logger in quiet]
@@ -80,18 +80,18 @@ def _view(state: DemoState) -> Group:
     grid = Table(title=f"store day: {state.phase}", title_justify="left")
     for name in ("till", "kind", "network", "sold", "pending", "sent", "acked", "rejected"):
         grid.add_column(name, justify="left" if name in ("till", "kind", "network") else "right")
-    for till in state.tills:
-        counts = till_counts(till)
+    for terminal in state.terminals:
+        counts = terminal_counts(terminal)
         total = {
             s: sum(c.get(s, 0) for c in counts.values())
             for s in ("pending", "sent", "acked", "rejected")
         }
-        network = "[green]online[/green]" if till.online else "[red]OFFLINE[/red]"
+        network = "[green]online[/green]" if terminal.online else "[red]OFFLINE[/red]"
         grid.add_row(
-            till.identity.terminal,
-            till.identity.kind,
+            terminal.identity.terminal,
+            terminal.identity.kind,
             network,
-            f"{till.sold}/{till.sales}",
+            f"{terminal.sold}/{terminal.sales}",
             *(str(total[s]) for s in ("pending", "sent", "acked", "rejected")),
         )
     return Group(grid, Text("\n".join(state.events[-6:]), style="dim"))

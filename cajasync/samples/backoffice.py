@@ -32,7 +32,7 @@ def seed(server: Engine) -> dict[str, int]:
     return seed_catalog(server, products=300, customers=40, images=True, locations=("L1",), seed=42)
 
 
-def stock_till(engine: Engine, settings: Settings) -> str:
+def stock_terminal(engine: Engine, settings: Settings) -> str:
     """Obtener datos on an empty till; a line for the event log."""
     from cajasync.processes.pull import pull
 
@@ -109,7 +109,7 @@ def _raise(price: Decimal) -> Decimal:
 
 
 def replica_rows(
-    server: Engine, tills: list[tuple[str, Engine]], office: BackOffice
+    server: Engine, terminals: list[tuple[str, Engine]], office: BackOffice
 ) -> list[ReplicaRow]:
     """Per till: products and offers on the server vs on the till, and changes seen."""
     from cajasync.core.server_tables import catalog_records
@@ -124,7 +124,7 @@ def replica_rows(
             ).all()
         )
     rows = []
-    for terminal, engine in tills:
+    for terminal, engine in terminals:
         counts = Replica(engine).count()
         seen = f"{office.seen_by(engine)}/{len(office.changed)}"
         for topic in ("productos", "ofertas", "clientes"):

@@ -44,7 +44,7 @@ class TopicRow(msgspec.Struct, frozen=True):
 
 
 @dataclass
-class Till:
+class DemoTerminal:
     identity: TerminalIdentity
     engine: Engine
     sales: int
@@ -61,8 +61,8 @@ class Till:
 
 @dataclass
 class DemoPlan:
-    sales_per_till: int = 120
-    payments_per_till: int = 6
+    sales_per_terminal: int = 120
+    payments_per_terminal: int = 6
     sale_pause_s: float = 0.1
     offline_from: float = 0.3  # fraction of the day when the cut till goes offline
     offline_until: float = 0.7
@@ -73,7 +73,7 @@ class DemoPlan:
 class DemoState:
     """What the display reads while the day runs."""
 
-    tills: list[Till]
+    terminals: list[DemoTerminal]
     server_engine: Engine
     office: backoffice.BackOffice
     phase: str = "opening"
@@ -119,25 +119,28 @@ def run_demo(
     _wait_published(server_engine)  # the seed's change log goes out before any till exists
     run_tag = uuid.uuid4().hex[:4].upper()
     kinds = ["retail", "restaurant", "hotel"]
-    tills = []
+    terminals = []
     for n, kind in enumerate(kinds, start=1):
         identity = TerminalIdentity(f"T{n}-{run_tag}", "L1", f"PV{n}", kind)
         engine = init_terminal(str(directory / f"{identity.terminal}.db"), identity, settings)
-        tills.append(Till(identity, engine, plan.sales_per_till, plan.payments_per_till, settings))
-    cut_till = tills[1]
-    cut_till.netcut = _netcut_for(settings)
-    cut_till.settings = settings.with_overrides(
-        broker_url=_via(settings.broker_url, cut_till.netcut.port)
+        terminals.append(
+            DemoTerminal(
+                identity, engine, plan.sales_per_terminal, plan.payments_per_terminal, settings
+            )
+        )
+    cut_terminal = terminals[1]
+    cut_terminal.netcut = _netcut_for(settings)
+    cut_terminal.settings = settings.with_overrides(
+        broker_url=_via(settings.broker_url, cut_terminal.netcut.port)
     )
 
     state = DemoState(
-        tills, server_engine, office=backoffice.BackOffice(server_engine, lambda _: None)
+        terminals, server_engine, office=backoffice.BackOffice(server_engine, lambda _: None)
     )
     state.office.note = state.note
-    for till in tills:  # Obtener datos: from empty to stocked
-        state.note(
-            f"{till.identity.terminal} stocked: {backoffice.stock_till(till.engine, settings)}"
-        )
+    for terminal in terminals:  # Obtener datos: from empty to stocked
+        stocked = backoffice.stock_terminal(terminal.engine, settings)
+        state.note(f"{terminal.identity.terminal} stocked: {stocked}")
         if on_tick:
             on_tick(state)
     workers = [server, threading.Thread(target=state.office.run, daemon=True)]
@@ -145,22 +148,23 @@ def run_demo(
         threading.Thread(
             target=run_terminal, args=(t.engine, t.settings), kwargs={"stop": stop}, daemon=True
         )
-        for t in tills
+        for t in terminals
     ]
-    workers += [threading.Thread(target=_sell, args=(t, plan), daemon=True) for t in tills]
+    workers += [threading.Thread(target=_sell, args=(t, plan), daemon=True) for t in terminals]
     for worker in workers[1:]:
         worker.start()
     try:
         state.phase = "selling"
         state.note("store open: 3 tills selling")
-        _day(state, cut_till, plan, on_tick)
+        _day(state, cut_terminal, plan, on_tick)
         state.office.stop.set()
         state.phase = "settling"
         state.note("day over: waiting for every till to be acknowledged and up to date")
         changes = len(state.office.changed)
         _wait(
             lambda: all(
-                _pending(t.engine) == 0 and state.office.seen_by(t.engine) == changes for t in tills
+                _pending(t.engine) == 0 and state.office.seen_by(t.engine) == changes
+                for t in terminals
             ),
             plan.settle_timeout_s,
             state,
@@ -174,12 +178,12 @@ def run_demo(
         state.office.stop.set()
         for worker in workers:
             worker.join(timeout=5)
-        cut_till.netcut.close()
-        _delete_queues(settings, tills)
+        cut_terminal.netcut.close()
+        _delete_queues(settings, terminals)
     return DemoResult(
         operations=final_table(state),
         replicas=backoffice.replica_rows(
-            server_engine, [(t.identity.terminal, t.engine) for t in tills], state.office
+            server_engine, [(t.identity.terminal, t.engine) for t in terminals], state.office
         ),
     )
 
@@ -202,33 +206,38 @@ def _wait_published(server: Engine, timeout: float = 60) -> None:
 
 
 def _day(
-    state: DemoState, cut_till: Till, plan: DemoPlan, on_tick: Callable[[DemoState], None] | None
+    state: DemoState,
+    cut_terminal: DemoTerminal,
+    plan: DemoPlan,
+    on_tick: Callable[[DemoState], None] | None,
 ) -> None:
-    assert cut_till.netcut is not None
-    while not all(t.done.is_set() for t in state.tills):
-        progress = cut_till.sold / max(1, cut_till.sales)
-        if cut_till.netcut.online and plan.offline_from <= progress < plan.offline_until:
-            cut_till.netcut.cut()
-            state.note(f"{cut_till.identity.terminal} lost its network: it keeps selling offline")
-        elif not cut_till.netcut.online and progress >= plan.offline_until:
-            cut_till.netcut.restore()
-            state.note(f"{cut_till.identity.terminal} is back online: catching up")
+    assert cut_terminal.netcut is not None
+    while not all(t.done.is_set() for t in state.terminals):
+        progress = cut_terminal.sold / max(1, cut_terminal.sales)
+        if cut_terminal.netcut.online and plan.offline_from <= progress < plan.offline_until:
+            cut_terminal.netcut.cut()
+            state.note(
+                f"{cut_terminal.identity.terminal} lost its network: it keeps selling offline"
+            )
+        elif not cut_terminal.netcut.online and progress >= plan.offline_until:
+            cut_terminal.netcut.restore()
+            state.note(f"{cut_terminal.identity.terminal} is back online: catching up")
         if on_tick:
             on_tick(state)
         time.sleep(0.2)
-    if not cut_till.netcut.online:
-        cut_till.netcut.restore()
-        state.note(f"{cut_till.identity.terminal} is back online: catching up")
+    if not cut_terminal.netcut.online:
+        cut_terminal.netcut.restore()
+        state.note(f"{cut_terminal.identity.terminal} is back online: catching up")
 
 
-def _sell(till: Till, plan: DemoPlan) -> None:
-    pos = PosSimulator(till.engine, seed=hash(till.identity.terminal) & 0xFFFF)
-    rng = random.Random(till.identity.terminal)
+def _sell(terminal: DemoTerminal, plan: DemoPlan) -> None:
+    pos = PosSimulator(terminal.engine, seed=hash(terminal.identity.terminal) & 0xFFFF)
+    rng = random.Random(terminal.identity.terminal)
     sold: list[uuid.UUID] = []
-    payment_every = max(1, till.sales // max(1, till.payments))
-    for n in range(till.sales):
+    payment_every = max(1, terminal.sales // max(1, terminal.payments))
+    for n in range(terminal.sales):
         sold.append(pos.sale().op_id)
-        till.sold = n + 1
+        terminal.sold = n + 1
         if n % payment_every == payment_every - 1:
             pos.cash_payment()
         if n % 40 == 39:
@@ -236,7 +245,7 @@ def _sell(till: Till, plan: DemoPlan) -> None:
         time.sleep(plan.sale_pause_s * rng.uniform(0.5, 1.5))
     pos.z_close()
     pos.weekly_file(200_000)
-    till.done.set()
+    terminal.done.set()
 
 
 def _wait(
@@ -261,7 +270,7 @@ def _pending(engine: Engine) -> int:
         )
 
 
-def till_counts(till: Till) -> dict[str, dict[str, int]]:
+def terminal_counts(terminal: DemoTerminal) -> dict[str, dict[str, int]]:
     """Per topic: distinct operations recorded, rows by state."""
     query = sa.select(
         outbox.c.topic,
@@ -270,7 +279,7 @@ def till_counts(till: Till) -> dict[str, dict[str, int]]:
         sa.func.count(sa.distinct(outbox.c.op_id)),
     ).group_by(outbox.c.topic, outbox.c.state)
     counts: dict[str, dict[str, int]] = {}
-    with till.engine.connect() as connection:
+    with terminal.engine.connect() as connection:
         for topic, row_state, rows, _ops in connection.execute(query):
             counts.setdefault(topic, {})[row_state] = int(rows)
         for topic, ops in connection.execute(
@@ -289,16 +298,16 @@ def final_table(state: DemoState) -> list[TopicRow]:
         row["terminal"]: row["topics"] for row in server_stats(state.server_engine)["terminals"]
     }
     rows = []
-    for till in state.tills:
-        counts = till_counts(till)
+    for terminal in state.terminals:
+        counts = terminal_counts(terminal)
         for topic in UP_TOPICS:
             by_state = counts.get(topic, {})
             rows.append(
                 TopicRow(
-                    terminal=till.identity.terminal,
+                    terminal=terminal.identity.terminal,
                     topic=topic,
                     recorded=by_state.get("operations", 0),
-                    held=held.get(till.identity.terminal, {}).get(topic, 0),
+                    held=held.get(terminal.identity.terminal, {}).get(topic, 0),
                     pending=sum(v for k, v in by_state.items() if k not in ("operations", ACKED)),
                 )
             )
@@ -316,13 +325,13 @@ def _via(url: str, port: int) -> str:
     return urlunsplit(parts._replace(netloc=f"{credentials}127.0.0.1:{port}"))
 
 
-def _delete_queues(settings: Settings, tills: list[Till]) -> None:
+def _delete_queues(settings: Settings, terminals: list[DemoTerminal]) -> None:
     try:
         with blocking_channel(settings.broker_url, doing="removing the demo queues") as channel:
-            for till in tills:
-                channel.queue_delete(topology.terminal_queue(till.identity.terminal))
+            for terminal in terminals:
+                channel.queue_delete(topology.terminal_queue(terminal.identity.terminal))
     except BrokerUnavailable:
         log.warning(
             "could not remove the demo queues; delete cajasync.t.*-%s by hand",
-            tills[0].identity.terminal[-4:],
+            terminals[0].identity.terminal[-4:],
         )
