@@ -20,7 +20,7 @@ import msgspec
 from cajasync.errors import InvalidMessage
 from inbox.catalog_reads import RecordRow
 from inbox.entitlement import Requester, check_sender, check_stream, check_topic, streams_for
-from inbox.reply_wire import RawChange, event_body, page_body, raw_change
+from inbox.reply_wire import StoredChange, event_body, page_body, stored_change
 from inbox.store.incarnations import IncarnationStore
 from schemas.codec import decode_request, encode
 from schemas.feed import (
@@ -246,10 +246,10 @@ def _combo_items(rows: list[RecordRow]) -> set[str]:
 def _page(request_id: str, stream: str, rows: list[RecordRow], sent: _Sent) -> bytes:
     """One SnapshotPage; counts its records and the images they refer to."""
     topic = split_stream(stream)[0]
-    changes: list[RawChange] = []
+    changes: list[StoredChange] = []
     for row in rows:
         changes.append(
-            raw_change(stream, topic, row.key, seq=row.seq, version=row.version, body=row.body)
+            stored_change(stream, topic, row.key, seq=row.seq, version=row.version, body=row.body)
         )
         if row.image is not None and row.body is not None:
             sent.images.add(row.image)

@@ -19,7 +19,7 @@ _PAGE_TAG = SnapshotPage.__struct_config__.tag
 _EVENT_TAG = ChangeEvent.__struct_config__.tag
 
 
-class RawChange(msgspec.Struct, frozen=True, kw_only=True):
+class StoredChange(msgspec.Struct, frozen=True, kw_only=True):
     """`schemas.feed.Change` (same fields, same order) with the record as stored bytes."""
 
     stream: str
@@ -33,22 +33,24 @@ class RawChange(msgspec.Struct, frozen=True, kw_only=True):
 class _RawPage(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag=_PAGE_TAG):
     request_id: str
     stream: str
-    changes: list[RawChange]
+    changes: list[StoredChange]
 
 
 class _RawEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag=_EVENT_TAG):
     changes: list[msgspec.Raw]
 
 
-def raw_change(
+def stored_change(
     stream: str, topic: str, key: str, *, seq: int, version: int, body: bytes | None
-) -> RawChange:
+) -> StoredChange:
     """A change carrying a stored record body (None: a tombstone)."""
     record = None if body is None else msgspec.Raw(body)
-    return RawChange(stream=stream, seq=seq, topic=topic, key=key, version=version, record=record)
+    return StoredChange(
+        stream=stream, seq=seq, topic=topic, key=key, version=version, record=record
+    )
 
 
-def page_body(request_id: str, stream: str, changes: list[RawChange]) -> bytes:
+def page_body(request_id: str, stream: str, changes: list[StoredChange]) -> bytes:
     """An encoded `SnapshotPage`."""
     return encode(_RawPage(request_id=request_id, stream=stream, changes=changes))
 

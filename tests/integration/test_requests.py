@@ -30,7 +30,7 @@ from cajasync.core.settings import Settings
 from cajasync.errors import StoreError
 from inbox.entitlement import Requester, streams_for
 from inbox.ingest_link import REASON_HEADER, ROUTING_KEY_HEADER
-from inbox.reply_wire import event_body, page_body, raw_change
+from inbox.reply_wire import event_body, page_body, stored_change
 from inbox.requests import run_requests
 from inbox.store import SqlServerStore
 from schemas.codec import decode_down, encode
@@ -541,7 +541,7 @@ def test_raw_reply_bodies_are_byte_for_byte_the_schema_encoding(deleted: bool) -
     change = Change(
         stream="productos:all", seq=9, topic="productos", key="P000001", version=3, record=record
     )
-    raw = raw_change(
+    raw = stored_change(
         "productos:all",
         "productos",
         "P000001",
