@@ -71,16 +71,9 @@ def record(
         version = _next_version(connection, op_id)
     seq, terminal_id, incarnation = _next_seq(connection)
     recorded_at = now or dt.datetime.now(dt.UTC)
-    envelope = OpEnvelope(
-        terminal=terminal_id,
-        seq=seq,
-        op_id=op_id,
-        version=version,
-        recorded_at=recorded_at,
-        op=operation,
-        incarnation=incarnation,
+    envelope = envelope_of(
+        operation, terminal_id, Recorded(seq, op_id, version), incarnation, recorded_at
     )
-    check_envelope(envelope)  # past 2**31 - 1 ops: the caller's transaction must roll back
     connection.execute(
         _INSERT,
         {
@@ -95,6 +88,28 @@ def record(
         },
     )
     return Recorded(seq, op_id, version)
+
+
+def envelope_of(
+    operation: Operation,
+    terminal_id: str,
+    where: Recorded,
+    incarnation: uuid.UUID | None,
+    recorded_at: dt.datetime,
+) -> OpEnvelope:
+    """The envelope an operation travels in; InvalidMessage past the limits of its fields
+    (past 2**31 - 1 ops: the caller's transaction must roll back)."""
+    envelope = OpEnvelope(
+        terminal=terminal_id,
+        seq=where.seq,
+        op_id=where.op_id,
+        version=where.version,
+        recorded_at=recorded_at,
+        op=operation,
+        incarnation=incarnation,
+    )
+    check_envelope(envelope)
+    return envelope
 
 
 def record_new_version(
