@@ -44,7 +44,8 @@ from sqlalchemy.dialects import postgresql
 
 from cajasync.core.dialect import Dialect
 from cajasync.core.server_tables import catalog_images, catalog_records, change_log, stream_heads
-from cajasync.errors import CatalogError, StoreError
+from cajasync.core.store_faults import store_error
+from cajasync.errors import CatalogError
 from schemas.codec import encode
 from schemas.feed import Change, split_stream, stream_name
 from schemas.record_rules import record_problem
@@ -460,14 +461,12 @@ def _stored(
 
 @contextmanager
 def _store_errors(doing: str) -> Iterator[None]:
-    """Turn SQLAlchemy errors into StoreError naming the action."""
+    """Turn database errors into StoreUnavailable (an outage: retry), StoreDataError (a value
+    the database refuses) or StoreError (not initialised?), naming the action."""
     try:
         yield
-    except sa.exc.SQLAlchemyError as exc:
-        raise StoreError(
-            f"server catalog: {doing} failed ({type(exc).__name__}: {exc}); "
-            "is the store initialised (`cajasync server init`)?"
-        ) from exc
+    except (sa.exc.SQLAlchemyError, OverflowError) as exc:
+        raise store_error(exc, "server catalog", doing) from exc
 
 
 def _utcnow() -> dt.datetime:

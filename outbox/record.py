@@ -16,8 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from cajasync.core.identity import NO_IDENTITY, NO_TABLES
+from cajasync.core.store_faults import kind_of, store_error
 from cajasync.core.terminal_tables import PENDING, outbox, terminal
-from cajasync.errors import NotInitialised, UnknownOperation
+from cajasync.errors import NotInitialised, StoreError, UnknownOperation
 from schemas.codec import encode
 from schemas.envelope import OpEnvelope
 from schemas.ops import Operation, WeeklyFileChunk, topic_of
@@ -74,19 +75,20 @@ def record(
     envelope = envelope_of(
         operation, terminal_id, Recorded(seq, op_id, version), incarnation, recorded_at
     )
-    connection.execute(
-        _INSERT,
-        {
-            "seq": seq,
-            "op_id": str(op_id),
-            "version": version,
-            "topic": topic_of(operation),
-            "body": encode(envelope),
-            "recorded_at": recorded_at,
-            "state": PENDING,
-            "attempts": 0,
-        },
-    )
+    with _initialised(connection, "appending to the outbox"):
+        connection.execute(
+            _INSERT,
+            {
+                "seq": seq,
+                "op_id": str(op_id),
+                "version": version,
+                "topic": topic_of(operation),
+                "body": encode(envelope),
+                "recorded_at": recorded_at,
+                "state": PENDING,
+                "attempts": 0,
+            },
+        )
     return Recorded(seq, op_id, version)
 
 
@@ -156,18 +158,19 @@ def _connection(target: sa.Connection | Session) -> sa.Connection:
 
 
 @contextmanager
-def _initialised(connection: sa.Connection) -> Iterator[None]:
-    """Turn the "no such table" of a database never set up into NotInitialised."""
+def _initialised(connection: sa.Connection, doing: str) -> Iterator[None]:
+    """Turn database errors into cajasync errors: the "no such table" of a database never
+    set up into NotInitialised, the rest by what they mean (cajasync/core/store_faults.py)."""
     try:
         yield
-    except sa.exc.OperationalError as exc:
-        if sa.inspect(connection).has_table(terminal.name):
-            raise
-        raise NotInitialised(NO_TABLES) from exc
+    except (sa.exc.SQLAlchemyError, OverflowError) as exc:
+        if kind_of(exc) is StoreError and not sa.inspect(connection).has_table(terminal.name):
+            raise NotInitialised(NO_TABLES) from exc
+        raise store_error(exc, "terminal store", doing, init="cajasync terminal init") from exc
 
 
 def _next_seq(connection: sa.Connection) -> tuple[int, str, uuid.UUID | None]:
-    with _initialised(connection):
+    with _initialised(connection, "taking the next seq"):
         row = connection.execute(_NEXT_SEQ).first()
     if row is None:
         raise NotInitialised(NO_IDENTITY)
@@ -176,6 +179,6 @@ def _next_seq(connection: sa.Connection) -> tuple[int, str, uuid.UUID | None]:
 
 
 def _next_version(connection: sa.Connection, op_id: uuid.UUID) -> int:
-    with _initialised(connection):
+    with _initialised(connection, "reading the versions of an operation"):
         latest = connection.execute(_LATEST_VERSION, {"op_id": str(op_id)}).scalar()
     return 1 if latest is None else int(latest) + 1
