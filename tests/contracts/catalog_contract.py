@@ -22,9 +22,9 @@ def product(key: str, price: str = "100.00", *, version: int = 1) -> Product:
     )
 
 
-def stock(location: str, product_key: str, quantity: int = 5) -> StockLevel:
+def stock(location: str, product_key: str, *, version: int = 1) -> StockLevel:
     return StockLevel(
-        key=f"{location}/{product_key}", product=product_key, quantity=Decimal(quantity)
+        key=f"{location}/{product_key}", version=version, product=product_key, quantity=Decimal(5)
     )
 
 
@@ -113,7 +113,7 @@ class CatalogContract:
             "stock:loc.L1": 2,
             "stock:loc.L2": 1,
         }
-        assert store.get("stock", "L1/A", "loc.L1") == stock("L1", "A").__replace__(version=1)
+        assert store.get("stock", "L1/A", "loc.L1") == stock("L1", "A")
         assert store.get("stock", "L1/A") is None  # not in scope all
 
     def test_a_scope_a_topic_does_not_take_is_refused_and_nothing_is_written(

@@ -90,9 +90,13 @@ class ReplicaContract:
 
     def test_a_record_is_held_under_its_changes_key_and_version(self, store: ReplicaStore) -> None:
         odd = Change(
-            stream="productos:all", seq=1, topic="productos", key="K", version=7,
+            stream="productos:all",
+            seq=1,
+            topic="productos",
+            key="K",
+            version=7,
             record=product("other", 1),
-        )  # fmt: skip
+        )
         store.apply([odd], now=1.0)
 
         assert store.record("productos", "K") == Product(
@@ -105,9 +109,13 @@ class ReplicaContract:
     ) -> None:
         store.apply([change(product("A", 1, "1.00"))], now=1.0)
         wrong_topic = Change(
-            stream="clientes:all", seq=1, topic="clientes", key="A", version=2,
+            stream="clientes:all",
+            seq=1,
+            topic="clientes",
+            key="A",
+            version=2,
             record=product("A", 2),
-        )  # fmt: skip
+        )
         blank_name = change(
             Product(key="A", version=3, name=" ", price=Decimal(1), tax_rate=Decimal(21))
         )
