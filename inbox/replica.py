@@ -208,7 +208,7 @@ def upsert(connection: sa.Connection, changes: Sequence[Change], now: float) -> 
     The statement goes straight to the driver: SQLAlchemy's per-row parameter processing
     would cost more than SQLite's own work on a 1,000-record page.
     """
-    rows = [_row(change, now) for change in changes if _acceptable(change)]
+    rows = rows_of(changes, now)
     if not rows:
         return
     sql, positional = _upsert_sql(connection)
@@ -216,6 +216,12 @@ def upsert(connection: sa.Connection, changes: Sequence[Change], now: float) -> 
         connection.exec_driver_sql(sql, rows)
     else:
         connection.exec_driver_sql(sql, [dict(zip(_COLUMNS, row, strict=True)) for row in rows])
+
+
+def rows_of(changes: Sequence[Change], now: float) -> list[ReplicaRow]:
+    """The replica rows of the changes the replica may hold (`_acceptable`), in `_COLUMNS`
+    order: (topic, key, version, deleted, body, image, applied_at)."""
+    return [_row(change, now) for change in changes if _acceptable(change)]
 
 
 def upsert_raw(connection: sa.Connection, changes: Sequence[RawChange], now: float) -> None:
@@ -236,7 +242,7 @@ def upsert_raw(connection: sa.Connection, changes: Sequence[RawChange], now: flo
 _record_decoder: msgspec.msgpack.Decoder[Record] = msgspec.msgpack.Decoder(Record)
 
 
-def _raw_row(change: RawChange, now: float) -> _Row | None:
+def _raw_row(change: RawChange, now: float) -> ReplicaRow | None:
     raw = change.record
     if change.deleted:
         return (change.topic, change.key, change.version, True, None, None, now)
@@ -288,10 +294,10 @@ def _acceptable(change: Change) -> bool:
 
 
 _COLUMNS = ("topic", "key", "version", "deleted", "body", "image", "applied_at")
-_Row = tuple[str, str, int, bool, bytes | None, str | None, float]
+ReplicaRow = tuple[str, str, int, bool, bytes | None, str | None, float]
 
 
-def _row(change: Change, now: float) -> _Row:
+def _row(change: Change, now: float) -> ReplicaRow:
     """The replica row of a change, in `_COLUMNS` order; a tombstone has no body."""
     record = change.record
     if record is None:
@@ -595,6 +601,20 @@ def missing_images(connection: sa.Connection, listed: Iterable[str] = ()) -> lis
 
 def store_image(connection: sa.Connection, image: ImageData, now: float) -> bool:
     """Store an image once by its sha256; False (and a warning) when the bytes do not match."""
+    if not image_matches(image):
+        return False
+    dialect = connection.dialect.name
+    insert = postgresql.insert(images) if dialect == "postgresql" else sqlite.insert(images)
+    connection.execute(
+        insert.on_conflict_do_nothing(index_elements=[images.c.sha256]).values(
+            sha256=image.sha256, size=len(image.data), data=image.data, stored_at=now
+        )
+    )
+    return True
+
+
+def image_matches(image: ImageData) -> bool:
+    """True when the image's bytes have its sha256; else False and a warning."""
     actual = hashlib.sha256(image.data).hexdigest()
     if actual != image.sha256:
         log.warning(
@@ -604,13 +624,6 @@ def store_image(connection: sa.Connection, image: ImageData, now: float) -> bool
             actual,
         )
         return False
-    dialect = connection.dialect.name
-    insert = postgresql.insert(images) if dialect == "postgresql" else sqlite.insert(images)
-    connection.execute(
-        insert.on_conflict_do_nothing(index_elements=[images.c.sha256]).values(
-            sha256=image.sha256, size=len(image.data), data=image.data, stored_at=now
-        )
-    )
     return True
 
 

@@ -7,32 +7,29 @@
     png = replica.image(product.image) if product and product.image else None
 
 Deleted records (tombstones) are invisible here. The POS never sees messages, streams or
-versions it did not ask for: the relay keeps the replica current underneath.
+versions it did not ask for: the relay keeps the replica current underneath. Every read
+raises a cajasync error (NotInitialised before `cajasync terminal init`), never a database's.
 """
 
 from __future__ import annotations
 
 from typing import TypeVar, overload
 
-import msgspec
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cajasync.core.terminal_tables import images, replica
+from inbox.replica_store import ReplicaStore, SqlReplicaStore
 from schemas.records import KINDS_BY_TOPIC, Record
 from schemas.topics import DOWN_TOPIC_SCOPES
 
 R = TypeVar("R", bound=Record)
 
-_decoder: msgspec.msgpack.Decoder[Record] = msgspec.msgpack.Decoder(Record)
-_live = sa.not_(replica.c.deleted)
-
 
 class Replica:
-    """Typed reads of the replica on `engine` (each call is one short read)."""
+    """Typed reads of the replica of the terminal database on `engine` (each call is one
+    short read), or of any replica store (inbox/replica_store: in memory for tests)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine | ReplicaStore) -> None:
+        self.store: ReplicaStore = SqlReplicaStore(engine) if isinstance(engine, Engine) else engine
 
     def get(self, kind: type[R], key: str) -> R | None:
         """The record of `kind` with `key`, or None (unknown, deleted or another kind)."""
@@ -41,13 +38,7 @@ class Replica:
 
     def get_record(self, topic: str, key: str) -> Record | None:
         """The live record of `topic` with `key`, whatever its kind, or None."""
-        with self.engine.connect() as connection:
-            body = connection.execute(
-                sa.select(replica.c.body).where(
-                    replica.c.topic == topic, replica.c.key == key, _live
-                )
-            ).scalar()
-        return None if body is None else _decoder.decode(body)
+        return self.store.record(topic, key)
 
     @overload
     def query(self, what: type[R], *, limit: int | None = None) -> list[R]: ...
@@ -58,40 +49,22 @@ class Replica:
     def query(self, what: type[R] | str, *, limit: int | None = None) -> list[R] | list[Record]:
         """Live records of a kind (`Product`) or a topic (`"productos"`), by key."""
         if isinstance(what, str):
-            return self._records(what, limit)
+            return self.store.records(what, limit)
         mixed = len(KINDS_BY_TOPIC.get(what.topic, ())) > 1  # configuracion holds several
-        found = _of_kind(what, self._records(what.topic, None if mixed else limit))
+        found = _of_kind(what, self.store.records(what.topic, None if mixed else limit))
         return found if limit is None else found[:limit]
 
     def count(self, topic: str | None = None) -> dict[str, int]:
         """Live records per topic: every down topic (0 when empty), or only `topic`."""
-        query = sa.select(replica.c.topic, sa.func.count()).where(_live).group_by(replica.c.topic)
-        if topic is not None:
-            query = query.where(replica.c.topic == topic)
-        with self.engine.connect() as connection:
-            held: dict[str, int] = {row[0]: row[1] for row in connection.execute(query)}
+        held = self.store.counts(topic)
         names = [topic] if topic is not None else [*DOWN_TOPIC_SCOPES, *sorted(held)]
         return {name: held.get(name, 0) for name in dict.fromkeys(names)}
 
     def image(self, sha256: str) -> bytes | None:
         """The image stored under `sha256`, or None when the terminal does not hold it."""
-        with self.engine.connect() as connection:
-            data: bytes | None = connection.execute(
-                sa.select(images.c.data).where(images.c.sha256 == sha256)
-            ).scalar()
-        return data
-
-    def _records(self, topic: str, limit: int | None) -> list[Record]:
-        query = (
-            sa.select(replica.c.body)
-            .where(replica.c.topic == topic, _live)
-            .order_by(replica.c.key)
-            .limit(limit)
-        )
-        with self.engine.connect() as connection:
-            return [_decoder.decode(body) for body in connection.execute(query).scalars()]
+        return self.store.image(sha256)
 
 
-def _of_kind(kind: type[R], records: list[Record]) -> list[R]:
+def _of_kind(kind: type[R], records: list[R] | list[Record]) -> list[R]:
     """The records that are of `kind`."""
     return [record for record in records if isinstance(record, kind)]

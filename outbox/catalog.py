@@ -44,7 +44,8 @@ from sqlalchemy.dialects import postgresql
 
 from cajasync.core.dialect import Dialect
 from cajasync.core.server_tables import catalog_images, catalog_records, change_log, stream_heads
-from cajasync.errors import CatalogError, StoreError
+from cajasync.core.store_faults import store_error
+from cajasync.errors import CatalogError
 from schemas.codec import encode
 from schemas.feed import Change, split_stream, stream_name
 from schemas.record_rules import record_problem
@@ -98,7 +99,7 @@ def upsert_many(
         return []
     check_records(records)
     with _store_errors("upserting catalog records"):
-        log = _ChangeLog.open(connection, sorted({r.topic for r in records}), scope)
+        log = ChangeLog.open(connection, sorted({r.topic for r in records}), scope)
         changes: list[Change] = []
         for start in range(0, len(records), CHUNK):
             chunk = records[start : start + CHUNK]
@@ -115,7 +116,7 @@ def delete(connection: sa.Connection, topic: str, key: str, *, scope: str = "all
     """
     topic = down_topic(topic)
     with _store_errors(f"deleting {topic} {key}"):
-        log = _ChangeLog.open(connection, [topic], scope)
+        log = ChangeLog.open(connection, [topic], scope)
         log.load(connection, [(topic, key)])
         change = log.delete(topic, key)
         log.flush(connection)
@@ -258,7 +259,7 @@ def _record_from_json(topic: str, index: int, item: msgspec.Raw) -> Record:
 
 
 @dataclass
-class _KeyState:
+class KeyState:
     """What the catalog holds for one (topic, key), over every scope of the topic."""
 
     top_version: int = 0  # highest version in any scope, tombstones included
@@ -268,22 +269,24 @@ class _KeyState:
 
 
 @dataclass
-class _ChangeLog:
-    """The changes of one call: stream heads locked, key states, rows still to write."""
+class ChangeLog:
+    """The changes of one call: stream heads locked, key states, rows still to write.
 
-    dialect: Dialect
+    The rules (versions, scopes, identical records skipped, seqs) are here; `open`, `load`
+    and `flush` read and write them on SQL, outbox/catalog_store/memory.py in dicts."""
+
     scope: str
     heads: dict[str, int]  # stream -> head seq (locked for the transaction)
     scopes: dict[str, set[str]]  # topic -> scopes it has streams in
     now: float = field(default_factory=time.time)
     updated_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
-    keys: dict[tuple[str, str], _KeyState] = field(default_factory=dict)
+    keys: dict[tuple[str, str], KeyState] = field(default_factory=dict)
     records: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     changes: list[dict[str, Any]] = field(default_factory=list)
     moved: set[str] = field(default_factory=set)  # streams whose head was raised
 
     @classmethod
-    def open(cls, connection: sa.Connection, topics: list[str], scope: str) -> _ChangeLog:
+    def open(cls, connection: sa.Connection, topics: list[str], scope: str) -> ChangeLog:
         """Check the scope for every topic, then lock their streams' head rows (in order)."""
         for topic in topics:
             check_scope(topic, scope)
@@ -293,14 +296,14 @@ class _ChangeLog:
         for stream in connection.execute(sa.select(stream_heads.c.stream)).scalars():
             topic, other = split_stream(stream)
             scopes.get(topic, set()).add(other)
-        return cls(Dialect(connection.engine), scope, heads, scopes)
+        return cls(scope, heads, scopes)
 
     def load(self, connection: sa.Connection, keys: list[tuple[str, str]]) -> None:
         """Read the stored state of `keys` not seen yet in this call."""
         wanted: dict[str, set[str]] = {}
         for topic, key in keys:
             if (topic, key) not in self.keys:
-                self.keys[topic, key] = _KeyState()
+                self.keys[topic, key] = KeyState()
                 wanted.setdefault(topic, set()).add(key)
         for topic, topic_keys in wanted.items():
             for row in _stored(connection, topic, sorted(self.scopes[topic]), sorted(topic_keys)):
@@ -383,8 +386,9 @@ class _ChangeLog:
         Each flush leaves the catalog consistent, so a caller who catches an error of a
         later chunk and commits anyway keeps a prefix of its changes, never a seq gap.
         """
+        dialect = Dialect(connection.engine)
         if self.records:
-            insert, params = self.dialect.bulk_insert(catalog_records, list(self.records.values()))
+            insert, params = dialect.bulk_insert(catalog_records, list(self.records.values()))
             columns = ("version", "seq", "deleted", "body", "image", "updated_at")
             connection.execute(
                 insert.on_conflict_do_update(
@@ -394,7 +398,7 @@ class _ChangeLog:
                 params,
             )
         if self.changes:
-            connection.execute(*self.dialect.bulk_insert(change_log, self.changes))
+            connection.execute(*dialect.bulk_insert(change_log, self.changes))
         if self.moved:
             connection.execute(
                 stream_heads.update().where(stream_heads.c.stream == sa.bindparam("s")),
@@ -460,14 +464,12 @@ def _stored(
 
 @contextmanager
 def _store_errors(doing: str) -> Iterator[None]:
-    """Turn SQLAlchemy errors into StoreError naming the action."""
+    """Turn database errors into StoreUnavailable (an outage: retry), StoreDataError (a value
+    the database refuses) or StoreError (not initialised?), naming the action."""
     try:
         yield
-    except sa.exc.SQLAlchemyError as exc:
-        raise StoreError(
-            f"server catalog: {doing} failed ({type(exc).__name__}: {exc}); "
-            "is the store initialised (`cajasync server init`)?"
-        ) from exc
+    except (sa.exc.SQLAlchemyError, OverflowError) as exc:
+        raise store_error(exc, "server catalog", doing) from exc
 
 
 def _utcnow() -> dt.datetime:

@@ -16,8 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from cajasync.core.identity import NO_IDENTITY, NO_TABLES
+from cajasync.core.store_faults import kind_of, store_error
 from cajasync.core.terminal_tables import PENDING, outbox, terminal
-from cajasync.errors import NotInitialised, UnknownOperation
+from cajasync.errors import NotInitialised, StoreError, UnknownOperation
 from schemas.codec import encode
 from schemas.envelope import OpEnvelope
 from schemas.ops import Operation, WeeklyFileChunk, topic_of
@@ -71,30 +72,46 @@ def record(
         version = _next_version(connection, op_id)
     seq, terminal_id, incarnation = _next_seq(connection)
     recorded_at = now or dt.datetime.now(dt.UTC)
+    envelope = envelope_of(
+        operation, terminal_id, Recorded(seq, op_id, version), incarnation, recorded_at
+    )
+    with _initialised(connection, "appending to the outbox"):
+        connection.execute(
+            _INSERT,
+            {
+                "seq": seq,
+                "op_id": str(op_id),
+                "version": version,
+                "topic": topic_of(operation),
+                "body": encode(envelope),
+                "recorded_at": recorded_at,
+                "state": PENDING,
+                "attempts": 0,
+            },
+        )
+    return Recorded(seq, op_id, version)
+
+
+def envelope_of(
+    operation: Operation,
+    terminal_id: str,
+    where: Recorded,
+    incarnation: uuid.UUID | None,
+    recorded_at: dt.datetime,
+) -> OpEnvelope:
+    """The envelope an operation travels in; InvalidMessage past the limits of its fields
+    (past 2**31 - 1 ops: the caller's transaction must roll back)."""
     envelope = OpEnvelope(
         terminal=terminal_id,
-        seq=seq,
-        op_id=op_id,
-        version=version,
+        seq=where.seq,
+        op_id=where.op_id,
+        version=where.version,
         recorded_at=recorded_at,
         op=operation,
         incarnation=incarnation,
     )
-    check_envelope(envelope)  # past 2**31 - 1 ops: the caller's transaction must roll back
-    connection.execute(
-        _INSERT,
-        {
-            "seq": seq,
-            "op_id": str(op_id),
-            "version": version,
-            "topic": topic_of(operation),
-            "body": encode(envelope),
-            "recorded_at": recorded_at,
-            "state": PENDING,
-            "attempts": 0,
-        },
-    )
-    return Recorded(seq, op_id, version)
+    check_envelope(envelope)
+    return envelope
 
 
 def record_new_version(
@@ -141,18 +158,19 @@ def _connection(target: sa.Connection | Session) -> sa.Connection:
 
 
 @contextmanager
-def _initialised(connection: sa.Connection) -> Iterator[None]:
-    """Turn the "no such table" of a database never set up into NotInitialised."""
+def _initialised(connection: sa.Connection, doing: str) -> Iterator[None]:
+    """Turn database errors into cajasync errors: the "no such table" of a database never
+    set up into NotInitialised, the rest by what they mean (cajasync/core/store_faults.py)."""
     try:
         yield
-    except sa.exc.OperationalError as exc:
-        if sa.inspect(connection).has_table(terminal.name):
-            raise
-        raise NotInitialised(NO_TABLES) from exc
+    except (sa.exc.SQLAlchemyError, OverflowError) as exc:
+        if kind_of(exc) is StoreError and not sa.inspect(connection).has_table(terminal.name):
+            raise NotInitialised(NO_TABLES) from exc
+        raise store_error(exc, "terminal store", doing, init="cajasync terminal init") from exc
 
 
 def _next_seq(connection: sa.Connection) -> tuple[int, str, uuid.UUID | None]:
-    with _initialised(connection):
+    with _initialised(connection, "taking the next seq"):
         row = connection.execute(_NEXT_SEQ).first()
     if row is None:
         raise NotInitialised(NO_IDENTITY)
@@ -161,6 +179,6 @@ def _next_seq(connection: sa.Connection) -> tuple[int, str, uuid.UUID | None]:
 
 
 def _next_version(connection: sa.Connection, op_id: uuid.UUID) -> int:
-    with _initialised(connection):
+    with _initialised(connection, "reading the versions of an operation"):
         latest = connection.execute(_LATEST_VERSION, {"op_id": str(op_id)}).scalar()
     return 1 if latest is None else int(latest) + 1

@@ -29,8 +29,10 @@ from typing import Final
 import sqlalchemy as sa
 import tenacity
 
+from cajasync.core.identity import NO_TABLES
 from cajasync.core.settings import Settings
-from cajasync.errors import StoreDataError, StoreError, StoreUnavailable
+from cajasync.core.terminal_tables import terminal as terminal_table
+from cajasync.errors import NotInitialised, StoreDataError, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +94,34 @@ def database_says(exc: BaseException) -> str:
     return " ".join(str(orig).split()) or type(orig).__name__
 
 
-def store_error(exc: BaseException, where: str, doing: str) -> StoreError:
-    """The cajasync error for a database error met at `where` while `doing`."""
+def store_error(
+    exc: BaseException, where: str, doing: str, *, init: str = "cajasync server init"
+) -> StoreError:
+    """The cajasync error for a database error met at `where` while `doing`; `init` is the
+    command that sets that database up."""
     kind = kind_of(exc)
     says = database_says(exc)
     if kind is StoreDataError:
         return StoreDataError(f"{where}: {doing} refused by the database: {says}", says)
     if kind is StoreUnavailable:
         return StoreUnavailable(f"{where}: {doing} failed: {says}")
-    return StoreError(
-        f"{where}: {doing} failed ({says}); is it initialised (`cajasync server init`)?"
-    )
+    return StoreError(f"{where}: {doing} failed ({says}); is it initialised (`{init}`)?")
+
+
+def terminal_store_error(exc: BaseException, engine: sa.Engine, doing: str) -> StoreError:
+    """`store_error` for a terminal database: NotInitialised when it has no cajasync tables
+    (`cajasync terminal init` never ran on it)."""
+    if kind_of(exc) is StoreError and not _has_terminal_tables(engine):
+        return NotInitialised(NO_TABLES)
+    where = f"terminal store {engine.url.render_as_string(hide_password=True)}"
+    return store_error(exc, where, doing, init="cajasync terminal init")
+
+
+def _has_terminal_tables(engine: sa.Engine) -> bool:
+    try:
+        return sa.inspect(engine).has_table(terminal_table.name)
+    except sa.exc.SQLAlchemyError:
+        return True  # the database cannot say: report the first error as it is
 
 
 # -- waiting for the database --------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The server store port: what server ingest hands over, and what it gets back.
 
-Rules every adapter keeps (tests/integration/test_store_contract.py checks them):
+Rules every adapter keeps (tests/contracts/store_contract.py checks them):
 
 * only an operation of its own terminal (`Accepted` or `Invalid`: it decoded and its sender
   checks passed; or `Unreadable`: it did not decode, but its terminal's own broker user sent

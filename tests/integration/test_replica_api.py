@@ -1,4 +1,5 @@
-"""What the POS and technicians read from the replica: the typed API and `cajasync replica`."""
+"""What technicians read from the replica with `cajasync replica` (the typed API the POS
+reads through is in the replica contract: tests/contracts/replica_contract.py)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,8 @@ from cajasync.core.settings import Settings
 from cajasync.processes.terminal_init import init_terminal
 from cli.main import cli
 from inbox.replica import apply_down
-from inbox.replica_api import Replica
 from schemas.feed import Change, SnapshotPage
-from schemas.records import Company, Customer, Product, Record, Seller, Setting, User
+from schemas.records import Company, Product, Record, Setting, User
 
 IDENTITY = TerminalIdentity("T001", "L1", "PV1", "retail")
 YERBA = Product(
@@ -76,53 +76,6 @@ def put(engine: Engine, *records: Record, deleted: tuple[Record, ...] = ()) -> N
             SnapshotPage(request_id="test", stream="productos:all", changes=changes),
             IDENTITY,
         )
-
-
-def test_get_returns_the_record_of_the_kind_asked_for(engine: Engine) -> None:
-    put(engine, YERBA, COMPANY)
-    replica = Replica(engine)
-
-    assert replica.get(Product, YERBA.key) == YERBA
-    assert replica.get(Company, "empresa") == COMPANY
-    assert replica.get(User, "empresa") is None  # same topic, another kind
-    assert replica.get(Product, "nope") is None
-
-
-def test_a_deleted_record_is_invisible(engine: Engine) -> None:
-    put(engine, YERBA)
-    put(engine, deleted=(YERBA,))
-    replica = Replica(engine)
-
-    assert replica.get(Product, YERBA.key) is None
-    assert replica.get_record("productos", YERBA.key) is None
-    assert replica.query(Product) == []
-
-
-def test_query_by_kind_filters_a_topic_that_holds_several_kinds(engine: Engine) -> None:
-    put(engine, COMPANY, ADMIN, CURRENCY)
-    replica = Replica(engine)
-
-    assert replica.query(User) == [ADMIN]
-    assert replica.query(Setting, limit=1) == [CURRENCY]
-    assert replica.query("configuracion") == [COMPANY, CURRENCY, ADMIN]  # by key
-    assert replica.query("configuracion", limit=2) == [COMPANY, CURRENCY]
-
-
-def test_count_lists_every_down_topic_with_its_live_records(engine: Engine) -> None:
-    seller = Seller(key="V01", version=1, name="Vero")
-    put(engine, YERBA, seller, Customer(key="C1", version=1, name="Juan"))
-    put(engine, deleted=(seller,))
-    counts = Replica(engine).count()
-
-    assert counts["productos"] == 1
-    assert counts["clientes"] == 1
-    assert counts["vendedores"] == 0
-    assert counts["stock"] == 0
-    assert Replica(engine).count("productos") == {"productos": 1}
-
-
-def test_an_unknown_image_is_none(engine: Engine) -> None:
-    assert Replica(engine).image("0" * 64) is None
 
 
 # -- cajasync replica ---------------------------------------------------------------------

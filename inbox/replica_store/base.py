@@ -1,0 +1,51 @@
+"""The replica port: the terminal's copy of server master data, as the POS reads it.
+
+Rules every adapter keeps (tests/unit/test_replica_contract.py on memory,
+tests/integration/test_replica_contract.py on SQLite check them):
+
+* `apply` writes a change only when its version is newer than the one held, so changes
+  may come twice or out of order; a delete stays as a tombstone with its version, so an
+  older upsert never brings the record back; a record that breaks the record rules or is
+  not of its change's topic is refused and the replica keeps what it had;
+* a record is held under its change's key and version, whatever the record says;
+* reads see live records only: `record` by topic and key, `records` of a topic by key,
+  `counts` per topic holding any; `image` by sha256, stored once, only when it matches;
+* every database error leaves as a cajasync error (NotInitialised on a database never set
+  up with `cajasync terminal init`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from schemas.feed import Change, ImageData
+from schemas.records import Record
+
+
+class ReplicaStore(Protocol):
+    """The replica: change events and images in, live records out."""
+
+    def apply(self, changes: Sequence[Change], now: float) -> None:
+        """Write every change newer than what is held (a delete as a tombstone)."""
+        ...
+
+    def store_image(self, image: ImageData, now: float) -> bool:
+        """Store an image once by its sha256; False when the bytes do not match it."""
+        ...
+
+    def record(self, topic: str, key: str) -> Record | None:
+        """The live record of `topic` with `key`, or None."""
+        ...
+
+    def records(self, topic: str, limit: int | None = None) -> list[Record]:
+        """Up to `limit` live records of `topic`, by key."""
+        ...
+
+    def counts(self, topic: str | None = None) -> dict[str, int]:
+        """Live records per topic holding any (only `topic` when given)."""
+        ...
+
+    def image(self, sha256: str) -> bytes | None:
+        """The image stored under `sha256`, or None."""
+        ...

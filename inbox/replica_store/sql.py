@@ -1,0 +1,92 @@
+"""The replica on SQLAlchemy (the terminal's SQLite): each call one short transaction.
+
+The relay applies a tick's messages on its own connection with inbox/replica.py; this
+adapter is the POS's way in. SQLAlchemy's errors stop here (`terminal_store_error`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from cajasync.core.store_faults import terminal_store_error
+from cajasync.core.terminal_tables import images, replica
+from inbox import replica as rules
+from schemas.feed import Change, ImageData
+from schemas.records import Record
+
+_decoder: msgspec.msgpack.Decoder[Record] = msgspec.msgpack.Decoder(Record)
+_live = sa.not_(replica.c.deleted)
+
+
+class SqlReplicaStore:
+    """The replica of the terminal database on `engine`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def apply(self, changes: Sequence[Change], now: float) -> None:
+        """Write every change newer than what is held (a delete as a tombstone)."""
+        with self._transaction("applying changes to the replica") as connection:
+            rules.upsert(connection, changes, now)
+
+    def store_image(self, image: ImageData, now: float) -> bool:
+        """Store an image once by its sha256; False when the bytes do not match it."""
+        with self._transaction("storing an image") as connection:
+            return rules.store_image(connection, image, now)
+
+    def record(self, topic: str, key: str) -> Record | None:
+        """The live record of `topic` with `key`, or None."""
+        query = sa.select(replica.c.body).where(
+            replica.c.topic == topic, replica.c.key == key, _live
+        )
+        with self._reading(f"reading {topic} {key} from the replica") as connection:
+            body = connection.execute(query).scalar()
+        return None if body is None else _decoder.decode(body)
+
+    def records(self, topic: str, limit: int | None = None) -> list[Record]:
+        """Up to `limit` live records of `topic`, by key."""
+        query = (
+            sa.select(replica.c.body)
+            .where(replica.c.topic == topic, _live)
+            .order_by(replica.c.key)
+            .limit(limit)
+        )
+        with self._reading(f"reading {topic} from the replica") as connection:
+            return [_decoder.decode(body) for body in connection.execute(query).scalars()]
+
+    def counts(self, topic: str | None = None) -> dict[str, int]:
+        """Live records per topic holding any (only `topic` when given)."""
+        query = sa.select(replica.c.topic, sa.func.count()).where(_live).group_by(replica.c.topic)
+        if topic is not None:
+            query = query.where(replica.c.topic == topic)
+        with self._reading("counting replica records") as connection:
+            return {row[0]: int(row[1]) for row in connection.execute(query)}
+
+    def image(self, sha256: str) -> bytes | None:
+        """The image stored under `sha256`, or None."""
+        query = sa.select(images.c.data).where(images.c.sha256 == sha256)
+        with self._reading("reading an image") as connection:
+            data: bytes | None = connection.execute(query).scalar()
+        return data
+
+    @contextmanager
+    def _transaction(self, doing: str) -> Iterator[sa.Connection]:
+        with self._translated(doing), self._engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def _reading(self, doing: str) -> Iterator[sa.Connection]:
+        with self._translated(doing), self._engine.connect() as connection:
+            yield connection
+
+    @contextmanager
+    def _translated(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except (sa.exc.SQLAlchemyError, OverflowError) as exc:
+            raise terminal_store_error(exc, self._engine, doing) from exc
