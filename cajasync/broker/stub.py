@@ -21,8 +21,8 @@ What it honours, as RabbitMQ does for what cajasync declares:
   rejected without requeue (reason `rejected`); a queue without one drops it. Deliveries
   still unacked when their session ends go back the same way (counted: RabbitMQ 3.x
   quorum queues count them too);
-* `available = False` refuses new sessions and `drop_connections()` ends the open ones,
-  with BrokerUnavailable, as a broker restart does.
+* `available = False` (or `refuse_sessions(n)`: the next n) refuses new sessions and
+  `drop_connections()` ends the open ones, with BrokerUnavailable, as a broker restart does.
 
 Not modelled: message TTL (`expiration` is kept, never applied), queue length limits,
 exclusive or auto-delete queues, transactions.
@@ -178,6 +178,7 @@ class StubBroker:
         self.refusing: set[str] = set()  # queues whose publishes are nacked
         self.available = True
         self.generation = 0  # bumped by drop_connections()
+        self._refusals = 0  # sessions still to refuse (refuse_sessions)
 
     # -- declaring and looking -----------------------------------------------------------
 
@@ -195,6 +196,10 @@ class StubBroker:
         with self.lock:
             ready = self.queues[queue].ready
             return ready.popleft() if ready else None
+
+    def refuse_sessions(self, count: int) -> None:
+        """Refuse the next `count` sessions with BrokerUnavailable (a broker away a while)."""
+        self._refusals = count
 
     def drop_connections(self) -> None:
         """End every open session with BrokerUnavailable, as a broker restart does."""
@@ -277,7 +282,9 @@ class StubBroker:
     # -- sessions ------------------------------------------------------------------------
 
     def _open(self, doing: str) -> int:
-        if not self.available:
+        with self.lock:
+            refused, self._refusals = self._refusals > 0, max(0, self._refusals - 1)
+        if refused or not self.available:
             raise BrokerUnavailable(f"the stub broker is unavailable while {doing}")
         return self.generation
 

@@ -162,22 +162,31 @@ def test_a_batch_the_store_keeps_failing_is_given_back_until_the_delivery_limit_
     assert dead.headers["x-delivery-count"] == topology.DELIVERY_LIMIT + 1
 
 
-def test_a_broker_that_is_away_at_first_is_waited_for(broker: StubBroker) -> None:
+def test_a_broker_that_is_away_at_first_is_waited_for_with_the_reconnect_policy(
+    broker: StubBroker,
+) -> None:
     send_op(broker, envelope(1))
-    broker.available = False
-    ingest_run = Ingest(MemoryServerStore(), SETTINGS, broker=broker, until_idle=IDLE_S)
-    attempts = 0
+    broker.refuse_sessions(2)
+    assert ingest(broker, MemoryServerStore()).applied == 1
 
-    def back_after_two(*_args: Any, **_kwargs: Any) -> Any:
-        nonlocal attempts
-        attempts += 1
-        broker.available = attempts >= 2
-        return real_consuming(*_args, **_kwargs)
 
-    real_consuming = broker.consuming
-    broker.consuming = back_after_two  # type: ignore[method-assign]
-    assert ingest_run.run().applied == 1
-    assert attempts >= 2
+def test_a_broker_lost_mid_session_gives_the_unacked_batch_back_and_ingest_reconnects(
+    broker: StubBroker,
+) -> None:
+    class DropsOnce(MemoryServerStore):
+        dropped = False
+
+        def apply(self, batch: Sequence[Incoming]) -> list[Verdict]:
+            if not self.dropped:
+                self.dropped = True
+                broker.drop_connections()  # the batch is applied, its ack will not get through
+            return super().apply(batch)
+
+    send_op(broker, envelope(1))
+    stats = ingest(broker, DropsOnce())
+    assert stats.received == 1  # the first session's batch died with it before its count
+    assert (stats.duplicates, stats.receipts_sent) == (1, 1)
+    assert broker.messages(topology.OPS_QUEUE) == []
 
 
 # -- the request handler -------------------------------------------------------------------
