@@ -45,8 +45,7 @@ import tenacity
 from sqlalchemy.engine import Engine
 
 from cajasync.broker.links import FeedLink
-from cajasync.broker.ports import Event, FeedLinks
-from cajasync.broker.ports import FeedLink as FeedSession
+from cajasync.broker.ports import Event, FeedSession, FeedSessions
 from cajasync.broker.rabbitmq import reconnect_policy
 from cajasync.core.server_tables import change_log, stream_heads
 from cajasync.core.settings import Settings
@@ -246,7 +245,7 @@ class FeedRelay:
         stop: threading.Event | None = None,
         until_idle: float | None = None,
         on_progress: Callable[[FeedStats], None] | None = None,
-        open_session: FeedLinks = FeedLink,
+        open_session: FeedSessions = FeedLink,
     ) -> None:
         self.engine, self.settings, self.until_idle = engine, settings, until_idle
         self._open_session = open_session
@@ -464,7 +463,7 @@ def run_feed_relay(
     stop: threading.Event | None = None,
     until_idle: float | None = None,
     on_progress: Callable[[FeedStats], None] | None = None,
-    open_session: FeedLinks = FeedLink,
+    open_session: FeedSessions = FeedLink,
 ) -> FeedStats:
     """Publish the change log to `cajasync.down` until `stop` is set or, with `until_idle`,
     nothing was left to publish for that many seconds.

@@ -1,5 +1,5 @@
-"""The relays' pika sessions (`cajasync.broker.ports.TerminalLink` and `FeedLink`), and the
-one-shot request a pull or a high-water question sends.
+"""The relays' pika sessions (`cajasync.broker.ports.TerminalSession` and `FeedSession`),
+and the one-shot request a pull or a high-water question sends.
 
 `Link` is a `PikaSession` (one `pika.SelectConnection`, one channel in confirm mode) that
 declares the terminal's topology, optionally consumes the terminal's own queue, publishes

@@ -9,7 +9,7 @@ Two sides:
   The loop around it is written once, in `cajasync.broker.consumer`.
 * the asynchronous side (the terminal relay, the feed relay): one `ConfirmSession` on a
   loop of its own, driving a handler with callbacks (`on_ready`, `on_confirm`, `on_return`,
-  `on_message`); `TerminalLink` and `FeedLink` add what each relay publishes.
+  `on_message`); `TerminalSession` and `FeedSession` add what each relay publishes.
 
 Everything here is plain values and protocols: no pika, no outbox or inbox types. An
 adapter raises only cajasync errors (BrokerUnavailable when the broker is away).
@@ -179,7 +179,7 @@ class ConfirmSession(Protocol):
         """Run `callback` on the session's loop after `delay` seconds."""
 
 
-class TerminalLink(ConfirmSession, Protocol):
+class TerminalSession(ConfirmSession, Protocol):
     """A terminal's session: operations and requests up, its own queue consumed."""
 
     def publish(
@@ -198,7 +198,7 @@ class TerminalLink(ConfirmSession, Protocol):
         """Drop a message for good (no requeue), so it never blocks the queue."""
 
 
-class FeedLink(ConfirmSession, Protocol):
+class FeedSession(ConfirmSession, Protocol):
     """The feed relay's session: change events and stream heads to `cajasync.down`."""
 
     def publish(self, event: Event) -> None:
@@ -208,7 +208,7 @@ class FeedLink(ConfirmSession, Protocol):
         """Publish a stream-heads message that expires after `ttl_s`."""
 
 
-class TerminalLinks(Protocol):
+class TerminalSessions(Protocol):
     """Opens a terminal's sessions (`prefetch` None: publish only, do not consume)."""
 
     def __call__(
@@ -218,8 +218,8 @@ class TerminalLinks(Protocol):
         handler: LinkHandler,
         *,
         prefetch: int | None,
-    ) -> TerminalLink: ...
+    ) -> TerminalSession: ...
 
 
-FeedLinks = Callable[[Settings, SessionHandler], FeedLink]
+FeedSessions = Callable[[Settings, SessionHandler], FeedSession]
 """Opens the feed relay's sessions."""

@@ -315,11 +315,11 @@ class StubBroker:
         *,
         prefetch: int | None,
     ) -> StubLink:
-        """A terminal relay's session (`cajasync.broker.ports.TerminalLinks`)."""
+        """A terminal relay's session (`cajasync.broker.ports.TerminalSessions`)."""
         return StubLink(self, settings, identity, handler, prefetch=prefetch)
 
     def feed_link(self, settings: Settings, handler: SessionHandler) -> StubFeedLink:
-        """A feed relay's session (`cajasync.broker.ports.FeedLinks`)."""
+        """A feed relay's session (`cajasync.broker.ports.FeedSessions`)."""
         return StubFeedLink(self, handler)
 
 
@@ -592,7 +592,7 @@ class StubSession:
 
 
 class StubLink(StubSession):
-    """`cajasync.broker.ports.TerminalLink` on the stub."""
+    """`cajasync.broker.ports.TerminalSession` on the stub."""
 
     def __init__(
         self,
@@ -646,7 +646,7 @@ class StubLink(StubSession):
 
 
 class StubFeedLink(StubSession):
-    """`cajasync.broker.ports.FeedLink` on the stub."""
+    """`cajasync.broker.ports.FeedSession` on the stub."""
 
     def _declare(self, channel: StubChannel) -> None:
         channel.exchange_declare(DOWN_EXCHANGE, "topic", durable=True)

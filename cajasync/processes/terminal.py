@@ -30,7 +30,7 @@ import tenacity
 from sqlalchemy.engine import Engine
 
 from cajasync.broker.links import Link
-from cajasync.broker.ports import TerminalLink, TerminalLinks
+from cajasync.broker.ports import TerminalSession, TerminalSessions
 from cajasync.broker.rabbitmq import reconnect_policy
 from cajasync.core.db import reading
 from cajasync.core.identity import TerminalIdentity, load_identity
@@ -102,7 +102,7 @@ class Relay:
         *,
         stop: threading.Event | None = None,
         on_progress: Callable[[RelayStats], None] | None = None,
-        open_session: TerminalLinks = Link,
+        open_session: TerminalSessions = Link,
     ) -> None:
         self.engine, self.settings, self.mode = engine, settings, mode
         self._open_session = open_session
@@ -114,7 +114,7 @@ class Relay:
         self.feed = FeedMemory(retry_after_s=settings.resend_after_s)
         self.holds = self._holds()
         self.claimer = Claimer(settings, self.window, self.holds, resend=mode.resend)
-        self.link: TerminalLink | None = None
+        self.link: TerminalSession | None = None
         self.done = False
         self._sessions = 0
         self._reset_session_state()
@@ -475,7 +475,7 @@ def run_terminal(
     until_idle: float | None = None,
     stop: threading.Event | None = None,
     on_progress: Callable[[RelayStats], None] | None = None,
-    open_session: TerminalLinks = Link,
+    open_session: TerminalSessions = Link,
 ) -> RelayStats:
     """Relay ops up, apply receipts, replay requests and the down feed (change events,
     snapshots, images) until `stop` is set or, with `until_idle`, nothing was published or
