@@ -8,6 +8,7 @@ import sys
 import click
 
 from cajasync import __version__
+from cajasync.broker.rabbitmq import quiet_driver_logs
 from cajasync.errors import CajasyncError
 from cli.catalog import catalog
 from cli.demo import demo
@@ -27,7 +28,7 @@ def cli(verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if verbose < 2:
-        logging.getLogger("pika").setLevel(logging.CRITICAL)
+        quiet_driver_logs()
 
 
 cli.add_command(server)

@@ -1,6 +1,6 @@
 """From a broker delivery to an Incoming: decode, check who sent it and where, validate.
 
-Pure functions over a `Delivery` (what server ingest keeps of a pika message), so the rules
+Pure functions over a `Delivery` (what server ingest keeps of a broker message), so the rules
 for routing keys, `user_id` and rejection details are tested without a broker.
 
 Only an operation of its own terminal occupies that terminal's seq: it decoded, its routing
@@ -31,9 +31,9 @@ header is trusted for a terminal, nor for a seq unless the broker authenticated 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
+from cajasync.broker.ports import Delivery
 from cajasync.errors import InvalidMessage
 from inbox.store.base import (
     MAX_INT,
@@ -55,19 +55,6 @@ from schemas.validation import validate
 
 SHARED_USERS: Final = frozenset({"guest"})
 """Broker users shared by several terminals: their `user_id` says nothing about the sender."""
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One message taken from `cajasync.ops`."""
-
-    delivery_tag: int
-    routing_key: str
-    body: bytes
-    message_id: str | None = None
-    user_id: str | None = None
-    content_type: str | None = None
-    headers: dict[str, Any] = field(default_factory=dict)
 
 
 def classify(delivery: Delivery) -> Incoming:

@@ -3,10 +3,11 @@ answer every terminal with one receipt per batch, then ack the batch to the brok
 
 Poison messages and conflicting copies go to `cajasync.dlx` (confirmed, with their reason)
 before their batch is acked, as the store's verdicts say (`dead_letters`); gaps in a
-terminal's seqs are requested again after `gap_grace_s`. Broker sessions are retried by
-`cajasync.broker.rabbitmq.reconnect_policy`. A message the database refuses is isolated from its
-batch (`inbox.isolate`), rejected and dead-lettered with the database's reason; the rest
-of the batch is applied. A database that is away is waited for with
+terminal's seqs are requested again after `gap_grace_s`. The consume loop, with its
+broker reconnects, is `cajasync.broker.consumer.Consumer`, on any
+`cajasync.broker.ports.Broker`. A message the database refuses is isolated from its batch
+(`inbox.isolate`), rejected and dead-lettered with the database's reason; the rest of the
+batch is applied. A database that is away is waited for with
 `cajasync.core.store_faults.store_retry`, the batch held unacked meanwhile; only an outage
 longer than `store_give_up_s` (or a broken store) nacks the batch and stops ingest.
 Operations the store refuses as a second live copy of their terminal
@@ -28,17 +29,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-import pika
 from sqlalchemy.engine import Engine
 
-from cajasync.broker.rabbitmq import consuming, reconnect_policy, serviced_sleep
+from cajasync.broker.consumer import Batching, Consumer
+from cajasync.broker.ports import Broker, ConsumeSession, Delivery, Outbound
+from cajasync.broker.rabbitmq import RabbitBroker
 from cajasync.core.settings import Settings
 from cajasync.core.store_faults import store_retry
 from cajasync.core.topology import OPS_QUEUE, declare_server
-from cajasync.errors import BrokerUnavailable, StoreError, StoreUnavailable
-from inbox import ingest_link
-from inbox.classify import Delivery, classify
+from cajasync.errors import StoreError, StoreUnavailable
+from inbox.classify import classify
 from inbox.gaps import GapTracker
+from inbox.ingest_receipts import ask_replay, send_receipts
 from inbox.isolate import apply_isolating
 from inbox.store import incarnations
 from inbox.store.base import Gap, GapState, Incoming, ServerStore, Verdict
@@ -96,10 +98,16 @@ def run_server(
     until_idle: float | None = None,
     stop: threading.Event | None = None,
     on_progress: Callable[[IngestStats], None] | None = None,
+    broker: Broker | None = None,
 ) -> IngestStats:
     """Ingest until `stop` is set, or until nothing arrived for `until_idle` seconds."""
     ingest = Ingest(
-        SqlServerStore(engine), settings, until_idle=until_idle, stop=stop, on_progress=on_progress
+        SqlServerStore(engine),
+        settings,
+        until_idle=until_idle,
+        stop=stop,
+        on_progress=on_progress,
+        broker=broker,
     )
     return ingest.run()
 
@@ -170,7 +178,7 @@ def _moment(epoch: float) -> str:
 
 
 class Ingest:
-    """One server ingest consumer over any ServerStore."""
+    """One server ingest consumer over any ServerStore and any broker (RabbitMQ by default)."""
 
     def __init__(
         self,
@@ -180,6 +188,7 @@ class Ingest:
         until_idle: float | None = None,
         stop: threading.Event | None = None,
         on_progress: Callable[[IngestStats], None] | None = None,
+        broker: Broker | None = None,
     ) -> None:
         self.stats = IngestStats()
         self._store = store
@@ -191,80 +200,47 @@ class Ingest:
         self._tracker = GapTracker(settings.gap_grace_s, cap)
         self._saved_gaps: list[GapState] | None = None  # None: not resumed from the store yet
         self._retry = store_retry(settings, what="server ingest", stop=stop)
-        self._last_arrival = self._last_flush = self._last_gap_check = time.monotonic()
+        self._last_flush = self._last_gap_check = time.monotonic()
+        self._loop = Consumer(
+            broker or RabbitBroker(settings.broker_url),
+            settings,
+            what="server ingest",
+            queue=OPS_QUEUE,
+            prefetch=settings.prefetch,
+            batching=Batching(settings.ingest_batch, settings.ingest_flush_s),
+            declare=declare_server,
+            stop=stop,
+            until_idle=until_idle,
+        )
 
     def run(self) -> IngestStats:
         """Consume until done, reconnecting with the broker reconnect policy."""
-        policy = reconnect_policy(
-            self._settings, what="server ingest", stop=self._stop, give_up_after=self._until_idle
-        )
-        try:
-            policy(self._session)
-        except BrokerUnavailable:
-            if not self._stopping():
-                raise
+        self._loop.run(self)
         return self.stats
 
-    def _session(self) -> None:
-        url = self._settings.broker_url
-        connecting = "connecting server ingest"
-        with consuming(url, connecting=connecting, queue=OPS_QUEUE) as connection:
-            self._consume(connection)
+    # -- cajasync.broker.consumer.Batches ---------------------------------------------------
 
-    def _consume(self, connection: pika.BlockingConnection) -> None:
-        channel = connection.channel()
-        declare_server(channel)  # idempotent: a fresh or reset broker gets its queues back
-        channel.basic_qos(prefetch_count=self._settings.prefetch)
-        dead = connection.channel()
-        dead.confirm_delivery()
-        out = ingest_link.Publisher(channel, dead)
+    def on_session(self, session: ConsumeSession) -> None:
         self._retry = store_retry(  # waits for the store without starving the broker session
-            self._settings,
-            what="server ingest",
-            stop=self._stop,
-            sleep=serviced_sleep(connection, self._stop),
+            self._settings, what="server ingest", stop=self._stop, sleep=session.sleep
         )
-        self._last_arrival = time.monotonic()
-        pending: list[Delivery] = []
-        first_at = 0.0
-        for method, properties, body in channel.consume(
-            OPS_QUEUE, inactivity_timeout=self._settings.ingest_flush_s
-        ):
-            now = time.monotonic()
-            if method is not None:
-                first_at = first_at if pending else now
-                pending.append(ingest_link.delivery(method, properties, body))
-                self._last_arrival = now
-            if pending and self._flush_due(len(pending), now - first_at, idle=method is None):
-                self._flush(out, pending)
-                pending = []
-            if self._finished(out, pending):
-                break
-        channel.cancel()
 
-    def _flush_due(self, count: int, age: float, *, idle: bool) -> bool:
-        return idle or count >= self._settings.ingest_batch or age >= self._settings.ingest_flush_s
+    def on_batch(self, deliveries: list[Delivery], out: Outbound) -> None:
+        self._flush(out, deliveries)
 
-    def _finished(self, out: ingest_link.Publisher, pending: list[Delivery]) -> bool:
-        """Check gaps when due; True once stopped, or idle with no gap in its grace period."""
-        if self._stopping():
-            if pending:
-                self._flush(out, pending)
-            return True
+    def done(self, out: Outbound, *, holding: bool) -> bool:
+        """Check gaps when due; True once idle with no gap in its grace period."""
         now = time.monotonic()
-        quiet = self._quiet(now)
+        quiet = self._loop.quiet()
         unchecked = self._last_gap_check < self._last_flush
         if now - self._last_gap_check >= GAP_CHECK_S or (quiet and unchecked):
             self._check_gaps(out, now)
-        return quiet and not pending and not self._tracker.waiting()
-
-    def _quiet(self, now: float) -> bool:
-        return self._until_idle is not None and now - self._last_arrival >= self._until_idle
+        return quiet and not holding and not self._tracker.waiting()
 
     def _stopping(self) -> bool:
-        return self._stop is not None and self._stop.is_set()
+        return self._loop.stopping()
 
-    def _flush(self, out: ingest_link.Publisher, deliveries: list[Delivery]) -> None:
+    def _flush(self, out: Outbound, deliveries: list[Delivery]) -> None:
         """Apply a batch, answer its terminals, then ack it; nack it if the store fails
         for good (or is away when ingest is stopped)."""
         batch = [classify(delivery) for delivery in deliveries]
@@ -280,7 +256,7 @@ class Ingest:
         for delivery, reason in dead_letters(deliveries, verdicts):
             out.dead_letter(delivery, reason)
             self.stats.dead_lettered += 1
-        self.stats.receipts_sent += out.receipts(verdicts)
+        self.stats.receipts_sent += send_receipts(out, verdicts)
         out.ack(deliveries[-1].delivery_tag)
         self.stats.count(verdicts)
         self._last_flush = time.monotonic()
@@ -289,7 +265,7 @@ class Ingest:
     def _apply(self, batch: Sequence[Incoming]) -> list[Verdict]:
         return self._retry(self._store.apply, batch)
 
-    def _check_gaps(self, out: ingest_link.Publisher, now: float) -> None:
+    def _check_gaps(self, out: Outbound, now: float) -> None:
         self._last_gap_check = now
         try:
             self._ask_for_gaps(out)
@@ -298,13 +274,13 @@ class Ingest:
                 raise
             # stopped while the store was away: nothing to ask for now
 
-    def _ask_for_gaps(self, out: ingest_link.Publisher) -> None:
+    def _ask_for_gaps(self, out: Outbound) -> None:
         """Record lost seqs, ask for the gaps due, save the states of those asked for."""
         self._mark_lost()
         due = self._tracker.due(self._open_gaps(), time.time())
         for gap in due:
             log.info("asking %s to replay seqs %d..%d", gap.terminal, gap.from_seq, gap.to_seq)
-            out.replay(gap)
+            ask_replay(out, gap)
         if due:
             self.stats.replays_requested += len(due)
             self._progress()

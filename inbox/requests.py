@@ -5,10 +5,10 @@ own queue and a small prefetch, away from the ingest path. Each request is check
 (inbox/answers.py): one that does not decode, or names a topic or stream its terminal is
 not entitled to, goes to `cajasync.dlx` with its reason (confirmed) and is acked. Otherwise
 its replies are read from one catalog snapshot and published to `t.<terminal>` with
-confirms; the request is acked once they are all confirmed. Broker sessions are retried by
-`cajasync.broker.rabbitmq.reconnect_policy` (an unacked request is delivered again). A database
-that is away is waited for with `cajasync.core.store_faults.store_retry` and the request
-answered then; a request whose reads the database refuses is dead-lettered with the
+confirms; the request is acked once they are all confirmed. The consume loop, with its
+broker reconnects, is `cajasync.broker.consumer.Consumer` (an unacked request is delivered
+again). A database that is away is waited for with `cajasync.core.store_faults.store_retry`
+and the request answered then; a request whose reads the database refuses is dead-lettered with the
 reason; a broken store, or an outage longer than `store_give_up_s`, gives the request
 back to the queue and stops the handler.
 
@@ -24,21 +24,20 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
-import pika
 from sqlalchemy.engine import Engine
 
-from cajasync.broker.rabbitmq import consuming, reconnect_policy, serviced_sleep
+from cajasync.broker.consumer import Batching, Consumer
+from cajasync.broker.ports import Broker, ConsumeSession, Delivery, Outbound, Replies
+from cajasync.broker.rabbitmq import RabbitBroker
 from cajasync.core.settings import Settings
 from cajasync.core.store_faults import store_retry
 from cajasync.core.topology import REQUESTS_QUEUE, declare_server
 from cajasync.errors import (
-    BrokerUnavailable,
     InvalidMessage,
     StoreDataError,
     StoreError,
     StoreUnavailable,
 )
-from inbox import ingest_link
 from inbox.answers import (
     CatchUpPlan,
     HighWaterPlan,
@@ -51,8 +50,6 @@ from inbox.answers import (
     replies,
 )
 from inbox.catalog_reads import read_snapshot, reading_engine
-from inbox.classify import Delivery
-from inbox.replies import Replies
 from inbox.store.sql import SqlServerStore
 
 log = logging.getLogger(__name__)
@@ -99,11 +96,14 @@ def run_requests(
     *,
     stop: threading.Event | None = None,
     until_idle: float | None = None,
+    broker: Broker | None = None,
 ) -> RequestStats:
     """Answer requests until `stop` is set, or until none arrived for `until_idle` seconds."""
     reader = reading_engine(engine)
     try:
-        handler = RequestHandler(reader, settings, stop=stop, until_idle=until_idle, writer=engine)
+        handler = RequestHandler(
+            reader, settings, stop=stop, until_idle=until_idle, writer=engine, broker=broker
+        )
         return handler.run()
     finally:
         if reader is not engine:
@@ -111,7 +111,8 @@ def run_requests(
 
 
 class RequestHandler:
-    """One consumer of `cajasync.requests` over a server store."""
+    """One consumer of `cajasync.requests` over a server store, on any broker (RabbitMQ by
+    default)."""
 
     def __init__(
         self,
@@ -121,6 +122,7 @@ class RequestHandler:
         stop: threading.Event | None = None,
         until_idle: float | None = None,
         writer: Engine | None = None,
+        broker: Broker | None = None,
     ) -> None:
         self.stats = RequestStats()
         self._engine = engine
@@ -128,52 +130,49 @@ class RequestHandler:
         self._settings = settings
         self._stop = stop
         self._until_idle = until_idle
-        self._last_arrival = time.monotonic()
+        self._last_handled = time.monotonic()
         self._retry = store_retry(settings, what="request handler", stop=stop)
+        self._answers: Replies | None = None
+        self._loop = Consumer(
+            broker or RabbitBroker(settings.broker_url),
+            settings,
+            what="the request handler",
+            queue=REQUESTS_QUEUE,
+            prefetch=PREFETCH,
+            batching=Batching(1, POLL_S),
+            declare=declare_server,
+            stop=stop,
+            until_idle=until_idle,
+        )
 
     def run(self) -> RequestStats:
         """Consume until done, reconnecting with the broker reconnect policy."""
-        policy = reconnect_policy(
-            self._settings, what="request handler", stop=self._stop, give_up_after=self._until_idle
-        )
-        try:
-            policy(self._session)
-        except BrokerUnavailable:
-            if not self._stopping():
-                raise
+        self._loop.run(self)
         return self.stats
 
-    def _session(self) -> None:
-        url = self._settings.broker_url
-        with consuming(
-            url, connecting="connecting the request handler", queue=REQUESTS_QUEUE
-        ) as connection:
-            self._consume(connection)
+    # -- cajasync.broker.consumer.Batches ---------------------------------------------------
 
-    def _consume(self, connection: pika.BlockingConnection) -> None:
-        channel = connection.channel()
-        declare_server(channel)  # idempotent: a fresh or reset broker gets its queues back
-        channel.basic_qos(prefetch_count=PREFETCH)
-        dead = connection.channel()
-        dead.confirm_delivery()
-        out = ingest_link.Publisher(channel, dead)
-        answers = Replies(connection)
+    def on_session(self, session: ConsumeSession) -> None:
+        self._answers = session.replies()
         self._retry = store_retry(  # waits for the store without starving the broker session
-            self._settings,
-            what="request handler",
-            stop=self._stop,
-            sleep=serviced_sleep(connection, self._stop),
+            self._settings, what="request handler", stop=self._stop, sleep=session.sleep
         )
-        self._last_arrival = time.monotonic()
-        for method, properties, body in channel.consume(REQUESTS_QUEUE, inactivity_timeout=POLL_S):
-            if method is not None:
-                self._handle(out, answers, ingest_link.delivery(method, properties, body))
-                self._last_arrival = time.monotonic()
-            if self._stopping() or self._quiet():
-                break
-        channel.cancel()
+        self._last_handled = time.monotonic()
 
-    def _handle(self, out: ingest_link.Publisher, answers: Replies, delivery: Delivery) -> None:
+    def on_batch(self, deliveries: list[Delivery], out: Outbound) -> None:
+        assert self._answers is not None
+        for delivery in deliveries:
+            self._handle(out, self._answers, delivery)
+        self._last_handled = time.monotonic()
+
+    def done(self, out: Outbound, *, holding: bool) -> bool:
+        """True once no request arrived for `until_idle` seconds after the last one."""
+        return (
+            self._until_idle is not None
+            and time.monotonic() - self._last_handled >= self._until_idle
+        )
+
+    def _handle(self, out: Outbound, answers: Replies, delivery: Delivery) -> None:
         """Answer one request, or dead-letter it; then ack it."""
         self.stats.received += 1
         try:
@@ -215,11 +214,5 @@ class RequestHandler:
         else:
             self.stats.undeliverable += 1
 
-    def _quiet(self) -> bool:
-        return (
-            self._until_idle is not None
-            and time.monotonic() - self._last_arrival >= self._until_idle
-        )
-
     def _stopping(self) -> bool:
-        return self._stop is not None and self._stop.is_set()
+        return self._loop.stopping()

@@ -6,7 +6,7 @@
 Every tick (`settings.poll_interval_s`, or at once when confirms free the window) it
 *settles* what the broker confirmed (one UPDATE setting `published_at`), then *claims*
 unpublished `catalog_changes` rows in `id` order and publishes them to `cajasync.down`
-(through `outbox.feed_link.FeedLink`) with routing key `chg.<topic>.<scope>`:
+(through a `cajasync.broker.ports.FeedLink`) with routing key `chg.<topic>.<scope>`:
 consecutive rows of one stream travel as one `ChangeEvent` (so stream order holds inside
 and across messages on the one channel). Publisher confirms are pipelined: up to
 `settings.publish_window` changes are in flight.
@@ -44,26 +44,22 @@ import sqlalchemy as sa
 import tenacity
 from sqlalchemy.engine import Engine
 
+from cajasync.broker.links import FeedLink
+from cajasync.broker.ports import Event, FeedSession, FeedSessions
 from cajasync.broker.rabbitmq import reconnect_policy
 from cajasync.core.server_tables import change_log, stream_heads
 from cajasync.core.settings import Settings
 from cajasync.core.store_faults import Outage, store_error
+from cajasync.core.topology import change_routing_key, heads_routing_key
 from cajasync.errors import BrokerUnavailable, StoreError, StoreUnavailable
-from outbox.feed_link import Event, FeedLink
 from schemas.codec import encode
 from schemas.feed import ChangeEvent, split_stream
-from schemas.topics import DOWN_TOPIC_SCOPES, TABLE_TOPICS
 
 log = logging.getLogger(__name__)
 
 MAX_EVENT_CHANGES: Final = 100  # changes of one stream per message
 MAX_EVENT_BYTES: Final = 256 * 1024
 MARK_CHUNK: Final = 5000
-
-
-def change_routing_key(topic: str, scope: str) -> str:
-    """`chg.<topic>.<scope>`: what terminals of that scope are bound to."""
-    return f"chg.{topic}.{scope}"
 
 
 # -- the change log's SQL ------------------------------------------------------------------
@@ -120,17 +116,6 @@ def published_heads(connection: sa.Connection) -> dict[str, int]:
         )
     )
     return {stream: seq for stream, seq in rows}
-
-
-def heads_routing_key(scope: str) -> str | None:
-    """A change routing key every terminal of `scope` is bound to: that of the scope's first
-    topic that every kind of terminal takes (tables reach only restaurants and hotels).
-    None for a scope no terminal is bound to."""
-    kind = scope.partition(".")[0]
-    for topic, natural in DOWN_TOPIC_SCOPES.items():
-        if topic not in TABLE_TOPICS and kind in (natural, "term"):
-            return change_routing_key(topic, scope)
-    return None
 
 
 def heads_messages(heads: dict[str, int]) -> list[tuple[str, bytes]]:
@@ -260,13 +245,15 @@ class FeedRelay:
         stop: threading.Event | None = None,
         until_idle: float | None = None,
         on_progress: Callable[[FeedStats], None] | None = None,
+        open_session: FeedSessions = FeedLink,
     ) -> None:
         self.engine, self.settings, self.until_idle = engine, settings, until_idle
+        self._open_session = open_session
         self.stop = stop or threading.Event()
         self.on_progress = on_progress
         self.stats = FeedStats()
         self.inflight = Inflight(settings.publish_window)
-        self.link: FeedLink | None = None
+        self.link: FeedSession | None = None
         self.done = False
         self._sessions = 0
         self._nack_streak = 0
@@ -293,7 +280,7 @@ class FeedRelay:
             self.stats.reconnects += 1
         self._sessions += 1
         confirmed_before = self.stats.confirmed
-        self.link = FeedLink(self.settings, self)
+        self.link = self._open_session(self.settings, self)
         try:
             self.link.run()
         except BrokerUnavailable as exc:
@@ -476,14 +463,23 @@ def run_feed_relay(
     stop: threading.Event | None = None,
     until_idle: float | None = None,
     on_progress: Callable[[FeedStats], None] | None = None,
+    open_session: FeedSessions = FeedLink,
 ) -> FeedStats:
     """Publish the change log to `cajasync.down` until `stop` is set or, with `until_idle`,
     nothing was left to publish for that many seconds.
 
     An unreachable broker is retried with back-off for as long as `stop` is unset; with
     `until_idle`, BrokerUnavailable is raised once it stays away that long.
+    `open_session` opens the broker sessions (RabbitMQ; `StubBroker.feed_link` in tests).
     """
-    relay = FeedRelay(engine, settings, stop=stop, until_idle=until_idle, on_progress=on_progress)
+    relay = FeedRelay(
+        engine,
+        settings,
+        stop=stop,
+        until_idle=until_idle,
+        on_progress=on_progress,
+        open_session=open_session,
+    )
     return relay.run()
 
 

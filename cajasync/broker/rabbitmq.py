@@ -1,4 +1,5 @@
-"""The pika adapter: connection parameters, error mapping and the reconnect policy.
+"""The pika adapter: connection parameters, error mapping, the reconnect policy, and
+`RabbitBroker`, the blocking side of `cajasync.broker.ports` (consume sessions).
 
 pika's exceptions stop here; callers see BrokerUnavailable with where and what to do.
 A message field pika cannot decode becomes a marker before it can drop a connection
@@ -18,9 +19,19 @@ from urllib.parse import urlsplit
 import pika
 import pika.exceptions
 import tenacity
+from pika.adapters.blocking_connection import BlockingChannel
 
 from cajasync.broker import pika_fields
+from cajasync.broker.ports import (
+    CONTENT_TYPE,
+    PERSISTENT,
+    REASON_HEADER,
+    ROUTING_KEY_HEADER,
+    Delivery,
+)
+from cajasync.broker.replies import PikaReplies
 from cajasync.core.settings import Settings
+from cajasync.core.topology import DEAD_EXCHANGE, DOWN_EXCHANGE
 from cajasync.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -52,6 +63,11 @@ def parameters(url: str, *, heartbeat: int = 30) -> pika.URLParameters:
     params.socket_timeout = 5
     params.connection_attempts = 1
     return params
+
+
+def quiet_driver_logs() -> None:
+    """Silence pika's own logging (its errors reach callers as BrokerUnavailable anyway)."""
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 def describe(url: str) -> str:
@@ -166,3 +182,115 @@ def consuming(url: str, *, connecting: str, queue: str) -> Iterator[pika.Blockin
             yield connection
     finally:
         close_quietly(connection)
+
+
+def delivery(method: Any, properties: Any, body: bytes | None) -> Delivery:
+    """What the consumers keep of a pika delivery."""
+    headers = properties.headers if isinstance(properties.headers, dict) else {}
+    return Delivery(
+        delivery_tag=method.delivery_tag,
+        routing_key=method.routing_key,
+        body=body or b"",
+        message_id=properties.message_id,
+        user_id=properties.user_id,
+        content_type=properties.content_type,
+        headers=headers,
+    )
+
+
+class PikaOutbound:
+    """Acks, publishes down and dead letters of one consume session.
+
+    Receipts and replay requests go out on the consuming channel (a lost one is recovered by
+    the terminal resending, which earns a duplicate receipt). Dead letters go out on a
+    second channel in confirm mode, so a poison message is on `cajasync.dead` before it is
+    acked.
+    """
+
+    def __init__(self, channel: BlockingChannel, dead: BlockingChannel) -> None:
+        self._channel = channel
+        self._dead = dead
+        self._down = pika.BasicProperties(delivery_mode=PERSISTENT, content_type=CONTENT_TYPE)
+
+    def ack(self, last_tag: int) -> None:
+        self._channel.basic_ack(last_tag, multiple=True)
+
+    def nack(self, last_tag: int) -> None:
+        self._channel.basic_nack(last_tag, multiple=True, requeue=True)
+
+    def send_down(self, routing_key: str, body: bytes) -> None:
+        self._channel.basic_publish(DOWN_EXCHANGE, routing_key, body, self._down)
+
+    def dead_letter(self, message: Delivery, reason: str) -> None:
+        log.warning("dead-lettering %s (%s): %s", message.message_id, message.routing_key, reason)
+        headers = {
+            **message.headers,
+            REASON_HEADER: reason,
+            ROUTING_KEY_HEADER: message.routing_key,
+        }
+        properties = pika.BasicProperties(
+            delivery_mode=PERSISTENT,
+            content_type=message.content_type,
+            message_id=message.message_id,
+            headers=headers,
+        )
+        self._dead.basic_publish(
+            DEAD_EXCHANGE, message.routing_key, message.body, properties, mandatory=True
+        )
+
+
+class PikaConsumeSession:
+    """One blocking connection consuming one queue (`cajasync.broker.ports.ConsumeSession`)."""
+
+    def __init__(
+        self,
+        connection: pika.BlockingConnection,
+        queue: str,
+        *,
+        prefetch: int,
+        declare: Callable[[Any], object],
+        stop: threading.Event | None,
+    ) -> None:
+        self._connection = connection
+        self._queue = queue
+        self._channel = connection.channel()
+        declare(self._channel)  # idempotent: a fresh or reset broker gets its queues back
+        self._channel.basic_qos(prefetch_count=prefetch)
+        dead = connection.channel()
+        dead.confirm_delivery()
+        self.out = PikaOutbound(self._channel, dead)
+        self.sleep = serviced_sleep(connection, stop)
+
+    def deliveries(self, *, timeout: float) -> Iterator[Delivery | None]:
+        for method, properties, body in self._channel.consume(
+            self._queue, inactivity_timeout=timeout
+        ):
+            yield None if method is None else delivery(method, properties, body)
+
+    def cancel(self) -> None:
+        self._channel.cancel()
+
+    def replies(self) -> PikaReplies:
+        return PikaReplies(self._connection)
+
+
+class RabbitBroker:
+    """RabbitMQ at `url`, for the blocking consumers (`cajasync.broker.ports.Broker`)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    @contextmanager
+    def consuming(
+        self,
+        queue: str,
+        *,
+        prefetch: int,
+        declare: Callable[[Any], object],
+        connecting: str,
+        stop: threading.Event | None,
+    ) -> Iterator[PikaConsumeSession]:
+        with consuming(self.url, connecting=connecting, queue=queue) as connection:
+            yield PikaConsumeSession(
+                connection, queue, prefetch=prefetch, declare=declare, stop=stop
+            )

@@ -1,6 +1,7 @@
 """One asynchronous broker session: a `pika.SelectConnection`, one channel in confirm mode.
 
-`ConfirmSession` owns the connection, its ioloop and the session's lifecycle: opening
+`PikaSession` (pika's `cajasync.broker.ports.ConfirmSession`) owns the connection, its
+ioloop and the session's lifecycle: opening
 (with a watchdog that gives up when the handler wants to stop), publisher confirms
 (acks arrive asynchronously, so many publishes are in flight at once), closing, and the
 mapping of every pika error to BrokerUnavailable. A subclass declares what it needs on
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Final, Generic, Protocol, TypeVar
+from typing import Final, Generic, TypeVar
 
 import pika
 import pika.channel
@@ -22,34 +23,20 @@ import pika.exceptions
 import pika.frame
 import pika.spec
 
+from cajasync.broker.ports import SessionHandler
 from cajasync.broker.rabbitmq import PIKA_ERRORS, broker_errors, describe, parameters
 from cajasync.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPE: Final = "application/msgpack"
-PERSISTENT: Final = 2
 OPENING_WATCH_S: Final = 0.2
 CLOSE_GRACE_S: Final = 2.0  # a broker that does not answer Connection.Close in time is left
-
-
-class SessionHandler(Protocol):
-    """What a session's owner does with broker events (all called on the ioloop thread)."""
-
-    def wants_stop(self) -> bool:
-        """True when the session should give up opening and close."""
-
-    def on_ready(self) -> None:
-        """The channel is in confirm mode (and consuming, if it does): publishing may start."""
-
-    def on_confirm(self, tag: int, *, multiple: bool, ok: bool) -> None:
-        """The broker acked (ok) or nacked publishes up to `tag`."""
 
 
 H = TypeVar("H", bound=SessionHandler)
 
 
-class ConfirmSession(ABC, Generic[H]):
+class PikaSession(ABC, Generic[H]):
     """One broker session; `run()` blocks until it is closed or lost.
 
     `connecting` and `serving` name what the session was doing in its errors.

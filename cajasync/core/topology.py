@@ -21,8 +21,29 @@ def op_routing_key(terminal: str, topic: str) -> str:
     return f"op.{terminal}.{topic}"
 
 
+def request_routing_key(terminal: str, kind: str) -> str:
+    """`req.<terminal>.<kind>`: a terminal's request (snapshot, catch-up, images...) up."""
+    return f"req.{terminal}.{kind}"
+
+
 def terminal_routing_key(terminal: str) -> str:
     return f"t.{terminal}"
+
+
+def change_routing_key(topic: str, scope: str) -> str:
+    """`chg.<topic>.<scope>`: what terminals of that scope are bound to."""
+    return f"chg.{topic}.{scope}"
+
+
+def heads_routing_key(scope: str) -> str | None:
+    """A change routing key every terminal of `scope` is bound to: that of the scope's first
+    topic that every kind of terminal takes (tables reach only restaurants and hotels).
+    None for a scope no terminal is bound to."""
+    kind = scope.partition(".")[0]
+    for topic, natural in DOWN_TOPIC_SCOPES.items():
+        if topic not in TABLE_TOPICS and kind in (natural, "term"):
+            return change_routing_key(topic, scope)
+    return None
 
 
 def terminal_queue(terminal: str) -> str:
@@ -36,8 +57,8 @@ def change_bindings(terminal: str, location: str, pos: str, kind: str) -> list[s
     for topic, scope in DOWN_TOPIC_SCOPES.items():
         if topic in TABLE_TOPICS and kind not in TABLE_KINDS:
             continue  # tables and rooms only reach restaurants and hotels
-        keys.append(f"chg.{topic}.{scope_names[scope]}")
-        keys.append(f"chg.{topic}.term.{terminal}")
+        keys.append(change_routing_key(topic, scope_names[scope]))
+        keys.append(change_routing_key(topic, f"term.{terminal}"))
     return keys
 
 

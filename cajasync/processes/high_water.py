@@ -22,13 +22,13 @@ from typing import Any, Final
 
 import msgspec
 
+from cajasync.broker.links import send_request
 from cajasync.broker.rabbitmq import HOW_TO_START, broker_errors, close_quietly, connect
 from cajasync.core.identity import TerminalIdentity
 from cajasync.core.settings import Settings
 from cajasync.core.topology import terminal_queue
 from cajasync.errors import BrokerUnavailable, CajasyncError, NoAnswer
 from cajasync.processes.terminal_init import declare_terminal_queue
-from outbox.relay_link import send_request
 from schemas.feed import HighWaterMark, HighWaterRequest
 
 log = logging.getLogger(__name__)

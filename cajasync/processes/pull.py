@@ -24,13 +24,13 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from cajasync.broker.links import send_request
 from cajasync.core.identity import TerminalIdentity, load_identity
 from cajasync.core.settings import Settings
 from cajasync.core.terminal_tables import pulls
 from cajasync.errors import CajasyncError, ConfigError, PullTimedOut
 from cajasync.processes.terminal import run_terminal
 from inbox.replica import ABANDONED, DONE, positions, start_pull
-from outbox.relay_link import send_request
 from schemas.feed import SnapshotRequest, split_stream
 from schemas.topics import DOWN_TOPIC_SCOPES, TABLE_KINDS, TABLE_TOPICS, down_topic
 

@@ -3,8 +3,8 @@
     stats = run_terminal(engine, settings, stop=stop_event)   # until stopped
     confirmed = drain(engine, settings, timeout=60)           # publish the backlog, return
 
-One `Relay` drives one broker session at a time (`outbox.relay_link.Link`) on pika's
-ioloop. Every tick it *settles* what the broker said (one UPDATE for the confirmed rows,
+One `Relay` drives one broker session at a time (`cajasync.broker.links.Link`) on its
+loop. Every tick it *settles* what the broker said (one UPDATE for the confirmed rows,
 one per refusal reason) and *applies* what the server sent (receipts, replay requests,
 change events, snapshot pages and images), both in one short write transaction, then one
 ack; publishes the requests that produced (catch-up on a stream gap, the images a snapshot
@@ -29,17 +29,19 @@ import sqlalchemy as sa
 import tenacity
 from sqlalchemy.engine import Engine
 
+from cajasync.broker.links import Link
+from cajasync.broker.ports import TerminalSession, TerminalSessions
 from cajasync.broker.rabbitmq import reconnect_policy
 from cajasync.core.db import reading
 from cajasync.core.identity import TerminalIdentity, load_identity
 from cajasync.core.settings import Settings
+from cajasync.core.topology import op_routing_key
 from cajasync.errors import BrokerUnavailable, InvalidMessage
 from inbox.receipts import apply_receipt, apply_replay
 from inbox.replica import FeedMemory, FeedMessage, apply_down, coalesce
 from outbox.claimer import Claimer
 from outbox.claims import OutRow, mark_refused, mark_sent, store_errors
 from outbox.inflight import Holds, Window
-from outbox.relay_link import Link
 from schemas.codec import decode_terminal_inbox
 from schemas.envelope import Receipt, ReplayRequest
 from schemas.feed import ChangeEvent
@@ -100,8 +102,10 @@ class Relay:
         *,
         stop: threading.Event | None = None,
         on_progress: Callable[[RelayStats], None] | None = None,
+        open_session: TerminalSessions = Link,
     ) -> None:
         self.engine, self.settings, self.mode = engine, settings, mode
+        self._open_session = open_session
         self.stop = stop or threading.Event()
         self.on_progress = on_progress
         self.identity = self._load_identity()
@@ -110,7 +114,7 @@ class Relay:
         self.feed = FeedMemory(retry_after_s=settings.resend_after_s)
         self.holds = self._holds()
         self.claimer = Claimer(settings, self.window, self.holds, resend=mode.resend)
-        self.link: Link | None = None
+        self.link: TerminalSession | None = None
         self.done = False
         self._sessions = 0
         self._reset_session_state()
@@ -136,7 +140,9 @@ class Relay:
             self._report()
         self._sessions += 1
         before = (self.stats.confirmed, self.stats.receipts)
-        self.link = Link(self.settings, self.identity, self, prefetch=self._prefetch())
+        self.link = self._open_session(
+            self.settings, self.identity, self, prefetch=self._prefetch()
+        )
         try:
             self.link.run()
         except BrokerUnavailable as exc:
@@ -429,7 +435,13 @@ class Relay:
     def _publish(self, row: OutRow) -> None:
         assert self.link is not None
         self.window.add(row.seq)
-        self.link.publish(row)
+        terminal = self.identity.terminal
+        self.link.publish(
+            op_routing_key(terminal, row.topic),
+            row.body,
+            message_id=f"{row.op_id}/{row.version}",
+            headers={"terminal": terminal, "seq": row.seq, "topic": row.topic},
+        )
         self.stats.published += 1
         self.last_activity = time.monotonic()
 
@@ -463,6 +475,7 @@ def run_terminal(
     until_idle: float | None = None,
     stop: threading.Event | None = None,
     on_progress: Callable[[RelayStats], None] | None = None,
+    open_session: TerminalSessions = Link,
 ) -> RelayStats:
     """Relay ops up, apply receipts, replay requests and the down feed (change events,
     snapshots, images) until `stop` is set or, with `until_idle`, nothing was published or
@@ -470,9 +483,13 @@ def run_terminal(
 
     An unreachable broker is retried with back-off for as long as `stop` is unset;
     with `until_idle`, BrokerUnavailable is raised once it stays away that long.
+    `open_session` opens the broker sessions (RabbitMQ; `StubBroker.terminal_link` in tests).
     """
     mode = Mode(consume=True, resend=True, until_drained=False, until_idle=until_idle)
-    return Relay(engine, settings, mode, stop=stop, on_progress=on_progress).run()
+    relay = Relay(
+        engine, settings, mode, stop=stop, on_progress=on_progress, open_session=open_session
+    )
+    return relay.run()
 
 
 def drain(

@@ -21,11 +21,11 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import pika
 import sqlalchemy as sa
 
+from cajasync.broker.ports import REASON_HEADER
 from cajasync.core import topology
 from cajasync.core.server_tables import operations, received
 from cajasync.core.settings import Settings
 from inbox.ingest import IngestStats, run_server
-from inbox.ingest_link import REASON_HEADER
 from schemas import (
     OpEnvelope,
     Operation,

@@ -22,11 +22,11 @@ import pika.data
 import pytest
 import sqlalchemy as sa
 
+from cajasync.broker.ports import REASON_HEADER
 from cajasync.core import topology
 from cajasync.core.identity import TerminalIdentity
 from cajasync.core.settings import Settings
 from cajasync.processes.terminal_init import init_terminal
-from inbox.ingest_link import REASON_HEADER
 from inbox.requests import run_requests
 from schemas import encode, topic_of
 from schemas.envelope import OpEnvelope

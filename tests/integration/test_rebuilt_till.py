@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from cajasync.broker.ports import REASON_HEADER
 from cajasync.core import topology
 from cajasync.core.db import open_database
 from cajasync.core.identity import load_position
@@ -28,7 +29,6 @@ from cajasync.core.server_tables import operations, progress, received
 from cajasync.core.settings import Settings
 from cajasync.core.terminal_tables import ACKED, outbox
 from cajasync.processes.terminal import drain, run_terminal
-from inbox.ingest_link import REASON_HEADER
 from outbox.record import Recorded
 from tests.integration.down_support import Loop, Server, make_server, wait_for
 from tests.integration.relay_support import record_sales

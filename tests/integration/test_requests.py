@@ -23,13 +23,13 @@ import pika
 import pytest
 import sqlalchemy as sa
 
+from cajasync.broker.ports import REASON_HEADER, ROUTING_KEY_HEADER
 from cajasync.core import topology
 from cajasync.core.db import make_engine
 from cajasync.core.server_tables import catalog_images, catalog_records, change_log, stream_heads
 from cajasync.core.settings import Settings
 from cajasync.errors import StoreError
 from inbox.entitlement import Requester, streams_for
-from inbox.ingest_link import REASON_HEADER, ROUTING_KEY_HEADER
 from inbox.reply_wire import event_body, page_body, stored_change
 from inbox.requests import run_requests
 from inbox.store import SqlServerStore

@@ -19,13 +19,13 @@ import pika
 import pytest
 import sqlalchemy as sa
 
+from cajasync.broker.ports import REASON_HEADER, ROUTING_KEY_HEADER
 from cajasync.core import topology
 from cajasync.core.db import current_revision, head_revision, make_engine
 from cajasync.core.settings import Settings
 from cajasync.errors import StoreError
 from cajasync.processes.server_init import init_server
 from inbox.ingest import Ingest, IngestStats, run_server, server_stats
-from inbox.ingest_link import REASON_HEADER, ROUTING_KEY_HEADER
 from inbox.store import Incoming, MemoryServerStore, Verdict
 from schemas import (
     OpEnvelope,

@@ -15,11 +15,11 @@ import pika
 import pytest
 import sqlalchemy as sa
 
+from cajasync.broker.ports import REASON_HEADER
 from cajasync.core import topology
 from cajasync.core.server_tables import operations
 from cajasync.core.settings import Settings
 from inbox.ingest import run_server
-from inbox.ingest_link import REASON_HEADER
 from schemas import (
     CashPayment,
     OpEnvelope,

@@ -19,11 +19,11 @@ import pika
 import pytest
 import sqlalchemy as sa
 
+from cajasync.broker.ports import REASON_HEADER
 from cajasync.core import topology
 from cajasync.core.settings import Settings
 from inbox.catalog_reads import SqlCatalogReader
 from inbox.ingest import IngestStats, run_server
-from inbox.ingest_link import REASON_HEADER
 from inbox.requests import run_requests
 from schemas import CashPayment, OpEnvelope, WeeklyFileChunk, encode
 from schemas.feed import SnapshotDone, SnapshotRequest

@@ -11,12 +11,13 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
+from cajasync.broker.ports import Delivery
 from cajasync.core.server_tables import operations
 from cajasync.errors import InvalidMessage
-from inbox.classify import Delivery, authenticated_sender, classify
+from inbox.classify import authenticated_sender, classify
 from inbox.gaps import GapTracker
 from inbox.ingest import dead_letters
-from inbox.ingest_link import receipts_of
+from inbox.ingest_receipts import receipts_of
 from inbox.store import Accepted, Gap, Invalid, Rejection, Unreadable, Verdict
 from inbox.store.base import digest_of, storage_problem
 from schemas import (

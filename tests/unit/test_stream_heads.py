@@ -6,7 +6,8 @@ import msgspec
 import pytest
 
 from cajasync.core import topology
-from outbox.feed_relay import heads_messages, heads_routing_key
+from cajasync.core.topology import heads_routing_key
+from outbox.feed_relay import heads_messages
 from schemas.codec import decode_terminal_inbox
 from schemas.feed import ChangeEvent
 from schemas.topics import TERMINAL_KINDS

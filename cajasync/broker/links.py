@@ -1,49 +1,54 @@
-"""The relay's pika adapter: the terminal's broker session, on `cajasync.broker.session`.
+"""The relays' pika sessions (`cajasync.broker.ports.TerminalSession` and `FeedSession`),
+and the one-shot request a pull or a high-water question sends.
 
-`Link` is a `ConfirmSession` (one `pika.SelectConnection`, one channel in confirm mode)
-that declares the terminal's topology, optionally consumes the terminal's own queue,
-publishes outbox rows and requests as the broker user, and hands every broker event to a
-`LinkHandler`, returns included. pika's exceptions stop here: `run()` raises
-BrokerUnavailable.
+`Link` is a `PikaSession` (one `pika.SelectConnection`, one channel in confirm mode) that
+declares the terminal's topology, optionally consumes the terminal's own queue, publishes
+operations and requests as the broker user, and hands every broker event to a
+`LinkHandler`, returns included. `FeedLink` declares `cajasync.down` and publishes change
+events and stream heads. pika's exceptions stop here: `run()` raises BrokerUnavailable.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any
 
 import pika
 import pika.channel
 import pika.exceptions
 import pika.spec
+from pika.exchange_type import ExchangeType
 
+from cajasync.broker.ports import (
+    CONTENT_TYPE,
+    PERSISTENT,
+    Event,
+    LinkHandler,
+    SessionHandler,
+    request_kind,
+    returned_reason,
+)
 from cajasync.broker.rabbitmq import blocking_channel, broker_errors, describe, username
-from cajasync.broker.session import CONTENT_TYPE, PERSISTENT, ConfirmSession, SessionHandler
+from cajasync.broker.session import PikaSession
 from cajasync.core.identity import TerminalIdentity
 from cajasync.core.settings import Settings
-from cajasync.core.topology import UP_EXCHANGE, declare_terminal, op_routing_key, terminal_queue
+from cajasync.core.topology import (
+    DOWN_EXCHANGE,
+    UP_EXCHANGE,
+    declare_terminal,
+    request_routing_key,
+    terminal_queue,
+)
 from cajasync.errors import CajasyncError
-from outbox.claims import OutRow
 from schemas.codec import encode
 from schemas.unions import Request
 
 log = logging.getLogger(__name__)
 
-NO_ROUTE = 312
 
-
-class LinkHandler(SessionHandler, Protocol):
-    """What the relay does with broker events (all called on the ioloop thread)."""
-
-    def on_return(self, seq: int, reason: str) -> None:
-        """The broker returned the publish of `seq` (an ack for it follows)."""
-
-    def on_message(self, tag: int, routing_key: str, body: bytes) -> None:
-        """A message arrived on the terminal's queue; ack or reject it by `tag` later."""
-
-
-class Link(ConfirmSession[LinkHandler]):
+class Link(PikaSession[LinkHandler]):
     """One broker session for one terminal; `run()` blocks until it is closed or lost."""
 
     def __init__(
@@ -66,23 +71,21 @@ class Link(ConfirmSession[LinkHandler]):
 
     # -- publishing and acknowledging ----------------------------------------------------
 
-    def publish(self, row: OutRow) -> None:
-        """Publish one outbox row, persistent and mandatory, to `cajasync.up`."""
-        terminal = self._identity.terminal
+    def publish(
+        self, routing_key: str, body: bytes, *, message_id: str, headers: dict[str, Any]
+    ) -> None:
+        """Publish one operation, persistent and mandatory, to `cajasync.up`."""
         properties = pika.BasicProperties(
             delivery_mode=PERSISTENT,
             content_type=CONTENT_TYPE,
-            message_id=f"{row.op_id}/{row.version}",
+            message_id=message_id,
             user_id=self._user,
-            headers={"terminal": terminal, "seq": row.seq, "topic": row.topic},
+            headers=headers,
         )
-        with broker_errors(self._url, f"publishing seq {row.seq} of terminal {terminal}"):
+        doing = f"publishing seq {headers.get('seq')} of terminal {self._identity.terminal}"
+        with broker_errors(self._url, doing):
             self._open_channel().basic_publish(
-                UP_EXCHANGE,
-                op_routing_key(terminal, row.topic),
-                row.body,
-                properties,
-                mandatory=True,
+                UP_EXCHANGE, routing_key, body, properties, mandatory=True
             )
 
     def publish_request(self, request: Request) -> None:
@@ -108,7 +111,7 @@ class Link(ConfirmSession[LinkHandler]):
         with broker_errors(self._url, "rejecting a server message"):
             self._open_channel().basic_reject(tag, requeue=False)
 
-    # -- ConfirmSession hooks -------------------------------------------------------------
+    # -- PikaSession hooks ----------------------------------------------------------------
 
     def _declare(self, channel: pika.channel.Channel, then: Callable[[], None]) -> None:
         channel.add_on_return_callback(self._on_return)
@@ -167,23 +170,47 @@ class Link(ConfirmSession[LinkHandler]):
         self._guard(lambda: self._handler.on_message(tag, routing_key, body))
 
 
-def returned_reason(code: int, text: str, exchange: str, routing_key: str) -> str:
-    """Why the broker returned a mandatory publish, and what the operator should do."""
-    if code == NO_ROUTE:
-        return (
-            f"unroutable: no queue bound to {routing_key} on {exchange} "
-            "– run `cajasync server init`"
+class FeedLink(PikaSession[SessionHandler]):
+    """One publishing session on `cajasync.down`; `run()` blocks until closed or lost."""
+
+    def __init__(self, settings: Settings, handler: SessionHandler) -> None:
+        super().__init__(
+            settings.broker_url,
+            handler,
+            connecting="connecting the feed relay",
+            serving="publishing change events",
         )
-    return f"returned by the broker ({code} {text}) for {routing_key} on {exchange}"
 
+    def publish(self, event: Event) -> None:
+        """Publish one change event, persistent; not mandatory (no terminal bound is normal)."""
+        properties = pika.BasicProperties(
+            delivery_mode=PERSISTENT,
+            content_type=CONTENT_TYPE,
+            message_id=f"{event.stream}/{event.first_seq}-{event.last_seq}",
+            timestamp=int(time.time()),
+            headers={"stream": event.stream, "seq": event.last_seq},
+        )
+        with broker_errors(self._url, f"publishing {event.stream} seq {event.first_seq}"):
+            self._open_channel().basic_publish(
+                DOWN_EXCHANGE, event.routing_key, event.body, properties
+            )
 
-def request_kind(request: Request) -> str:
-    """The request's tag (`snapshot`, `catch-up`, `images`): the last word of its routing key."""
-    return str(type(request).__struct_config__.tag)
+    def publish_heads(self, routing_key: str, body: bytes, *, ttl_s: float) -> None:
+        """Publish a stream-heads message; it expires after `ttl_s` (a newer one follows, so
+        the queue of a terminal that is offline does not keep piling them up)."""
+        properties = pika.BasicProperties(
+            content_type=CONTENT_TYPE,
+            expiration=str(max(1, round(ttl_s * 1000))),
+            timestamp=int(time.time()),
+            headers={"heads": True},
+        )
+        with broker_errors(self._url, f"publishing stream heads to {routing_key}"):
+            self._open_channel().basic_publish(DOWN_EXCHANGE, routing_key, body, properties)
 
-
-def request_routing_key(terminal: str, kind: str) -> str:
-    return f"req.{terminal}.{kind}"
+    def _declare(self, channel: pika.channel.Channel, then: Callable[[], None]) -> None:
+        channel.exchange_declare(
+            DOWN_EXCHANGE, ExchangeType("topic"), durable=True, callback=lambda _f: then()
+        )
 
 
 def request_properties(user: str, terminal: str, kind: str) -> pika.BasicProperties:
