@@ -20,8 +20,20 @@ _terminal_decoder: msgspec.msgpack.Decoder[TerminalInbox] = msgspec.msgpack.Deco
 
 
 def encode(message: Any) -> bytes:
-    """Encode any schema Struct as msgpack."""
-    return _encoder.encode(message)
+    """Encode any schema Struct as msgpack.
+
+    Text that is not valid Unicode (a lone surrogate: typically a file name read from bytes
+    that were not UTF-8, which Python keeps as surrogates) cannot go on the wire: that is
+    an InvalidMessage naming the character, not a UnicodeEncodeError from the encoder.
+    """
+    try:
+        return _encoder.encode(message)
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        raise InvalidMessage(
+            f"text {bad!r} at position {exc.start} is not valid Unicode ({exc.reason}); "
+            "decode it with the right encoding, or replace it, before recording"
+        ) from exc
 
 
 def decode_op(body: bytes) -> OpEnvelope:

@@ -196,7 +196,13 @@ def weekly_file_chunks(draw: st.DrawFn) -> WeeklyFileChunk:
     index = draw(st.integers(0, count - 1))
     return WeeklyFileChunk(
         week=draw(weeks),
-        file_name=draw(st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=60)),
+        file_name=draw(
+            st.text(
+                st.characters(exclude_characters="\x00", exclude_categories=("Cs",)),
+                min_size=1,
+                max_size=60,
+            )
+        ),
         size=len(content),
         sha256=hashlib.sha256(content).hexdigest(),
         chunk_index=index,

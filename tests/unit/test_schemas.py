@@ -102,6 +102,21 @@ def test_every_type_survives_a_msgpack_round_trip_byte_for_byte(
     assert encode(decoded) == body  # same bytes: every Decimal kept its exact digits
 
 
+def test_text_that_is_not_unicode_is_an_invalid_message_naming_it() -> None:
+    """A file name read from non-UTF-8 bytes reaches Python as lone surrogates."""
+    chunk = WeeklyFileChunk(
+        week="2026-W10",
+        file_name="semana-\udcf1.txt",  # b"semana-\xf1.txt" read with surrogateescape
+        size=0,
+        sha256="e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        chunk_index=0,
+        chunk_count=1,
+        data=b"",
+    )
+    with pytest.raises(InvalidMessage, match=r"'\\udcf1' at position 7 is not valid Unicode"):
+        encode(chunk)
+
+
 @pytest.mark.parametrize("kind", TYPES, ids=lambda t: t.__name__)
 @given(data=st.data())
 def test_every_type_survives_a_json_round_trip_byte_for_byte(
