@@ -14,9 +14,10 @@ import time
 
 import sqlalchemy as sa
 
+from cajasync.broker.confirms import Window
 from cajasync.core.settings import Settings
 from outbox.claims import OutRow, claim_pending, claim_stale
-from outbox.inflight import Holds, Window
+from outbox.holds import Holds
 
 MIN_WRAP_S = 0.5
 
@@ -24,7 +25,9 @@ MIN_WRAP_S = 0.5
 class Claimer:
     """The relay's claim cursors for one broker session (`reset` for the next one)."""
 
-    def __init__(self, settings: Settings, window: Window, holds: Holds, *, resend: bool) -> None:
+    def __init__(
+        self, settings: Settings, window: Window[int], holds: Holds, *, resend: bool
+    ) -> None:
         self.settings, self.window, self.holds, self.resend = settings, window, holds, resend
         self.reset()
 

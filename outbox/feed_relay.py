@@ -3,13 +3,14 @@
     stats = run_feed_relay(engine, settings, stop=stop_event)  # until stopped
     stats = run_feed_relay(engine, settings, until_idle=1.0)  # until nothing is left
 
-Every tick (`settings.poll_interval_s`, or at once when confirms free the window) it
-*settles* what the broker confirmed (one UPDATE setting `published_at`), then *claims*
-unpublished `catalog_changes` rows in `id` order and publishes them to `cajasync.down`
-(through a `cajasync.broker.ports.FeedLink`) with routing key `chg.<topic>.<scope>`:
-consecutive rows of one stream travel as one `ChangeEvent` (so stream order holds inside
-and across messages on the one channel). Publisher confirms are pipelined: up to
-`settings.publish_window` changes are in flight.
+The change log is a source of the relay engine (`outbox.relay.Relay`, which owns the
+loop, the confirm window and reconnects). Every tick (`settings.poll_interval_s`, or at
+once when confirms free the window) it *settles* what the broker confirmed (one UPDATE
+setting `published_at`), then *claims* unpublished `catalog_changes` rows in `id` order
+and publishes them to `cajasync.down` (through a `cajasync.broker.ports.FeedSession`) with routing
+key `chg.<topic>.<scope>`: consecutive rows of one stream travel as one `ChangeEvent` (so
+stream order holds inside and across messages on the one channel). Publisher confirms
+are pipelined: up to `settings.publish_window` changes are in flight.
 
 Nothing is skipped: the claim is "every unpublished row not in flight", not "rows after a
 cursor", so a row whose transaction committed late is still found. A lost connection or
@@ -35,23 +36,23 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, replace
 from typing import Final, NamedTuple
 
 import msgspec
 import sqlalchemy as sa
-import tenacity
 from sqlalchemy.engine import Engine
 
+from cajasync.broker.confirms import Window
 from cajasync.broker.links import FeedLink
 from cajasync.broker.ports import Event, FeedSession, FeedSessions
-from cajasync.broker.rabbitmq import reconnect_policy
 from cajasync.core.server_tables import change_log, stream_heads
 from cajasync.core.settings import Settings
-from cajasync.core.store_faults import Outage, store_error
+from cajasync.core.store_faults import store_error
 from cajasync.core.topology import change_routing_key, heads_routing_key
-from cajasync.errors import BrokerUnavailable, StoreError, StoreUnavailable
+from cajasync.errors import StoreError
+from outbox.relay import Relay, Until
 from schemas.codec import encode
 from schemas.feed import ChangeEvent, split_stream
 
@@ -173,50 +174,7 @@ def _event(rows: list[ChangeRow]) -> Event:
     )
 
 
-@dataclass
-class Inflight:
-    """Unconfirmed events on one channel by delivery tag, and the change ids each carries."""
-
-    capacity: int  # changes
-    _ids_by_tag: dict[int, list[int]] = field(default_factory=dict)
-    _ids: set[int] = field(default_factory=set)
-    _last_tag: int = 0
-
-    @property
-    def space(self) -> int:
-        return max(0, self.capacity - len(self._ids))
-
-    @property
-    def empty(self) -> bool:
-        return not self._ids_by_tag
-
-    def __contains__(self, change_id: object) -> bool:
-        return change_id in self._ids
-
-    def add(self, ids: list[int]) -> int:
-        """Record the publish of one event carrying `ids`; return its delivery tag."""
-        self._last_tag += 1
-        self._ids_by_tag[self._last_tag] = ids
-        self._ids.update(ids)
-        return self._last_tag
-
-    def settle(self, tag: int, *, multiple: bool) -> list[int]:
-        """The change ids a broker ack/nack of `tag` (and earlier ones if `multiple`) covers."""
-        tags = [t for t in self._ids_by_tag if t <= tag] if multiple else [tag]
-        settled: list[int] = []
-        for settled_tag in tags:
-            settled += self._ids_by_tag.pop(settled_tag, [])
-        self._ids.difference_update(settled)
-        return settled
-
-    def reset(self) -> None:
-        """Forget everything in flight (the channel is gone)."""
-        self._ids_by_tag.clear()
-        self._ids.clear()
-        self._last_tag = 0
-
-
-# -- the relay -----------------------------------------------------------------------------
+# -- the change log as a relay source ------------------------------------------------------
 
 
 @dataclass
@@ -224,7 +182,7 @@ class FeedStats:
     """Counters of one feed relay run."""
 
     published: int = 0  # changes handed to the broker (a re-publish counts again)
-    confirmed: int = 0  # changes the broker confirmed (marked published)
+    confirmed: int = 0  # changes the broker confirmed
     events: int = 0  # messages published
     nacked: int = 0  # changes the broker refused (published again later)
     reconnects: int = 0
@@ -234,214 +192,90 @@ class FeedStats:
         return replace(self)
 
 
-class FeedRelay:
-    """Claim, publish, settle; reconnects until stopped or idle."""
+class ChangeLogSource:
+    """Unpublished changes in `id` order as events, for `outbox.relay.Relay`; after a nack
+    the whole log is held back, doubling up to `retry_max_s` while nacks go on."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        settings: Settings,
-        *,
-        stop: threading.Event | None = None,
-        until_idle: float | None = None,
-        on_progress: Callable[[FeedStats], None] | None = None,
-        open_session: FeedSessions = FeedLink,
-    ) -> None:
-        self.engine, self.settings, self.until_idle = engine, settings, until_idle
-        self._open_session = open_session
-        self.stop = stop or threading.Event()
-        self.on_progress = on_progress
-        self.stats = FeedStats()
-        self.inflight = Inflight(settings.publish_window)
-        self.link: FeedSession | None = None
-        self.done = False
-        self._sessions = 0
+    name = "feed relay"
+    write_every_s = 0.0  # confirms are marked every tick
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine, self.settings = engine, settings
+        self.window: Window[int] = Window(settings.publish_window)
+        self.events = 0
+        self.hold_until = 0.0
         self._nack_streak = 0
-        self._reported = self.stats.copy()
-        self._outage = Outage(settings, what="feed relay")
-        self._reset_session()
 
-    # -- runs and sessions ----------------------------------------------------------------
+    def errors(self, doing: str) -> AbstractContextManager[None]:
+        return _store_errors(doing)
 
-    def run(self) -> FeedStats:
-        """Relay until stopped (or idle); BrokerUnavailable if the broker stays away past it."""
-        while not self.done and not self.stop.is_set():
-            try:
-                self._policy()(self._session)
-            except BrokerUnavailable:
-                if self.stop.is_set():
-                    break
-                raise
-        return self.stats.copy()
+    def claim(self, space: int) -> list[Event] | None:
+        """Events of unpublished changes not in flight; None while held back after a nack."""
+        if time.monotonic() < self.hold_until:
+            return None
+        with _store_errors("claiming changes"), self.engine.connect() as connection:
+            rows = claim_unpublished(connection, self.window.size)
+        return events_of([row for row in rows if row.id not in self.window][:space])
 
-    def _session(self) -> None:
-        """One broker session; returns when done or when a productive session was lost."""
-        if self._sessions:
-            self.stats.reconnects += 1
-        self._sessions += 1
-        confirmed_before = self.stats.confirmed
-        self.link = self._open_session(self.settings, self)
-        try:
-            self.link.run()
-        except BrokerUnavailable as exc:
-            up_for = time.monotonic() - (self.ready_at or time.monotonic())
-            if self.stats.confirmed == confirmed_before and up_for < self.settings.retry_max_s:
-                raise  # nothing got through: back off
-            log.warning("feed relay: %s; reconnecting", exc)
-        finally:
-            self._settle_before_leaving()
-            self.inflight.reset()
-            self._reset_session()
-            self.link = None
+    def keys(self, message: Event) -> tuple[int, ...]:
+        return tuple(message.ids)
 
-    def _policy(self) -> tenacity.Retrying:
-        return reconnect_policy(
-            self.settings, what="feed relay", stop=self.stop, give_up_after=self.until_idle
+    def publish(self, session: FeedSession, message: Event) -> None:
+        session.publish(message)
+        self.events += 1
+
+    def marks(self, confirmed: list[int], refused: dict[int, str]) -> bool:
+        return bool(confirmed)  # a nack writes nothing: the change simply goes again
+
+    def mark(
+        self, connection: sa.Connection, confirmed: list[int], refused: dict[int, str]
+    ) -> None:
+        mark_published(connection, confirmed, now=time.time())
+
+    def settled(self, confirmed: list[int], refused: dict[int, str]) -> None:
+        """Hold back after a nack (the changes go again later)."""
+        if confirmed:
+            self._nack_streak = 0
+        if not refused:
+            return
+        self._nack_streak += 1
+        delay = min(
+            self.settings.retry_max_s,
+            self.settings.retry_initial_s * 2 ** (self._nack_streak - 1),
+        )
+        self.hold_until = time.monotonic() + delay
+        log.warning(
+            "feed relay: broker nacked %d change(s) (a queue could not take them); "
+            "publishing again in %.1fs",
+            len(refused),
+            delay,
         )
 
-    def _reset_session(self) -> None:
-        self.ready_at: float | None = None
-        self.confirmed: list[int] = []
-        self.nacked: list[int] = []
+    def may_reclaim(self, now: float) -> bool:
+        return True
+
+    def reset(self) -> None:
         self.hold_until = 0.0
-        self.last_activity = time.monotonic()
-        self.found_nothing = False
-        self._kicked = False
 
-    # -- SessionHandler: FeedLink events --------------------------------------------------
 
-    def wants_stop(self) -> bool:
-        return self.stop.is_set()
+class StreamHeads:
+    """Every `settings.head_interval_s` of a session, the heads of every fully published
+    stream, one message per scope (see the module's docstring)."""
 
-    def on_ready(self) -> None:
-        log.info("feed relay connected")
-        self.ready_at = time.monotonic()
-        self._tick_periodically()
-        self._heads_later()
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine, self.settings = engine, settings
+        self.published = 0
 
-    def on_confirm(self, tag: int, *, multiple: bool, ok: bool) -> None:
-        ids = self.inflight.settle(tag, multiple=multiple)
-        (self.confirmed if ok else self.nacked).extend(ids)
-        self.last_activity = time.monotonic()
-        if self.inflight.space * 4 >= self.inflight.capacity:
-            self._kick()
+    def start(self, relay: Relay[int, Event, FeedSession]) -> None:
+        if self.settings.head_interval_s > 0:
+            relay.call_later(self.settings.head_interval_s, lambda: self._publish(relay))
 
-    # -- ticks ----------------------------------------------------------------------------
-
-    def _tick_periodically(self) -> None:
-        self._tick()
-        if self.link is not None and not self.done:
-            self.link.call_later(self.settings.poll_interval_s, self._tick_periodically)
-
-    def _kick(self) -> None:
-        """Tick as soon as the ioloop is free (confirms made room in the window)."""
-        if not self._kicked and self.link is not None:
-            self._kicked = True
-            self.link.call_later(0, self._tick)
-
-    def _tick(self) -> None:
-        self._kicked = False
-        if self.done or self.link is None:
+    def _publish(self, relay: Relay[int, Event, FeedSession]) -> None:
+        """They are advice: a database error skips this round (with a warning) and never
+        ends the relay. Each takes a delivery tag but carries no change to mark."""
+        if relay.link is None or relay.done:
             return
-        if self._outage.waiting() and not self.stop.is_set():
-            return
-        try:
-            self._settle()
-            if self._finished():
-                self.done = True
-                self.link.close()
-            else:
-                self._fill()
-        except StoreUnavailable as exc:
-            self._outage.failed(exc)  # raises once the outage lasted past store_give_up_s
-            if self.stop.is_set():
-                self.done = True
-                self.link.close()
-        else:
-            self._outage.over()
-        self._report()
-
-    def _heads_later(self) -> None:
-        if self.settings.head_interval_s > 0 and self.link is not None and not self.done:
-            self.link.call_later(self.settings.head_interval_s, self._heads_periodically)
-
-    def _heads_periodically(self) -> None:
-        self._publish_heads()
-        self._heads_later()
-
-    def _finished(self) -> bool:
-        if self.stop.is_set():
-            return True
-        idle = self.until_idle
-        quiet = self.inflight.empty and self.found_nothing
-        return idle is not None and quiet and time.monotonic() - self.last_activity >= idle
-
-    def _report(self) -> None:
-        if self.on_progress is not None and self.stats != self._reported:
-            self._reported = self.stats.copy()
-            self.on_progress(self._reported.copy())
-
-    # -- settle and fill ------------------------------------------------------------------
-
-    def _settle(self) -> None:
-        """Mark confirmed changes published; hold back after a nack (they go again later)."""
-        if self.confirmed:
-            with _store_errors("marking changes published"), self.engine.begin() as connection:
-                mark_published(connection, self.confirmed, now=time.time())
-            self.stats.confirmed += len(self.confirmed)
-            self.confirmed = []
-            self._nack_streak = 0
-        if self.nacked:
-            self.stats.nacked += len(self.nacked)
-            self._nack_streak += 1
-            delay = min(
-                self.settings.retry_max_s,
-                self.settings.retry_initial_s * 2 ** (self._nack_streak - 1),
-            )
-            self.hold_until = time.monotonic() + delay
-            log.warning(
-                "feed relay: broker nacked %d change(s) (a queue could not take them); "
-                "publishing again in %.1fs",
-                len(self.nacked),
-                delay,
-            )
-            self.nacked = []
-
-    def _settle_before_leaving(self) -> None:
-        """Settle at the end of a session; with the store away, confirmed changes stay
-        unpublished and simply go again (a duplicate is harmless)."""
-        try:
-            self._settle()
-        except StoreUnavailable as exc:
-            log.warning("feed relay: %d confirmed change(s) go again: %s", len(self.confirmed), exc)
-            self.confirmed = []
-
-    def _fill(self) -> None:
-        """Publish unpublished changes, in id order, while the window has room."""
-        if self.inflight.space == 0 or self.link is None or time.monotonic() < self.hold_until:
-            return
-        with _store_errors("claiming changes"), self.engine.connect() as connection:
-            rows = claim_unpublished(connection, self.inflight.capacity)
-        fresh = [row for row in rows if row.id not in self.inflight][: self.inflight.space]
-        self.found_nothing = not fresh
-        for event in events_of(fresh):
-            self.link.publish(event)
-            self.inflight.add(event.ids)
-            self.stats.events += 1
-            self.stats.published += len(event.ids)
-        if fresh:
-            self.last_activity = time.monotonic()
-
-    # -- stream heads -----------------------------------------------------------------------
-
-    def _publish_heads(self) -> None:
-        """Publish the heads of every fully published stream, one message per scope.
-
-        They are advice: a database error skips this round (with a warning) and never
-        ends the relay. Each takes a delivery tag but carries no change to mark.
-        """
-        if self.link is None or self.done:
-            return
+        self.start(relay)
         try:
             with _store_errors("reading stream heads"), self.engine.connect() as connection:
                 heads = published_heads(connection)
@@ -450,10 +284,12 @@ class FeedRelay:
             return
         ttl_s = 2 * self.settings.head_interval_s
         for routing_key, body in heads_messages(heads):
-            self.link.publish_heads(routing_key, body, ttl_s=ttl_s)
-            self.inflight.add([])
-            self.stats.heads += 1
-        self._report()
+            self.published += relay.publish_unsettled(_heads_sender(routing_key, body, ttl_s))
+        relay.report()
+
+
+def _heads_sender(routing_key: str, body: bytes, ttl_s: float) -> Callable[[FeedSession], None]:
+    return lambda link: link.publish_heads(routing_key, body, ttl_s=ttl_s)
 
 
 def run_feed_relay(
@@ -463,24 +299,48 @@ def run_feed_relay(
     stop: threading.Event | None = None,
     until_idle: float | None = None,
     on_progress: Callable[[FeedStats], None] | None = None,
-    open_session: FeedSessions = FeedLink,
+    connect: FeedSessions = FeedLink,
 ) -> FeedStats:
     """Publish the change log to `cajasync.down` until `stop` is set or, with `until_idle`,
     nothing was left to publish for that many seconds.
 
     An unreachable broker is retried with back-off for as long as `stop` is unset; with
-    `until_idle`, BrokerUnavailable is raised once it stays away that long.
-    `open_session` opens the broker sessions (RabbitMQ; `StubBroker.feed_link` in tests).
+    `until_idle`, BrokerUnavailable is raised once it stays away that long. `connect`
+    builds the broker session (a stub broker's in tests).
     """
-    relay = FeedRelay(
+    source, heads = ChangeLogSource(engine, settings), StreamHeads(engine, settings)
+    reported = FeedStats()
+
+    def stats() -> FeedStats:
+        counts = relay.counts
+        return FeedStats(
+            published=counts.published,
+            confirmed=counts.confirmed,
+            events=source.events,
+            nacked=counts.nacked,
+            reconnects=counts.reconnects,
+            heads=heads.published,
+        )
+
+    def report() -> None:
+        nonlocal reported
+        if on_progress is not None and stats() != reported:
+            reported = stats()
+            on_progress(reported.copy())
+
+    relay: Relay[int, Event, FeedSession] = Relay(
+        source,
         engine,
         settings,
+        connect=lambda handler: connect(settings, handler),
+        until=Until(idle=until_idle),
         stop=stop,
-        until_idle=until_idle,
-        on_progress=on_progress,
-        open_session=open_session,
+        tolerate_outages=True,
+        on_ready=heads.start,
+        on_progress=report,
     )
-    return relay.run()
+    relay.run()
+    return stats()
 
 
 @contextmanager

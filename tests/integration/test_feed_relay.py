@@ -25,7 +25,6 @@ from outbox.feed_relay import (
     MAX_EVENT_CHANGES,
     ChangeRow,
     FeedStats,
-    Inflight,
     events_of,
     published_heads,
     run_feed_relay,
@@ -399,18 +398,6 @@ def test_consecutive_changes_of_one_stream_travel_as_one_bounded_event() -> None
     decoded = decode_down(events[0].body)
     assert isinstance(decoded, ChangeEvent)
     assert [c.seq for c in decoded.changes] == list(range(1, MAX_EVENT_CHANGES + 1))
-
-
-def test_the_inflight_window_counts_changes_and_settles_by_delivery_tag() -> None:
-    window = Inflight(capacity=10)
-    first, second, third = window.add([1, 2, 3]), window.add([4]), window.add([5, 6])
-
-    assert window.space == 4
-    assert 4 in window
-    assert window.settle(second, multiple=True) == [1, 2, 3, 4]
-    assert window.settle(third, multiple=False) == [5, 6]
-    assert window.empty
-    assert first == 1
 
 
 # -- helpers -------------------------------------------------------------------------------

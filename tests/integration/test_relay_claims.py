@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from cajasync.broker.confirms import Window
 from cajasync.core.db import make_engine, upgrade
 from cajasync.core.identity import TerminalIdentity, save_identity
 from cajasync.core.settings import Settings
@@ -17,7 +18,7 @@ from cajasync.errors import StoreError
 from inbox.receipts import apply_replay
 from outbox.claimer import Claimer
 from outbox.claims import claim_pending, claim_stale, mark_refused, mark_sent, store_errors
-from outbox.inflight import Holds, Window
+from outbox.holds import Holds
 from schemas.envelope import ReplayRequest
 from tests.integration.relay_support import record_sales, rows, states
 
@@ -116,12 +117,12 @@ def test_database_errors_become_store_errors_naming_the_terminal() -> None:
 
 def claimer_for(
     settings: Settings, *, resend: bool = False, hold_s: float = 1000.0
-) -> tuple[Claimer, Window, Holds]:
-    window, holds = Window(size=100), Holds(initial_s=hold_s, max_s=hold_s)
+) -> tuple[Claimer, Window[int], Holds]:
+    window, holds = Window[int](size=100), Holds(initial_s=hold_s, max_s=hold_s)
     return Claimer(settings, window, holds, resend=resend), window, holds
 
 
-def claim(engine: Engine, claimer: Claimer, window: Window, space: int = 100) -> list[int]:
+def claim(engine: Engine, claimer: Claimer, window: Window[int], space: int = 100) -> list[int]:
     """Claim like the relay does and put what was claimed in flight."""
     with engine.connect() as connection:
         stale, fresh = claimer.claim(connection, space)
@@ -145,7 +146,7 @@ def test_the_claimer_hands_out_pending_rows_once_while_they_are_in_flight(
     assert claim(engine, claimer, window) == []
 
 
-def refuse_row_3(engine: Engine, claimer: Claimer, window: Window, holds: Holds) -> None:
+def refuse_row_3(engine: Engine, claimer: Claimer, window: Window[int], holds: Holds) -> None:
     """Publish all six rows; the broker confirms all but 3, which it returns."""
     claim(engine, claimer, window)
     window.reset()

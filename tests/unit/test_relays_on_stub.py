@@ -80,16 +80,12 @@ def test_operations_go_up_confirmed_and_their_receipts_come_back(
     broker = StubBroker()
     topology.declare_server(broker.channel())
     record_payments(terminal_engine, 3)
-    up = run_terminal(
-        terminal_engine, SETTINGS, until_idle=IDLE_S, open_session=broker.terminal_link
-    )
+    up = run_terminal(terminal_engine, SETTINGS, until_idle=IDLE_S, connect=broker.terminal_link)
     assert (up.published, up.confirmed) == (3, 3)
     assert [m.headers["seq"] for m in broker.messages(topology.OPS_QUEUE)] == [1, 2, 3]
     applied = Ingest(MemoryServerStore(), SETTINGS, broker=broker, until_idle=IDLE_S).run()
     assert applied.applied == 3
-    back = run_terminal(
-        terminal_engine, SETTINGS, until_idle=IDLE_S, open_session=broker.terminal_link
-    )
+    back = run_terminal(terminal_engine, SETTINGS, until_idle=IDLE_S, connect=broker.terminal_link)
     assert (back.receipts, back.acked, back.published) == (1, 3, 0)
     assert broker.messages(topology.terminal_queue("T1")) == []
 
@@ -99,9 +95,7 @@ def test_operations_no_queue_takes_are_returned_and_stay_pending_with_why(
 ) -> None:
     broker = StubBroker()  # the server was never initialised: nothing bound to op.#
     record_payments(terminal_engine, 2)
-    stats = run_terminal(
-        terminal_engine, SETTINGS, until_idle=IDLE_S, open_session=broker.terminal_link
-    )
+    stats = run_terminal(terminal_engine, SETTINGS, until_idle=IDLE_S, connect=broker.terminal_link)
     assert stats.confirmed == 0
     assert stats.returned >= 2  # held, then tried again after their back-off
     errors = pending_errors(terminal_engine)
@@ -128,9 +122,7 @@ def test_catalog_changes_go_down_to_the_terminals_of_their_scope_once_confirmed(
     broker = StubBroker()
     queue = topology.declare_terminal(broker.channel(), "T1", "L1", "PV1", "retail")
     put_products(server_engine, 3)
-    stats = run_feed_relay(
-        server_engine, SETTINGS, until_idle=IDLE_S, open_session=broker.feed_link
-    )
+    stats = run_feed_relay(server_engine, SETTINGS, until_idle=IDLE_S, connect=broker.feed_link)
     assert (stats.confirmed, stats.events) == (3, 1)
     [event] = [decode_down(m.body) for m in broker.messages(queue)]
     assert isinstance(event, ChangeEvent)
@@ -155,15 +147,13 @@ def test_changes_a_queue_refuses_are_nacked_and_published_again_once_it_takes_th
         SETTINGS,
         stop=stop,
         on_progress=stop_once_nacked,
-        open_session=broker.feed_link,
+        connect=broker.feed_link,
     )
     assert (refused.confirmed, refused.nacked) == (0, 1)
     broker.refusing.clear()
     for _ in range(len(broker.messages(queue))):
         broker.get(queue)  # what the refusing queue took anyway
-    again = run_feed_relay(
-        server_engine, SETTINGS, until_idle=IDLE_S, open_session=broker.feed_link
-    )
+    again = run_feed_relay(server_engine, SETTINGS, until_idle=IDLE_S, connect=broker.feed_link)
     assert again.confirmed == 1
     [event] = [decode_down(m.body) for m in broker.messages(queue)]
     assert isinstance(event, ChangeEvent)
