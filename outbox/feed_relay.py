@@ -52,6 +52,7 @@ from cajasync.core.settings import Settings
 from cajasync.core.store_faults import store_error
 from cajasync.core.topology import change_routing_key, heads_routing_key
 from cajasync.errors import StoreError
+from outbox.holds import doubling
 from outbox.relay import Relay, Until
 from schemas.codec import encode
 from schemas.feed import ChangeEvent, split_stream
@@ -239,9 +240,8 @@ class ChangeLogSource:
         if not refused:
             return
         self._nack_streak += 1
-        delay = min(
-            self.settings.retry_max_s,
-            self.settings.retry_initial_s * 2 ** (self._nack_streak - 1),
+        delay = doubling(
+            self.settings.retry_initial_s, self.settings.retry_max_s, self._nack_streak
         )
         self.hold_until = time.monotonic() + delay
         log.warning(

@@ -21,7 +21,7 @@ class Holds:
         """Hold `seq` after one more refusal; return when it may be published again."""
         failures = self._failures.get(seq, 0) + 1
         self._failures[seq] = failures
-        delay = min(self.max_s, self.initial_s * 2 ** (failures - 1))
+        delay = doubling(self.initial_s, self.max_s, failures)
         self._until[seq] = now + delay
         return self._until[seq]
 
@@ -38,3 +38,12 @@ class Holds:
         """When the earliest still-held row may be published again, if any is held."""
         future = [until for until in self._until.values() if until > now]
         return min(future) if future else None
+
+
+def doubling(initial_s: float, max_s: float, attempt: int) -> float:
+    """`initial_s` doubled for each attempt after the first, never above `max_s`.
+
+    The exponent is capped: a row refused for days, or a broker nacking a thousand times in
+    a row, would otherwise overflow the float (2**1024) and stop the relay.
+    """
+    return min(max_s, initial_s * 2.0 ** min(max(attempt - 1, 0), 60))
