@@ -13,10 +13,10 @@ from cajasync.core.settings import load_settings
 
 
 def _ingest(url: str, start: Event, stop: Event) -> None:
-    from inbox.ingest import run_server
+    from inbox.ingest import run_ingest
 
     start.wait()
-    run_server(make_engine(url), load_settings(broker_url=BROKER_URL), stop=stop)
+    run_ingest(make_engine(url), load_settings(broker_url=BROKER_URL), stop=stop)
 
 
 def _requests(url: str, start: Event, stop: Event) -> None:

@@ -21,7 +21,7 @@ from cajasync.errors import InvalidMessage
 from inbox.catalog_reads import RecordRow
 from inbox.entitlement import Requester, check_sender, check_stream, check_topic, streams_for
 from inbox.reply_wire import StoredChange, event_body, page_body, stored_change
-from inbox.store.incarnations import IncarnationStore
+from inbox.server_store.incarnations import IncarnationStore
 from schemas.codec import decode_request, encode
 from schemas.feed import (
     CatchUpRequest,

@@ -35,7 +35,7 @@ from typing import Final
 
 from cajasync.broker.ports import Delivery
 from cajasync.errors import InvalidMessage
-from inbox.store.base import (
+from inbox.server_store.base import (
     MAX_INT,
     TERMINAL_ID,
     Accepted,
@@ -46,7 +46,7 @@ from inbox.store.base import (
     digest_of,
     storage_problem,
 )
-from inbox.store.rules import admit
+from inbox.server_store.rules import admit
 from schemas.codec import decode_op
 from schemas.envelope import OpEnvelope
 from schemas.ops import topic_of

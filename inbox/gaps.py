@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-from inbox.store.base import Gap, GapState
+from inbox.server_store.base import Gap, GapState
 
 GapId = tuple[str, int]  # (terminal, from_seq)
 

@@ -11,11 +11,11 @@ batch is applied. A database that is away is waited for with
 `cajasync.core.store_faults.store_retry`, the batch held unacked meanwhile; only an outage
 longer than `store_give_up_s` (or a broken store) nacks the batch and stops ingest.
 Operations the store refuses as a second live copy of their terminal
-(inbox/store/incarnations.py) are dead-lettered the same way.
+(inbox/server_store/incarnations.py) are dead-lettered the same way.
 
 Gaps are asked for again with backoff (inbox/gaps.py), and the states of those asked for are
 saved in the store for `server stats`. Seqs still missing at or below where a rebuilt or
-recovered till restarted are recorded lost after `lost_after_s` (inbox/store/lost.py), so
+recovered till restarted are recorded lost after `lost_after_s` (inbox/server_store/lost.py), so
 contiguity moves past them and they are not asked for any more.
 """
 
@@ -42,9 +42,9 @@ from inbox.classify import classify
 from inbox.gaps import GapTracker
 from inbox.ingest_receipts import ask_replay, send_receipts
 from inbox.isolate import apply_isolating
-from inbox.store import incarnations
-from inbox.store.base import Gap, GapState, Incoming, ServerStore, Verdict
-from inbox.store.sql import SqlServerStore
+from inbox.server_store import incarnations
+from inbox.server_store.base import Gap, GapState, Incoming, ServerStore, Verdict
+from inbox.server_store.sql import SqlServerStore
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class IngestStats:
                     self.copies += 1
 
 
-def run_server(
+def run_ingest(
     engine: Engine,
     settings: Settings,
     *,

@@ -11,7 +11,7 @@ from collections import defaultdict
 
 from cajasync.broker.ports import Outbound
 from cajasync.core.topology import terminal_routing_key
-from inbox.store.base import TERMINAL_ID, Gap, Verdict
+from inbox.server_store.base import TERMINAL_ID, Gap, Verdict
 from schemas.codec import encode
 from schemas.envelope import Receipt, ReceiptItem, ReplayRequest
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from cajasync.errors import StoreDataError
-from inbox.store.base import Accepted, Incoming, Invalid, Rejection, Unreadable, Verdict
+from inbox.server_store.base import Accepted, Incoming, Invalid, Rejection, Unreadable, Verdict
 
 Apply = Callable[[Sequence[Incoming]], list[Verdict]]
 """`ServerStore.apply`, possibly wrapped in a retry policy."""

@@ -50,7 +50,7 @@ from inbox.answers import (
     replies,
 )
 from inbox.catalog_reads import read_snapshot, reading_engine
-from inbox.store.sql import SqlServerStore
+from inbox.server_store.sql import SqlServerStore
 
 log = logging.getLogger(__name__)
 

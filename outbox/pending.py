@@ -1,6 +1,6 @@
 """Operaciones Pendientes: what the server has not acknowledged yet, and replaying it.
 
-The operator's view of the outbox, on a terminal database's engine (outbox/store/sql.py).
+The operator's view of the outbox, on a terminal database's engine (outbox/outbox_store/sql.py).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 from sqlalchemy.engine import Engine
 
-from outbox.store.base import PendingOp
-from outbox.store.sql import SqlOutboxStore
+from outbox.outbox_store.base import PendingOp
+from outbox.outbox_store.sql import SqlOutboxStore
 
 
 def list_pending(

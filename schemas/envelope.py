@@ -21,7 +21,7 @@ class OpEnvelope(msgspec.Struct, frozen=True, kw_only=True):
     `seq` is contiguous per terminal (every outbox row, every version, gets the next one);
     `(op_id, version)` identifies one version of one operation across all terminals.
     `incarnation` names the terminal database that recorded it (a new one at every
-    `terminal init` and `terminal recover`; inbox/store/incarnations.py): the server tells a
+    `terminal init` and `terminal recover`; inbox/server_store/incarnations.py): the server tells a
     rebuilt till from a second live copy of the same id by it. None from an older cajasync.
     """
 

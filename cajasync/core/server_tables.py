@@ -150,7 +150,7 @@ weekly_files = sa.Table(
 
 # Per terminal, every database (incarnation) it had: the current one and where it started,
 # those it replaced and where they ended, and copies that were never registered.
-# inbox/store/incarnations.py holds the rules.
+# inbox/server_store/incarnations.py holds the rules.
 incarnations = sa.Table(
     "inbox_incarnations",
     metadata,
@@ -167,7 +167,7 @@ incarnations = sa.Table(
 
 # Seqs of a terminal recorded lost: still missing, long after a rebuilt or recovered till
 # continued after `restart_seq` (as `incarnation`). A real operation that arrives for one
-# takes it back (the range is split). inbox/store/lost.py holds the rules.
+# takes it back (the range is split). inbox/server_store/lost.py holds the rules.
 lost = sa.Table(
     "inbox_lost",
     metadata,

@@ -40,7 +40,7 @@ def serve(
     If one loop fails, the others are stopped and its error is raised. A database that is
     away does not fail them: each waits for it, up to `settings.store_give_up_s`.
     """
-    from inbox.ingest import run_server
+    from inbox.ingest import run_ingest
     from inbox.requests import run_requests
     from outbox.feed_relay import run_feed_relay
 
@@ -65,7 +65,7 @@ def serve(
             stop.set()
 
     loops = {
-        "ingest": lambda: run_server(
+        "ingest": lambda: run_ingest(
             engine, settings, until_idle=until_idle, stop=stop, on_progress=report("ingest")
         ),
         "requests": lambda: run_requests(engine, settings, until_idle=until_idle, stop=stop),

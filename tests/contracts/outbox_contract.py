@@ -1,4 +1,4 @@
-"""The terminal outbox contract (outbox/store/base.py), written once for every adapter.
+"""The terminal outbox contract (outbox/outbox_store/base.py), written once for every adapter.
 
 A subclass named Test... gives `store` (an empty outbox of terminal TERMINAL) and `settle`
 (what a server receipt does to a row).
@@ -14,7 +14,7 @@ import pytest
 
 from cajasync.core.terminal_tables import ACKED, PENDING, REJECTED, SENT
 from cajasync.errors import ConfigError, InvalidMessage, UnknownOperation
-from outbox.store import OutboxStore
+from outbox.outbox_store import OutboxStore
 from schemas import CashPayment, OpEnvelope, decode_op
 from schemas.topics import CASH_PAYMENTS
 

@@ -1,4 +1,4 @@
-"""The server store contract (inbox/store/base.py), written once: tests/unit runs it on
+"""The server store contract (inbox/server_store/base.py), written once: tests/unit runs it on
 memory, tests/integration on SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import msgspec
 
-from inbox.store import (
+from inbox.server_store import (
     Accepted,
     Gap,
     Incoming,
@@ -20,7 +20,7 @@ from inbox.store import (
     ServerStore,
     Unreadable,
 )
-from inbox.store.base import GapState
+from inbox.server_store.base import GapState
 from schemas import (
     CashPayment,
     OpEnvelope,

@@ -22,8 +22,8 @@ from tests.faults.harness import (
     spawn,
     stop,
     terminal_op_ids,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 TOTAL = 5_000
 
@@ -64,7 +64,9 @@ def test_broker_stop_and_start_while_operations_flow_loses_nothing_and_doubles_n
     pos.start()
     try:
         wait_for(
-            lambda: server_counts(server_db_url, terminal)[0] >= TOTAL // 5, 60, "traffic to flow"
+            lambda: server_counts(server_db_url, terminal)[0] >= TOTAL // 5,
+            "traffic to flow",
+            timeout=60,
         )
         rabbitmqctl("stop_app")
         try:
@@ -74,7 +76,9 @@ def test_broker_stop_and_start_while_operations_flow_loses_nothing_and_doubles_n
         pos.join(timeout=120)
         assert recorded.is_set()
         wait_for(
-            lambda: all_acked(path, TOTAL), 240, f"all {TOTAL} operations acked after the restart"
+            lambda: all_acked(path, TOTAL),
+            f"all {TOTAL} operations acked after the restart",
+            timeout=240,
         )
     finally:
         stop(relay)

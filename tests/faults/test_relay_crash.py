@@ -16,8 +16,8 @@ from tests.faults.harness import (
     spawn,
     stop,
     terminal_op_ids,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 
 def test_relay_killed_before_marking_sent_republishes_and_server_applies_once(
@@ -30,7 +30,11 @@ def test_relay_killed_before_marking_sent_republishes_and_server_applies_once(
     terminal, path = make_terminal()
     total = fill_outbox(path, 10_000)
     relay = spawn("terminal", "run", "--db", str(path), env=env, log=tmp_path / "relay1.log")
-    wait_for(lambda: ops_depth(clean_broker) >= 1_000, 60, "the relay to publish 1,000 operations")
+    wait_for(
+        lambda: ops_depth(clean_broker) >= 1_000,
+        "the relay to publish 1,000 operations",
+        timeout=60,
+    )
     kill9(relay)
 
     published = ops_depth(clean_broker)
@@ -40,7 +44,7 @@ def test_relay_killed_before_marking_sent_republishes_and_server_applies_once(
     server = spawn("server", "run", "--db", server_db_url, env=env, log=tmp_path / "server.log")
     relay = spawn("terminal", "run", "--db", str(path), env=env, log=tmp_path / "relay2.log")
     try:
-        wait_for(lambda: all_acked(path, total), 180, f"all {total} operations acked")
+        wait_for(lambda: all_acked(path, total), f"all {total} operations acked", timeout=180)
     finally:
         stop(relay)
         stop(server)

@@ -27,8 +27,8 @@ from tests.faults.harness import (
     spawn,
     stop,
     terminal_op_ids,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 
 def _run_server_until_idle(
@@ -76,8 +76,8 @@ def test_poison_message_goes_dead_with_its_reason_and_the_rest_are_applied(
     server = spawn("server", "run", "--db", server_db_url, env=env, log=tmp_path / "server.log")
     relay = spawn("terminal", "run", "--db", str(path), env=env, log=tmp_path / "relay.log")
     try:
-        wait_for(lambda: outbox_states(path).get("acked") == total - 1, 60, "19 acked")
-        wait_for(lambda: ops_depth(clean_broker) == 0, 30, "the ops queue drained")
+        wait_for(lambda: outbox_states(path).get("acked") == total - 1, "19 acked", timeout=60)
+        wait_for(lambda: ops_depth(clean_broker) == 0, "the ops queue drained", timeout=30)
     finally:
         stop(relay)
         stop(server)
@@ -110,7 +110,9 @@ def test_server_killed_with_a_full_prefetch_window_in_flight_loses_nothing(
     relay = spawn("terminal", "run", "--db", str(path), env=env, log=tmp_path / "relay.log")
     try:
         wait_for(
-            lambda: ops_depth(clean_broker) >= total, 60, "every operation queued for the server"
+            lambda: ops_depth(clean_broker) >= total,
+            "every operation queued for the server",
+            timeout=60,
         )
         slow = {**env, "CAJASYNC_PREFETCH": "1000", "CAJASYNC_INGEST_BATCH": "100"}
         server = spawn(
@@ -118,8 +120,8 @@ def test_server_killed_with_a_full_prefetch_window_in_flight_loses_nothing(
         )
         wait_for(
             lambda: server_counts(server_db_url, terminal)[0] >= 200,
-            60,
             "the server to apply a batch",
+            timeout=60,
         )
         kill9(server)
         assert server_counts(server_db_url, terminal)[0] < total
@@ -127,7 +129,7 @@ def test_server_killed_with_a_full_prefetch_window_in_flight_loses_nothing(
         server = spawn(
             "server", "run", "--db", server_db_url, env=env, log=tmp_path / "server2.log"
         )
-        wait_for(lambda: all_acked(path, total), 180, f"all {total} operations acked")
+        wait_for(lambda: all_acked(path, total), f"all {total} operations acked", timeout=180)
         stop(server)
     finally:
         stop(relay)
@@ -159,7 +161,7 @@ def test_missing_seq_range_is_detected_replayed_and_filled(
     )
     relay = spawn("terminal", "run", "--db", str(path), env=no_resend, log=tmp_path / "relay.log")
     try:
-        wait_for(lambda: all_acked(path, total), 60, "the gap 10..14 replayed and acked")
+        wait_for(lambda: all_acked(path, total), "the gap 10..14 replayed and acked", timeout=60)
     finally:
         stop(relay)
         stop(server)

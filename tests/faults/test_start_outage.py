@@ -21,9 +21,10 @@ import pytest
 
 from cajasync.core import topology
 from cajasync.core.db import make_engine, upgrade
-from tests.faults.harness import outbox_states, server_counts, spawn, stop, wait_for
+from tests.faults.harness import outbox_states, server_counts, spawn, stop
 from tests.faults.test_store_outage import refusing_connections
 from tests.integration.test_server_ingest import envelope, publish
+from tests.waiting import wait_for
 
 WAITING = "opening the server database: server store unreachable"
 
@@ -70,14 +71,16 @@ def test_server_run_started_while_its_database_refuses_waits_and_then_applies(
     with refusing_connections(pg_admin_url, database_name(migrated)):
         server = spawn("server", "run", "--db", migrated, env=env, log=log)
         try:
-            wait_for(lambda: said(WAITING, log, server), 60, "the server to say it waits")
+            wait_for(lambda: said(WAITING, log, server), "the server to say it waits", timeout=60)
             assert server.poll() is None, log.read_text()  # waiting, not gone
         except BaseException:
             stop(server)
             raise
     try:
         publish(channel, envelope(terminal, 1))
-        wait_for(lambda: server_counts(migrated, terminal)[0] == 1, 60, "the operation applied")
+        wait_for(
+            lambda: server_counts(migrated, terminal)[0] == 1, "the operation applied", timeout=60
+        )
         assert server.poll() is None, log.read_text()
     finally:
         stop(server)

@@ -30,8 +30,8 @@ from schemas.feed import split_stream
 from schemas.records import Record
 from schemas.topics import DOWN_TOPICS
 from tests.integration.relay_support import blocking_channel, private_vhost
+from tests.waiting import WAIT_S
 
-WAIT_S = 60.0  # generous: a condition that holds is seen within a second or two
 PULL_TIMEOUT_S = 60.0
 VHOST_ATTEMPTS = 30  # rabbitmqctl fails while another suite restarts the broker app
 
@@ -121,22 +121,6 @@ class Loop:
         if self.error is not None:
             raise self.error
         return self.result
-
-
-def wait_for(
-    condition: Callable[[], bool], what: str, *loops: Loop, timeout: float = WAIT_S
-) -> None:
-    """Poll `condition` until it holds; fail naming `what` on timeout, or as soon as one of
-    `loops` dies."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for loop in loops:
-            loop.check()
-        if condition():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)
 
 
 @dataclass

@@ -10,9 +10,8 @@ import datetime as dt
 import secrets
 import subprocess
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
@@ -25,7 +24,7 @@ from cajasync.broker.ports import REASON_HEADER
 from cajasync.core import topology
 from cajasync.core.server_tables import operations, received
 from cajasync.core.settings import Settings
-from inbox.ingest import IngestStats, run_server
+from inbox.ingest import IngestStats, run_ingest
 from schemas import (
     OpEnvelope,
     Operation,
@@ -177,14 +176,6 @@ def tracking_rows(engine: sa.Engine, terminal: str) -> list[tuple[int, str, int,
     return [(seq, op_id, version, status) for seq, op_id, version, status in rows]
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
-
-
 class RunningServer:
     """Server ingest on a real store, in a thread until stopped."""
 
@@ -196,7 +187,7 @@ class RunningServer:
 
     def _run(self, engine: sa.Engine, settings: Settings) -> None:
         try:
-            run_server(engine, settings, stop=self.stop, on_progress=self._progress)
+            run_ingest(engine, settings, stop=self.stop, on_progress=self._progress)
         except BaseException as exc:
             self.error = exc
 
@@ -209,9 +200,9 @@ class RunningServer:
             raise AssertionError("server ingest stopped") from self.error
         return self._thread.is_alive()
 
-    def wait_until(self, condition: Callable[[], bool], what: str) -> None:
-        wait_until(lambda: not self.running() or condition(), what)
-        assert self.running(), f"server ingest stopped while waiting for {what}"
+    def check(self) -> None:
+        """For `wait_for(..., server)`: fail at once if ingest stopped."""
+        assert self.running(), "server ingest stopped"
 
     def start(self) -> None:
         self._thread.start()

@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
@@ -29,8 +29,7 @@ from cajasync.processes.terminal import RelayStats, run_terminal
 from outbox.record import Recorded, record
 from schemas import CashPayment, Sale, SaleLine, SalePayment, SaleTotals, encode
 from schemas.envelope import Receipt, ReceiptItem, ReplayRequest
-
-WAIT_S = 30.0
+from tests.waiting import WAIT_S
 
 
 def sale(number: int) -> Sale:
@@ -103,15 +102,6 @@ def states(engine: Engine) -> dict[int, str]:
     return {row.seq: row.state for row in rows(engine)}
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
-    """Poll `condition` until it holds; fail naming `what` if it never does."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
-
-
 class RunningRelay:
     """`run_terminal` in a thread: the latest stats, and the final ones once stopped."""
 
@@ -128,15 +118,10 @@ class RunningRelay:
         except BaseException as exc:
             self.error = exc
 
-    def wait_for(self, condition: Callable[[], bool], what: str) -> None:
-        """`wait_for`, failing at once with the relay's own error if it died."""
-
-        def check() -> bool:
-            if self.error is not None:
-                raise AssertionError(f"the relay died waiting for {what}") from self.error
-            return condition()
-
-        wait_for(check, what)
+    def check(self) -> None:
+        """For `wait_for(..., relay)`: fail at once with the relay's own error if it died."""
+        if self.error is not None:
+            raise AssertionError("the relay died") from self.error
 
     def _progress(self, stats: RelayStats) -> None:
         self.latest = stats

@@ -44,9 +44,9 @@ from tests.integration.down_support import (
     purge,
     purge_terminal_queue,
     vhost_for,
-    wait_for,
 )
 from tests.integration.relay_support import declare_server_topology, rabbitmqctl_missing
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.rabbitmq
 

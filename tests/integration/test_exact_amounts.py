@@ -20,7 +20,7 @@ from alembic.config import Config
 from cajasync.core.db import VERSION_TABLES, make_engine, script_location, upgrade
 from cajasync.core.server_tables import operations
 from cajasync.errors import StoreDataError
-from inbox.store import Accepted, SqlServerStore
+from inbox.server_store import Accepted, SqlServerStore
 from schemas import CashPayment, OpEnvelope
 
 NOW = dt.datetime(2026, 3, 2, 12, 30, tzinfo=dt.UTC)
@@ -78,7 +78,7 @@ def test_an_amount_past_the_column_is_a_data_error_on_both_stores(
 ) -> None:
     """What NUMERIC(16, 2) refuses on PostgreSQL, SQLite refuses too (the store's own check,
     switched off here, keeps it out before the database is asked)."""
-    monkeypatch.setattr("inbox.store.rules.storage_problem", lambda _envelope: None)
+    monkeypatch.setattr("inbox.server_store.rules.storage_problem", lambda _envelope: None)
     with pytest.raises(StoreDataError):
         SqlServerStore(engine).apply([payment(1, "99999999999999.995")])
     assert stored(engine) == []

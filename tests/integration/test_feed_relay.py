@@ -38,8 +38,8 @@ from tests.integration.relay_support import (
     declare_server_topology,
     private_vhost,
     rabbitmqctl_missing,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 WAIT_S = 60.0
 

@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from cajasync.core.db import make_engine
-from inbox.store import Accepted, Incoming, MemoryServerStore, SqlServerStore, Verdict
-from inbox.store.incarnations import Incarnation, summary
+from inbox.server_store import Accepted, Incoming, MemoryServerStore, SqlServerStore, Verdict
+from inbox.server_store.incarnations import Incarnation, summary
 from schemas import CashPayment, OpEnvelope
 from schemas.feed import HighWaterMark, HighWaterRequest, OutboxRef
 

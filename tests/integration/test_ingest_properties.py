@@ -40,9 +40,9 @@ from tests.integration.ingest_support import (
     take_dead,
     take_receipt_items,
     tracking_rows,
-    wait_until,
 )
 from tests.unit.strategies import operations
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 
@@ -253,8 +253,8 @@ def test_bad_messages_go_dead_and_never_touch_a_real_terminals_operations(
 
     for message in order:
         publish_as(message, channel, rogue_channel, rogue_user)
-    server.wait_until(
-        lambda: server.latest.received >= before + len(messages), "every message answered"
+    wait_for(
+        lambda: server.latest.received >= before + len(messages), "every message answered", server
     )
 
     dead = take_dead(channel)
@@ -271,7 +271,7 @@ def test_bad_messages_go_dead_and_never_touch_a_real_terminals_operations(
             acked.add((item.op_id, item.version))
         return keys <= acked
 
-    wait_until(receipted, "an ack for every real operation")
+    wait_for(receipted, "an ack for every real operation")
     assert {op_id: held[:2] for op_id, held in held_ops(engine, till).items()} == {
         str(env.op_id): (1, env.seq) for env in reals
     }

@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from cajasync.core.db import make_engine
-from inbox.store import Gap, Incoming, Invalid, MemoryServerStore, SqlServerStore, Verdict
-from inbox.store.base import LostRange, TerminalStats
+from inbox.server_store import Gap, Incoming, Invalid, MemoryServerStore, SqlServerStore, Verdict
+from inbox.server_store.base import LostRange, TerminalStats
 from schemas.feed import HighWaterMark, HighWaterRequest
 from tests.integration.test_incarnation_contract import NEW, NEWER, OLD, ask, op
 

@@ -18,9 +18,10 @@ from cajasync.core import topology
 from cajasync.core.settings import Settings
 from cli.main import cli
 from inbox.ingest import server_stats
-from tests.integration.down_support import Server, make_server, wait_for
+from tests.integration.down_support import Server, make_server
 from tests.integration.ingest_support import envelope, held_ops, publish_op, tracking_rows
 from tests.integration.test_rebuilt_till import Till, init
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -39,6 +39,7 @@ from tests.integration.test_server_ingest import (
     received_down,
 )
 from tests.integration.test_server_refusals import Running
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -226,7 +227,7 @@ def test_terminal_relay_drops_a_message_with_an_undecodable_header_and_takes_the
     try:
         record_sales(engine, 3)
         with running_relay(engine, settings) as relay:
-            relay.wait_for(lambda: set(states(engine).values()) == {"sent"}, "the confirms")
+            wait_for(lambda: set(states(engine).values()) == {"sent"}, "the confirms", relay)
             down = pika.BlockingConnection(pika.URLParameters(settings.broker_url))
             channel = down.channel()
 
@@ -244,7 +245,7 @@ def test_terminal_relay_drops_a_message_with_an_undecodable_header_and_takes_the
             send(encode(receipt(terminal, acked(engine, 2))), odd_header)
             send(encode(receipt(terminal, acked(engine, 3))), {})
             down.close()
-            relay.wait_for(lambda: set(states(engine).values()) == {"acked"}, "the receipts")
+            wait_for(lambda: set(states(engine).values()) == {"acked"}, "the receipts", relay)
             stats = relay.finish()
         assert (stats.receipts, stats.acked) == (3, 3)
     finally:

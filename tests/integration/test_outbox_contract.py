@@ -14,8 +14,8 @@ from cajasync.core.db import make_engine, upgrade
 from cajasync.core.identity import TerminalIdentity, save_identity
 from cajasync.core.terminal_tables import outbox
 from cajasync.errors import NotInitialised
+from outbox.outbox_store import OutboxStore, SqlOutboxStore
 from outbox.pending import list_pending, outbox_counts, replay
-from outbox.store import OutboxStore, SqlOutboxStore
 from tests.contracts.outbox_contract import TERMINAL, OutboxContract, payment
 
 SET_UP_HINT = r"no cajasync tables; set the till up with `cajasync terminal init"

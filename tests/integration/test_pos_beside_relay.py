@@ -36,7 +36,8 @@ from cajasync.processes.terminal_init import init_terminal
 from outbox.claimer import claim_pending
 from schemas import Sale, decode_op
 from tests.faults.harness import spawn, stop
-from tests.integration.relay_support import WAIT_S, record_sales, sale, wait_for
+from tests.integration.relay_support import record_sales, sale
+from tests.waiting import WAIT_S, wait_for
 
 pytestmark = pytest.mark.rabbitmq
 

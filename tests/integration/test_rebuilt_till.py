@@ -30,8 +30,9 @@ from cajasync.core.settings import Settings
 from cajasync.core.terminal_tables import ACKED, outbox
 from cajasync.processes.terminal import drain, run_terminal
 from outbox.record import Recorded
-from tests.integration.down_support import Loop, Server, make_server, wait_for
+from tests.integration.down_support import Loop, Server, make_server
 from tests.integration.relay_support import record_sales
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.rabbitmq
 

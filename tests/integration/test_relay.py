@@ -35,6 +35,7 @@ from tests.integration.relay_support import (
     send_down,
     states,
 )
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -151,7 +152,7 @@ def test_server_receipts_turn_sent_rows_acked_or_rejected(terminal: Terminal) ->
                 rejected(terminal.engine, 3, "totals do not match"),
             ),
         )
-        relay.wait_for(lambda: "sent" not in states(terminal.engine).values(), "the receipt")
+        wait_for(lambda: "sent" not in states(terminal.engine).values(), "the receipt", relay)
         stats = relay.finish()
 
     by_seq = {row.seq: row for row in rows(terminal.engine)}
@@ -168,10 +169,10 @@ def test_the_relay_publishes_new_rows_and_applies_their_receipts_while_running(
     with running_relay(terminal.engine, terminal.settings) as relay:
         recorded = record_sales(terminal.engine, 5)
         assert tap.seqs(5) == [1, 2, 3, 4, 5]
-        relay.wait_for(lambda: set(states(terminal.engine).values()) == {"sent"}, "the confirms")
+        wait_for(lambda: set(states(terminal.engine).values()) == {"sent"}, "the confirms", relay)
         items = [acked(terminal.engine, r.seq) for r in recorded]
         send_down(terminal.settings.broker_url, terminal.id, receipt(terminal.id, *items))
-        relay.wait_for(lambda: set(states(terminal.engine).values()) == {"acked"}, "the receipts")
+        wait_for(lambda: set(states(terminal.engine).values()) == {"acked"}, "the receipts", relay)
         stats = relay.finish()
 
     assert (stats.published, stats.confirmed, stats.acked) == (5, 5, 5)
@@ -188,7 +189,7 @@ def test_a_replay_request_publishes_the_requested_rows_again(
         request = ReplayRequest(terminal=terminal.id, from_seq=2, to_seq=3)
         send_down(terminal.settings.broker_url, terminal.id, request)
         assert tap.seqs(2) == [2, 3]
-        relay.wait_for(lambda: set(states(terminal.engine).values()) == {"sent"}, "the confirms")
+        wait_for(lambda: set(states(terminal.engine).values()) == {"sent"}, "the confirms", relay)
         stats = relay.finish()
 
     assert stats.replays_requested == 1
@@ -210,7 +211,7 @@ def test_a_replay_request_sends_even_acked_rows_again(
             terminal.id,
             receipt(terminal.id, acked(terminal.engine, 1), acked(terminal.engine, 2)),
         )
-        relay.wait_for(lambda: set(states(terminal.engine).values()) == {"acked"}, "the receipt")
+        wait_for(lambda: set(states(terminal.engine).values()) == {"acked"}, "the receipt", relay)
         send_down(url, terminal.id, ReplayRequest(terminal=terminal.id, from_seq=1, to_seq=2))
         assert tap.seqs(2) == [1, 2]
 
@@ -222,13 +223,13 @@ def test_rows_put_back_to_pending_by_hand_are_published_again_by_a_running_relay
     with running_relay(terminal.engine, terminal.settings) as relay:
         record_sales(terminal.engine, 3)
         assert tap.seqs(3) == [1, 2, 3]
-        relay.wait_for(lambda: set(states(terminal.engine).values()) == {"sent"}, "the confirms")
+        wait_for(lambda: set(states(terminal.engine).values()) == {"sent"}, "the confirms", relay)
         with terminal.engine.begin() as connection:  # what `cajasync pending replay` does
             connection.execute(
                 outbox.update().where(outbox.c.seq == 2).values(state="pending", sent_at=None)
             )
         assert tap.seqs(1) == [2]
-        relay.wait_for(lambda: states(terminal.engine)[2] == "sent", "the confirm")
+        wait_for(lambda: states(terminal.engine)[2] == "sent", "the confirm", relay)
 
 
 def test_sent_rows_without_a_receipt_are_published_again_after_resend_after_s(
@@ -246,7 +247,7 @@ def test_sent_rows_without_a_receipt_are_published_again_after_resend_after_s(
             terminal.id,
             receipt(terminal.id, *(acked(terminal.engine, s) for s in (1, 2, 3))),
         )
-        relay.wait_for(lambda: set(states(terminal.engine).values()) == {"acked"}, "the receipt")
+        wait_for(lambda: set(states(terminal.engine).values()) == {"acked"}, "the receipt", relay)
         stats = relay.finish()
 
     assert stats.resent >= 3
@@ -264,7 +265,7 @@ def test_an_undecodable_server_message_is_dropped_without_blocking_the_receipts_
         send_down(url, terminal.id, b"\xc1 not msgpack")
         send_down(url, terminal.id, receipt("SOMEONE-ELSE", acked(terminal.engine, 1)))
         send_down(url, terminal.id, receipt(terminal.id, acked(terminal.engine, 1)))
-        relay.wait_for(lambda: states(terminal.engine) == {1: "acked"}, "the receipt")
+        wait_for(lambda: states(terminal.engine) == {1: "acked"}, "the receipt", relay)
 
     queue = broker_channel.queue_declare(f"cajasync.t.{terminal.id}", passive=True)
     assert queue.method.message_count == 0  # nothing requeued
@@ -289,7 +290,7 @@ def test_nacked_ops_stay_pending_with_the_reason_and_are_retried(
 def test_a_stopped_relay_returns_its_stats(terminal: Terminal) -> None:
     record_sales(terminal.engine, 2)
     with running_relay(terminal.engine, terminal.settings) as relay:
-        relay.wait_for(lambda: set(states(terminal.engine).values()) == {"sent"}, "the confirms")
+        wait_for(lambda: set(states(terminal.engine).values()) == {"sent"}, "the confirms", relay)
         stats = relay.finish()
 
     assert (stats.published, stats.confirmed, stats.reconnects) == (2, 2, 0)
@@ -321,7 +322,7 @@ def test_an_unreachable_broker_is_retried_until_stopped_while_the_pos_keeps_reco
 
     with running_relay(terminal.engine, offline) as relay:
         record_sales(terminal.engine, 3)
-        relay.wait_for(lambda: relay.latest.reconnects >= 3, "reconnect attempts")
+        wait_for(lambda: relay.latest.reconnects >= 3, "reconnect attempts", relay)
         record_sales(terminal.engine, 2, first=4)
         stats = relay.finish()
 
@@ -338,7 +339,7 @@ def test_rows_recorded_while_the_broker_was_unreachable_go_out_once_it_is_back(
     )
     with running_relay(terminal.engine, offline) as relay:
         record_sales(terminal.engine, 3)
-        relay.wait_for(lambda: relay.latest.reconnects >= 1, "a reconnect attempt")
+        wait_for(lambda: relay.latest.reconnects >= 1, "a reconnect attempt", relay)
 
     assert drain(terminal.engine, terminal.settings) == 3
 

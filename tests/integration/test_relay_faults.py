@@ -24,6 +24,7 @@ from tests.integration.relay_support import (
     running_relay,
     states,
 )
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -80,10 +81,10 @@ def test_unroutable_ops_are_retried_and_go_out_once_a_queue_is_bound(
     record_sales(engine, 3)
 
     with running_relay(engine, settings) as relay:
-        relay.wait_for(lambda: relay.latest.returned >= 6, "the ops to be returned twice")
+        wait_for(lambda: relay.latest.returned >= 6, "the ops to be returned twice", relay)
         with blocking_channel(settings.broker_url) as channel:
             tap = Tap(channel, terminal)
-            relay.wait_for(lambda: set(states(engine).values()) == {"sent"}, "the confirms")
+            wait_for(lambda: set(states(engine).values()) == {"sent"}, "the confirms", relay)
             assert sorted(tap.seqs(3)) == [1, 2, 3]
         stats = relay.finish()
 
@@ -113,11 +114,11 @@ def test_a_dropped_connection_is_reconnected_and_every_row_still_gets_sent(
 
     with running_relay(engine, settings) as relay:
         record_sales(engine, 200)
-        relay.wait_for(lambda: relay.latest.confirmed > 0, "the first confirms")
+        wait_for(lambda: relay.latest.confirmed > 0, "the first confirms", relay)
         proxy.cut()
         record_sales(engine, 200, first=201)
-        relay.wait_for(lambda: relay.latest.reconnects >= 1, "a reconnect")
-        relay.wait_for(lambda: set(states(engine).values()) == {"sent"}, "every row sent")
+        wait_for(lambda: relay.latest.reconnects >= 1, "a reconnect", relay)
+        wait_for(lambda: set(states(engine).values()) == {"sent"}, "every row sent", relay)
         stats = relay.finish()
 
     assert stats.reconnects >= 1

@@ -47,7 +47,6 @@ from schemas.feed import (
 )
 from schemas.records import Product
 from tests.integration.relay_support import (
-    WAIT_S,
     blocking_channel,
     declare_server_topology,
     private_vhost,
@@ -55,8 +54,8 @@ from tests.integration.relay_support import (
     record_sales,
     running_relay,
     states,
-    wait_for,
 )
+from tests.waiting import WAIT_S, wait_for
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -166,9 +165,10 @@ def test_a_change_event_on_the_products_feed_lands_in_a_running_terminals_replic
 
     with running_relay(terminal.engine, terminal.settings) as relay:
         publish(channel, "chg.productos.all", ChangeEvent(changes=[change(1, yerba)]))
-        relay.wait_for(
+        wait_for(
             lambda: Replica(terminal.engine).get(Product, yerba.key) is not None,
             "the product in the replica",
+            relay,
         )
         stats = relay.finish()
 
@@ -184,12 +184,12 @@ def test_a_gap_sends_one_catch_up_request_and_outbox_rows_still_become_sent(
     record_sales(terminal.engine, 5)
 
     with running_relay(terminal.engine, terminal.settings) as relay:
-        relay.wait_for(lambda: set(states(terminal.engine).values()) == {"sent"}, "first sales")
+        wait_for(lambda: set(states(terminal.engine).values()) == {"sent"}, "first sales", relay)
         publish(channel, "chg.productos.all", ChangeEvent(changes=[change(7, product("A"))]))
         publish(channel, "chg.productos.all", ChangeEvent(changes=[change(8, product("B"))]))
         record_sales(terminal.engine, 5, first=6)
         method, properties, request = tap.take()
-        relay.wait_for(lambda: set(states(terminal.engine).values()) == {"sent"}, "every sale")
+        wait_for(lambda: set(states(terminal.engine).values()) == {"sent"}, "every sale", relay)
         stats = relay.finish()
 
     assert method.routing_key == f"req.{terminal.id}.catch-up"
@@ -223,9 +223,9 @@ def test_a_forged_change_event_with_a_nan_price_is_refused_and_the_relay_keeps_g
         publish(channel, "chg.productos.all", ChangeEvent(changes=[change(1, product("A"))]))
         publish(channel, "chg.productos.all", ChangeEvent(changes=[forged]))
         publish(channel, "chg.productos.all", ChangeEvent(changes=[change(3, product("C"))]))
-        relay.wait_for(lambda: Replica(terminal.engine).get(Product, "C") is not None, "C")
+        wait_for(lambda: Replica(terminal.engine).get(Product, "C") is not None, "C", relay)
         record_sales(terminal.engine, 3, first=4)
-        relay.wait_for(lambda: set(states(terminal.engine).values()) == {"sent"}, "every sale")
+        wait_for(lambda: set(states(terminal.engine).values()) == {"sent"}, "every sale", relay)
         stats = relay.finish()
 
     replica = Replica(terminal.engine)

@@ -32,7 +32,7 @@ from cajasync.errors import StoreError
 from inbox.entitlement import Requester, streams_for
 from inbox.reply_wire import event_body, page_body, stored_change
 from inbox.requests import run_requests
-from inbox.store import SqlServerStore
+from inbox.server_store import SqlServerStore
 from schemas.codec import decode_down, encode
 from schemas.feed import (
     CatchUpRequest,

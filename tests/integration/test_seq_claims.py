@@ -30,7 +30,7 @@ from cajasync.core.settings import Settings
 from cajasync.core.terminal_tables import outbox
 from cajasync.processes.terminal_init import init_terminal
 from cli.main import cli
-from inbox.store import Gap, SqlServerStore
+from inbox.server_store import Gap, SqlServerStore
 from schemas import encode, to_json
 from tests.integration.ingest_support import (
     DeadQueue,
@@ -52,6 +52,7 @@ from tests.integration.relay_support import (
     running_relay,
     states,
 )
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -107,11 +108,12 @@ def test_rogue_claims_on_a_tills_seq_go_dead_and_its_real_operation_is_acked(
     with running_server(engine, settings) as server:
         for _, send in rogues:
             send()
-        server.wait_until(lambda: dead.count() >= len(rogues), "the rogues dead-lettered")
+        wait_for(lambda: dead.count() >= len(rogues), "the rogues dead-lettered", server)
         with running_relay(till_db, settings) as relay:
-            relay.wait_for(
+            wait_for(
                 lambda: not {"pending", "sent"} & set(states(till_db).values()),
                 "every till row settled",
+                relay,
             )
         assert server.running()
         stats = server.finish()
@@ -142,10 +144,10 @@ def test_conflicting_claim_on_a_held_seq_goes_dead_and_the_held_op_stays(
     claim = envelope(terminal, 1, sale(99))
     with running_server(engine, settings) as server:
         publish_op(channel, held)
-        server.wait_until(lambda: bool(held_ops(engine, terminal)), "the first op applied")
+        wait_for(lambda: bool(held_ops(engine, terminal)), "the first op applied", server)
         publish_op(channel, claim)
         publish_op(channel, held)  # a duplicate of the held one is still acked
-        server.wait_until(lambda: server.latest.received >= 3, "the claim and the duplicate")
+        wait_for(lambda: server.latest.received >= 3, "the claim and the duplicate", server)
         stats = server.finish()
 
     assert held_ops(engine, terminal) == {str(held.op_id): (1, 1, to_json(held.op).decode())}
@@ -168,10 +170,10 @@ def test_same_op_and_version_with_other_content_goes_dead_with_both_digests(
     other = msgspec.structs.replace(first, op=sale(42))
     with running_server(engine, settings) as server:
         publish_op(channel, first)
-        server.wait_until(lambda: bool(held_ops(engine, terminal)), "the first copy applied")
+        wait_for(lambda: bool(held_ops(engine, terminal)), "the first copy applied", server)
         publish_op(channel, other)
         publish_op(channel, first)
-        server.wait_until(lambda: server.latest.received >= 3, "both later copies")
+        wait_for(lambda: server.latest.received >= 3, "both later copies", server)
         stats = server.finish()
 
     assert held_ops(engine, terminal) == {str(first.op_id): (1, 1, to_json(first.op).decode())}
@@ -195,7 +197,7 @@ def test_undecodable_message_is_answered_only_to_its_authenticated_terminal(
         publish(own_channel, b"\xc1", route, user_id=terminal, message_id=f"{signed}/2")
     publish(channel, b"\xc1", route, message_id=f"{unsigned}/1")  # as guest: anyone
     with running_server(engine, settings) as server:
-        server.wait_until(lambda: server.latest.received >= 2, "both messages")
+        wait_for(lambda: server.latest.received >= 2, "both messages", server)
         server.finish()
 
     assert len(take_dead(channel)) == 2
@@ -224,13 +226,15 @@ def test_an_unreadable_row_of_an_authenticated_till_is_rejected_and_holds_its_se
             connection.execute(outbox.update().where(outbox.c.seq == 3).values(body=b"\xc1 bad"))
         with running_server(engine, settings) as server:
             with running_relay(till_db, own) as relay:
-                relay.wait_for(
+                wait_for(
                     lambda: not {"pending", "sent"} & set(states(till_db).values()),
                     "every till row settled",
+                    relay,
                 )
-                server.wait_until(
+                wait_for(
                     lambda: SqlServerStore(engine).stats()[0].contiguous_seq == 5,
                     "contiguity past the unreadable row",
+                    server,
                 )
             stats = server.finish()
 

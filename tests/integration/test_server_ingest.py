@@ -25,8 +25,8 @@ from cajasync.core.db import current_revision, head_revision, make_engine
 from cajasync.core.settings import Settings
 from cajasync.errors import StoreError
 from cajasync.processes.server_init import init_server
-from inbox.ingest import Ingest, IngestStats, run_server, server_stats
-from inbox.store import Incoming, MemoryServerStore, Verdict
+from inbox.ingest import Ingest, IngestStats, run_ingest, server_stats
+from inbox.server_store import Incoming, MemoryServerStore, Verdict
 from schemas import (
     OpEnvelope,
     Receipt,
@@ -135,7 +135,7 @@ def test_published_sales_are_applied_and_receipted(
     envelopes = [envelope(terminal, seq) for seq in (1, 2, 3)]
     for env in envelopes:
         publish(channel, env)
-    stats = run_server(engine, settings, until_idle=IDLE_S)
+    stats = run_ingest(engine, settings, until_idle=IDLE_S)
     assert stats.applied >= 3
     assert _held(engine, terminal) == {
         "terminal": terminal,
@@ -164,7 +164,7 @@ def test_poison_message_is_dead_lettered_while_the_good_ones_are_applied(
     publish(channel, good_1)
     publish(channel, poison, body=b"\xc1 not msgpack")
     publish(channel, good_3)
-    run_server(engine, settings, until_idle=IDLE_S)
+    run_ingest(engine, settings, until_idle=IDLE_S)
     # garbage proves no seq: seq 2 stays missing, and is asked for again
     held = _held(engine, terminal)
     gap = held.pop("gap")
@@ -203,7 +203,7 @@ def test_operation_published_under_another_terminal_is_dead_lettered_and_claims_
     impostor = envelope("SOMEONE-ELSE", 1)
     publish(channel, impostor, routing_key=topology.op_routing_key(terminal, "ventas"))
     publish(channel, envelope(terminal, 1))
-    run_server(engine, settings, until_idle=IDLE_S)
+    run_ingest(engine, settings, until_idle=IDLE_S)
     assert _held(engine, "SOMEONE-ELSE") == {}
     assert _held(engine, terminal)["contiguous_seq"] == 1
     [(_, headers)] = dead_letters(channel, "SOMEONE-ELSE")
@@ -218,10 +218,10 @@ def test_duplicate_delivered_three_times_is_applied_once(
     env = envelope(terminal, 1)
     for _ in range(3):
         publish(channel, env)
-    run_server(engine, settings, until_idle=IDLE_S)
-    run_server(engine, settings, until_idle=IDLE_S)  # a later batch sees it as held too
+    run_ingest(engine, settings, until_idle=IDLE_S)
+    run_ingest(engine, settings, until_idle=IDLE_S)  # a later batch sees it as held too
     publish(channel, env)
-    stats = run_server(engine, settings, until_idle=IDLE_S)
+    stats = run_ingest(engine, settings, until_idle=IDLE_S)
     assert stats.duplicates >= 1
     assert _held(engine, terminal)["topics"] == {"ventas": 1}
     items = receipt_items(received_down(channel, terminal, lambda m: len(receipt_items(m)) >= 4))
@@ -233,7 +233,7 @@ def test_missing_seqs_are_requested_again(
 ) -> None:
     for seq in (1, 2, 5, 6):
         publish(channel, envelope(terminal, seq))
-    stats = run_server(engine, settings, until_idle=IDLE_S)
+    stats = run_ingest(engine, settings, until_idle=IDLE_S)
     assert stats.replays_requested >= 1
     messages = received_down(
         channel, terminal, lambda m: any(isinstance(x, ReplayRequest) for x in m)
@@ -256,7 +256,7 @@ def test_batch_is_given_back_to_the_queue_when_the_store_fails(
     publish(channel, envelope(terminal, 1))
     with pytest.raises(StoreError, match="disk is full"):
         Ingest(FailingStore(), settings, until_idle=IDLE_S).run()
-    run_server(engine, settings, until_idle=IDLE_S)
+    run_ingest(engine, settings, until_idle=IDLE_S)
     assert _held(engine, terminal)["contiguous_seq"] == 1
     [item] = receipt_items(received_down(channel, terminal, lambda m: len(m) >= 1))
     assert item.status == "acked"
@@ -275,7 +275,7 @@ def test_server_in_a_thread_stops_when_asked(
             applied.set()
 
     thread = threading.Thread(
-        target=run_server,
+        target=run_ingest,
         args=(engine, settings),
         kwargs={"stop": stop, "on_progress": on_progress},
     )
@@ -296,7 +296,7 @@ def test_stop_ends_the_reconnect_loop_while_the_broker_is_unreachable(
     stop = threading.Event()
     timer = threading.Timer(0.3, stop.set)
     timer.start()
-    stats = run_server(engine, unreachable, stop=stop)
+    stats = run_ingest(engine, unreachable, stop=stop)
     timer.join()
     assert stats.received == 0
 

@@ -19,7 +19,7 @@ from cajasync.broker.ports import REASON_HEADER
 from cajasync.core import topology
 from cajasync.core.server_tables import operations
 from cajasync.core.settings import Settings
-from inbox.ingest import run_server
+from inbox.ingest import run_ingest
 from schemas import (
     CashPayment,
     OpEnvelope,
@@ -124,7 +124,7 @@ def test_an_amount_past_cents_is_dead_lettered_and_the_server_keeps_applying(
     publish(channel, terminal, 2, cash("99999999999999.999"))
     last = publish(channel, terminal, 3, cash("250.00"))
 
-    run_server(engine, settings, until_idle=IDLE_S)
+    run_ingest(engine, settings, until_idle=IDLE_S)
 
     assert held(engine, terminal) == {
         str(first.op_id): Decimal("10.00"),
@@ -140,7 +140,7 @@ def test_a_sale_with_a_negative_total_is_rejected_and_a_return_is_applied(
     publish(channel, terminal, 1, sale(1, "-2"))
     returned = publish(channel, terminal, 2, sale(2, "-2", kind="return"))
 
-    run_server(engine, settings, until_idle=IDLE_S)
+    run_ingest(engine, settings, until_idle=IDLE_S)
 
     assert held(engine, terminal) == {str(returned.op_id): Decimal("-12.10")}
     [reason] = reasons(channel, terminal)
@@ -165,7 +165,7 @@ def test_an_operation_over_the_size_limit_is_dead_lettered_with_its_size(
     publish(channel, terminal, 1, chunk)
     after = publish(channel, terminal, 2, sale(2))
 
-    run_server(engine, settings, until_idle=IDLE_S)
+    run_ingest(engine, settings, until_idle=IDLE_S)
 
     assert list(held(engine, terminal)) == [str(after.op_id)]
     [reason] = reasons(channel, terminal)

@@ -23,7 +23,7 @@ from cajasync.broker.ports import REASON_HEADER
 from cajasync.core import topology
 from cajasync.core.settings import Settings
 from inbox.catalog_reads import SqlCatalogReader
-from inbox.ingest import IngestStats, run_server
+from inbox.ingest import IngestStats, run_ingest
 from inbox.requests import run_requests
 from schemas import CashPayment, OpEnvelope, WeeklyFileChunk, encode
 from schemas.feed import SnapshotDone, SnapshotRequest
@@ -75,7 +75,7 @@ class Running:
 
     def _run(self, engine: sa.Engine, settings: Settings) -> None:
         try:
-            run_server(engine, settings, stop=self.stop, on_progress=self._on_progress)
+            run_ingest(engine, settings, stop=self.stop, on_progress=self._on_progress)
         except BaseException as exc:
             with self.progressed:
                 self.errors.append(exc)
@@ -140,7 +140,7 @@ def test_message_the_database_refuses_is_rejected_and_the_rest_of_its_batch_appl
     # rules and the columns is what this test simulates
     monkeypatch.setattr("inbox.classify.validate", lambda _envelope: None)
     monkeypatch.setattr("inbox.classify.storage_problem", lambda _envelope: None)
-    monkeypatch.setattr("inbox.store.rules.storage_problem", lambda _envelope: None)
+    monkeypatch.setattr("inbox.server_store.rules.storage_problem", lambda _envelope: None)
     bad = refused_by_the_database(engine, terminal, 3)
     batch = [envelope(terminal, 1), envelope(terminal, 2), bad, envelope(terminal, 4)]
     for env in batch:

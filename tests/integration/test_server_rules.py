@@ -18,8 +18,8 @@ from inbox.classify import authenticated_sender, classify
 from inbox.gaps import GapTracker
 from inbox.ingest import dead_letters
 from inbox.ingest_receipts import receipts_of
-from inbox.store import Accepted, Gap, Invalid, Rejection, Unreadable, Verdict
-from inbox.store.base import digest_of, storage_problem
+from inbox.server_store import Accepted, Gap, Invalid, Rejection, Unreadable, Verdict
+from inbox.server_store.base import digest_of, storage_problem
 from schemas import (
     CashPayment,
     OpEnvelope,

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from cajasync.core.db import make_engine
 from cajasync.core.server_tables import operations, received
-from inbox.store import Incoming, ServerStore, SqlServerStore
+from inbox.server_store import Incoming, ServerStore, SqlServerStore
 from tests.contracts.store_contract import (
     StoreContract,
     invalid,

@@ -21,8 +21,8 @@ from cajasync.core.settings import Settings
 from cajasync.errors import StoreDataError, StoreError
 from inbox.ingest import Ingest
 from inbox.requests import run_requests
-from inbox.store import Incoming, MemoryServerStore, Verdict
-from inbox.store.base import Accepted
+from inbox.server_store import Incoming, MemoryServerStore, Verdict
+from inbox.server_store.base import Accepted
 from schemas import CashPayment, OpEnvelope
 from schemas.codec import decode_down, encode
 from schemas.envelope import Receipt

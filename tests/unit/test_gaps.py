@@ -4,8 +4,8 @@ exponential backoff up to a cap, per gap; pure logic on a fake clock."""
 from __future__ import annotations
 
 from inbox.gaps import GapTracker
-from inbox.store import Gap
-from inbox.store.base import GapState
+from inbox.server_store import Gap
+from inbox.server_store.base import GapState
 
 
 class FakeClock:

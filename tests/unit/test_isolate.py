@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from cajasync.errors import StoreDataError, StoreUnavailable
 from inbox.isolate import apply_isolating
-from inbox.store import Accepted, Incoming, MemoryServerStore, Rejection, Verdict
+from inbox.server_store import Accepted, Incoming, MemoryServerStore, Rejection, Verdict
 from schemas import CashPayment, OpEnvelope
 
 NOW = dt.datetime(2026, 3, 2, 12, 30, tzinfo=dt.UTC)

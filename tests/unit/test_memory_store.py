@@ -11,7 +11,7 @@ from random import Random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inbox.store import Accepted, Gap, Incoming, Invalid, MemoryServerStore, Rejection
+from inbox.server_store import Accepted, Gap, Incoming, Invalid, MemoryServerStore, Rejection
 from schemas import CashPayment, OpEnvelope
 
 NOW = dt.datetime(2026, 3, 2, 12, 30, tzinfo=dt.UTC)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from outbox.store import MemoryOutboxStore, OutboxStore
+from outbox.outbox_store import MemoryOutboxStore, OutboxStore
 from tests.contracts.outbox_contract import TERMINAL, OutboxContract
 
 

@@ -21,7 +21,7 @@ from cajasync.core.terminal_tables import outbox as outbox_rows
 from cajasync.processes.terminal import run_terminal
 from cajasync.processes.terminal_init import init_terminal
 from inbox.ingest import Ingest
-from inbox.store import MemoryServerStore
+from inbox.server_store import MemoryServerStore
 from outbox import catalog
 from outbox.feed_relay import FeedStats, run_feed_relay
 from outbox.record import record

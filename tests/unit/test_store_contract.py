@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from inbox.store import MemoryServerStore, ServerStore
+from inbox.server_store import MemoryServerStore, ServerStore
 from tests.contracts.store_contract import StoreContract
 
 

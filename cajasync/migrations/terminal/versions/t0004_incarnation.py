@@ -1,7 +1,8 @@
 """cajasync_terminal.incarnation: a random id of this terminal database
 
 Stamped on every operation, so the server tells a rebuilt till from a second live copy of
-the same terminal id (inbox/store/incarnations.py). A database that existed before gets one now.
+the same terminal id (inbox/server_store/incarnations.py). A database that existed before
+gets one now.
 
 Revision ID: t0004
 Revises: t0003

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 
 from cajasync.core.dialect import Dialect
 from cajasync.core.server_tables import PARTIAL, operations, weekly_chunks, weekly_files
-from inbox.store import weekly
-from inbox.store.base import WeeklyFile
+from inbox.server_store import weekly
+from inbox.server_store.base import WeeklyFile
 from schemas.envelope import OpEnvelope
 from schemas.ops import WeeklyFileChunk
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cajasync.core.server_tables import APPLIED, REJECTED, STALE
-from inbox.store.base import (
+from inbox.server_store.base import (
     MAX_INT,
     Accepted,
     Incoming,

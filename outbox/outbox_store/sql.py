@@ -19,8 +19,8 @@ from cajasync.core.store_faults import terminal_store_error
 from cajasync.core.terminal_tables import ACKED, PENDING, outbox
 from cajasync.errors import UnknownOperation
 from outbox import claims
+from outbox.outbox_store.base import PendingOp, check_state, missing_ops
 from outbox.record import Recorded, record
-from outbox.store.base import PendingOp, check_state, missing_ops
 from schemas.ops import Operation
 from schemas.topics import up_topic
 

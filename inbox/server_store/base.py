@@ -18,7 +18,7 @@ Rules every adapter keeps (tests/contracts/store_contract.py checks them):
   "conflict" and dead-lettered; the operation held keeps the seq;
 * per terminal, `contiguous_seq` is the highest N with 1..N all held or lost;
 * `mark_lost` records as lost the seqs still missing at or below a restart point (a rebuilt
-  or recovered till continued after it: inbox/store/lost.py) registered before a given
+  or recovered till continued after it: inbox/server_store/lost.py) registered before a given
   time, so contiguity moves past them; a seq above every restart point is never lost; an
   operation that still arrives for a lost seq takes it and is applied as usual;
 * weekly file chunks are reassembled once every chunk is held, then checked by size and sha256;
@@ -43,7 +43,7 @@ from schemas.validation import chunk_problem, envelope_problem
 
 Status = Literal["acked", "rejected"]
 # `conflict`: a copy that contradicts what is held; `copy`: from a second live copy of its
-# terminal (inbox/store/incarnations.py)
+# terminal (inbox/server_store/incarnations.py)
 Outcome = Literal["applied", "stale", "duplicate", "rejected", "conflict", "copy"]
 FileStatus = Literal["partial", "complete", "corrupt"]
 
@@ -172,7 +172,7 @@ class GapState:
 class LostRange:
     """Seqs `from_seq..to_seq` of a terminal, recorded lost at `lost_at`: they were missing at
     or below `restart_seq`, where `incarnation` continued after the till was rebuilt or
-    recovered (inbox/store/lost.py)."""
+    recovered (inbox/server_store/lost.py)."""
 
     terminal: str
     from_seq: int

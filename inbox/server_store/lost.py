@@ -1,7 +1,7 @@
 """Seqs a rebuilt till will never send: recorded *lost*, so contiguity moves past them.
 
 When a till's database is lost and `terminal init` (or `terminal recover`) registers a new
-incarnation, it continues after a *restart point* S (inbox/store/incarnations.py). Seqs at
+incarnation, it continues after a *restart point* S (inbox/server_store/incarnations.py). Seqs at
 or below S that the server never received were on the lost disk: the new till has nothing
 to send for them. They are not given up at once: operations of the old database may still
 be in flight in the broker queue, and a till recovered from a backup may hold some of them
@@ -24,8 +24,8 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from inbox.store.base import LostRange
-from inbox.store.incarnations import CURRENT, SUPERSEDED, Incarnation
+from inbox.server_store.base import LostRange
+from inbox.server_store.incarnations import CURRENT, SUPERSEDED, Incarnation
 
 
 @dataclass(frozen=True, slots=True, order=True)

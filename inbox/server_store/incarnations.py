@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from inbox.store.base import Accepted, Incoming, Invalid, Rejection, Verdict
+from inbox.server_store.base import Accepted, Incoming, Invalid, Rejection, Verdict
 from schemas.envelope import OpEnvelope
 from schemas.feed import HighWaterMark, HighWaterRequest, OutboxRef
 from schemas.ops import topic_of

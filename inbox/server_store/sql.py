@@ -20,8 +20,8 @@ from sqlalchemy.engine import Engine
 from cajasync.core.dialect import Dialect
 from cajasync.core.server_tables import APPLIED, REJECTED, STALE, operations, progress, received
 from cajasync.core.store_faults import store_error
-from inbox.store import incarnations, rules, sql_incarnations, sql_lost, sql_weekly
-from inbox.store.base import (
+from inbox.server_store import incarnations, rules, sql_incarnations, sql_lost, sql_weekly
+from inbox.server_store.base import (
     Gap,
     GapState,
     Incoming,
@@ -32,8 +32,8 @@ from inbox.store.base import (
     amount_of,
     voided_of,
 )
-from inbox.store.lost import next_lost, restart_points
-from inbox.store.sql_incarnations import SqlBook
+from inbox.server_store.lost import next_lost, restart_points
+from inbox.server_store.sql_incarnations import SqlBook
 from schemas.codec import to_json
 from schemas.feed import HighWaterMark, HighWaterRequest
 
@@ -49,7 +49,7 @@ class SqlServerStore:
 
     def apply(self, batch: Sequence[Incoming]) -> list[Verdict]:
         """Record and apply a batch in one transaction; one verdict per message, in order.
-        Second live copies of a terminal are refused first (inbox/store/incarnations.py)."""
+        Second live copies of a terminal are refused first (inbox/server_store/incarnations.py)."""
         now = dt.datetime.now(dt.UTC)
         with self._transaction("applying a batch") as connection:
             screened = incarnations.screen(batch, SqlBook(connection, self._dialect), now)
@@ -110,7 +110,7 @@ class SqlServerStore:
 
     def mark_lost(self, registered_before: dt.datetime) -> list[LostRange]:
         """Record as lost the seqs missing at or below a restart point registered before
-        `registered_before` (inbox/store/lost.py); the ranges recorded."""
+        `registered_before` (inbox/server_store/lost.py); the ranges recorded."""
         now = dt.datetime.now(dt.UTC)
         with self._transaction("recording lost seqs") as connection:
             terminals = sql_lost.candidates(connection, registered_before)

@@ -1,6 +1,6 @@
 """The server store: one port (`base`), a SQLAlchemy adapter (`sql`) and an in-memory one."""
 
-from inbox.store.base import (
+from inbox.server_store.base import (
     Accepted,
     Gap,
     Incoming,
@@ -12,8 +12,8 @@ from inbox.store.base import (
     Verdict,
     WeeklyFile,
 )
-from inbox.store.memory import MemoryServerStore
-from inbox.store.sql import SqlServerStore
+from inbox.server_store.memory import MemoryServerStore
+from inbox.server_store.sql import SqlServerStore
 
 __all__ = [
     "Accepted",

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from inbox.store.base import FileStatus, WeeklyFile
+from inbox.server_store.base import FileStatus, WeeklyFile
 from schemas.ops import WeeklyFileChunk
 
 

@@ -1,4 +1,4 @@
-"""The terminal incarnation rows of the SQL server store; inbox/store/incarnations.py has
+"""The terminal incarnation rows of the SQL server store; inbox/server_store/incarnations.py has
 the rules.
 
 Registering and screening must not interleave: a batch screened before a registration and
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from cajasync.core.dialect import Dialect
 from cajasync.core.server_tables import incarnations, progress, received
-from inbox.store import incarnations as rules
+from inbox.server_store import incarnations as rules
 from schemas.feed import HighWaterMark, HighWaterRequest
 
 CHUNK: Final = 500  # parameters per IN (...) list

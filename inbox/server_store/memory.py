@@ -8,8 +8,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from inbox.store import incarnations, lost, rules, weekly
-from inbox.store.base import (
+from inbox.server_store import incarnations, lost, rules, weekly
+from inbox.server_store.base import (
     Gap,
     GapState,
     Incoming,
@@ -103,7 +103,7 @@ class MemoryServerStore:
 
     def mark_lost(self, registered_before: dt.datetime) -> list[LostRange]:
         """Record as lost the seqs missing at or below a restart point registered before
-        `registered_before` (inbox/store/lost.py); the ranges recorded."""
+        `registered_before` (inbox/server_store/lost.py); the ranges recorded."""
         now = dt.datetime.now(dt.UTC)
         recorded: list[LostRange] = []
         with self._lock:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from cajasync.core.terminal_tables import ACKED, PENDING, SENT
 from cajasync.errors import UnknownOperation
 from outbox.claims import OutRow
+from outbox.outbox_store.base import PendingOp, check_state, missing_ops
 from outbox.record import Recorded, envelope_of
-from outbox.store.base import PendingOp, check_state, missing_ops
 from schemas.codec import encode
 from schemas.ops import Operation, topic_of
 from schemas.topics import up_topic

@@ -1,4 +1,4 @@
-"""The lost seq ranges and saved gap states of the SQL server store; inbox/store/lost.py and
+"""The lost seq ranges and saved gap states of the SQL server store; inbox/server_store/lost.py and
 inbox/gaps.py have the rules.
 
 Recording lost seqs and taking them back both run under the terminal's progress row lock
@@ -17,9 +17,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from cajasync.core.server_tables import gaps, incarnations, lost, progress, received
-from inbox.store import incarnations as rows
-from inbox.store.base import GapState, LostRange
-from inbox.store.lost import reclaimed
+from inbox.server_store import incarnations as rows
+from inbox.server_store.base import GapState, LostRange
+from inbox.server_store.lost import reclaimed
 
 REGISTERED = (rows.CURRENT, rows.SUPERSEDED)
 
