@@ -34,7 +34,7 @@ Request = SnapshotRequest | CatchUpRequest | ImageRequest | HighWaterRequest
 
 # The same, as the terminal relay decodes it: snapshot pages keep their records encoded.
 # A HighWaterMark is not among them: only `terminal init` / `recover` wait for one
-# (outbox/recover.py), holding the relay's messages back meanwhile.
+# (cajasync/processes/recover.py), holding the relay's messages back meanwhile.
 TerminalInbox = (
     Receipt | ReplayRequest | ChangeEvent | RawSnapshotPage | SnapshotDone | ImageData | ImagesDone
 )

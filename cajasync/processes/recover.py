@@ -3,9 +3,9 @@
     started = start_terminal("caja.db", identity, settings)        # `terminal init`
     recovery = recover_terminal("caja.db", "T001", settings)      # `terminal recover`
 
-Both ask the server (outbox/high_water.py) for the terminal's high-water seq and register
-a new incarnation of it (inbox/server_store/incarnations.py: a second live copy of the old
-database is then refused, not merged).
+Both ask the server (cajasync/processes/high_water.py) for the terminal's high-water seq
+and register a new incarnation of it (inbox/server_store/incarnations.py: a second live
+copy of the old database is then refused, not merged).
 
 `start_terminal` on a database without an identity (a new till, or one whose disk was
 replaced) starts after the server's high-water: 0 for an id the server never heard of.

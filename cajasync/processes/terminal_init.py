@@ -26,7 +26,7 @@ def init_terminal(
 
     With `declare=False` the broker is not touched (an offline install); the relay
     declares the same topology when it first connects. A new identity starts after
-    `last_seq` as database `incarnation` (outbox/recover.py asks the server for both).
+    `last_seq` as database `incarnation` (cajasync/processes/recover.py asks the server for both).
     """
     check_identity(identity)  # before creating a database file for a bad id
     engine = make_engine(db_target)

@@ -1,4 +1,4 @@
-"""pika's field decoding, guarded (cajasync/pika_fields.py): odd values become markers."""
+"""pika's field decoding, guarded (cajasync/broker/pika_fields.py): odd values become markers."""
 
 from __future__ import annotations
 

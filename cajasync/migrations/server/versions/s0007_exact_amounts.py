@@ -6,7 +6,7 @@ Create Date: 2026-12-03
 
 SQLite has no exact decimal type: its NUMERIC(16, 2) column kept amounts as REAL (INTEGER
 when whole), so 99999999999999.99 came back as 99999999999999.98 and sums of cents drifted.
-On SQLite the column becomes a BIGINT of cents (`Amount` in inbox/server_store/tables.py): each
+On SQLite the column becomes a BIGINT of cents (`Amount` in cajasync/core/server_tables.py): each
 stored value is multiplied by 100 and rounded to the nearest cent, half away from zero, so
 a REAL that held 0.1 as 0.1000000000000000055 is 10 cents. A cent a REAL already lost (the
 .99 stored as .98) cannot come back. PostgreSQL's NUMERIC(16, 2) is exact: nothing changes
