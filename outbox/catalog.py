@@ -34,7 +34,7 @@ import hashlib
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -44,7 +44,7 @@ from sqlalchemy.dialects import postgresql
 
 from cajasync.core.dialect import Dialect
 from cajasync.core.server_tables import catalog_images, catalog_records, change_log, stream_heads
-from cajasync.core.store_faults import store_error
+from cajasync.core.store_faults import translated
 from cajasync.errors import CatalogError
 from schemas.codec import encode
 from schemas.feed import Change, split_stream, stream_name
@@ -462,14 +462,10 @@ def _stored(
         )
 
 
-@contextmanager
-def _store_errors(doing: str) -> Iterator[None]:
-    """Turn database errors into StoreUnavailable (an outage: retry), StoreDataError (a value
-    the database refuses) or StoreError (not initialised?), naming the action."""
-    try:
-        yield
-    except (sa.exc.SQLAlchemyError, OverflowError) as exc:
-        raise store_error(exc, "server catalog", doing) from exc
+def _store_errors(doing: str) -> AbstractContextManager[None]:
+    """Database errors while `doing` become StoreUnavailable (an outage: retry),
+    StoreDataError (a value the database refuses) or StoreError (not initialised?)."""
+    return translated("server catalog", doing)
 
 
 def _utcnow() -> dt.datetime:

@@ -6,14 +6,14 @@ waits on the network, so the POS can keep recording while the relay talks to the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
 from typing import NamedTuple
 
 import sqlalchemy as sa
 
+from cajasync.core.store_faults import translated
 from cajasync.core.terminal_tables import PENDING, SENT, outbox
-from cajasync.errors import StoreError
 
 # Rows per UPDATE: a whole default publish window in one statement, and well under the
 # bound-parameter limit of SQLite since 3.32 (32,766).
@@ -33,13 +33,9 @@ class OutRow(NamedTuple):
 _COLUMNS = (outbox.c.seq, outbox.c.op_id, outbox.c.version, outbox.c.topic, outbox.c.body)
 
 
-@contextmanager
-def store_errors(terminal: str, doing: str) -> Iterator[None]:
-    """Turn SQLAlchemy errors into StoreError naming the terminal and the action."""
-    try:
-        yield
-    except sa.exc.SQLAlchemyError as exc:
-        raise StoreError(f"terminal {terminal}: database error while {doing}: {exc}") from exc
+def store_errors(terminal: str, doing: str) -> AbstractContextManager[None]:
+    """Database errors while `doing` become cajasync errors naming the terminal."""
+    return translated(f"terminal {terminal}", doing, init="cajasync terminal init")
 
 
 def claim_pending(connection: sa.Connection, *, after_seq: int, limit: int) -> list[OutRow]:

@@ -35,8 +35,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import Final, NamedTuple
 
@@ -49,7 +49,7 @@ from cajasync.broker.links import FeedLink
 from cajasync.broker.ports import Event, FeedSession, FeedSessions
 from cajasync.core.server_tables import change_log, stream_heads
 from cajasync.core.settings import Settings
-from cajasync.core.store_faults import store_error
+from cajasync.core.store_faults import translated
 from cajasync.core.topology import change_routing_key, heads_routing_key
 from cajasync.errors import StoreError
 from outbox.holds import doubling
@@ -343,11 +343,6 @@ def run_feed_relay(
     return stats()
 
 
-@contextmanager
-def _store_errors(doing: str) -> Iterator[None]:
-    """Turn SQLAlchemy errors into StoreError (StoreUnavailable for an outage) naming the
-    action."""
-    try:
-        yield
-    except sa.exc.SQLAlchemyError as exc:
-        raise store_error(exc, "feed relay", doing) from exc
+def _store_errors(doing: str) -> AbstractContextManager[None]:
+    """Database errors while `doing` become cajasync errors (StoreUnavailable: an outage)."""
+    return translated("feed relay", doing)

@@ -10,7 +10,7 @@ import msgspec
 import sqlalchemy as sa
 
 from cajasync.core.terminal_tables import terminal as terminal_table
-from cajasync.errors import ConfigError, NotInitialised
+from cajasync.errors import ConfigError, NotInitialised, StoreError
 from schemas.topics import TERMINAL_KINDS
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
@@ -94,6 +94,8 @@ def load_identity(connection: sa.Connection) -> TerminalIdentity:
             ).where(terminal_table.c.id == 1)
         ).first()
     except sa.exc.OperationalError as exc:
+        if "no such table" not in str(exc.orig) and "does not exist" not in str(exc.orig):
+            raise StoreError(f"terminal store: reading its identity failed: {exc.orig}") from exc
         raise NotInitialised(NO_TABLES) from exc
     if row is None:
         raise NotInitialised(NO_IDENTITY)

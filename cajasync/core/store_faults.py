@@ -23,7 +23,8 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Final
 
 import sqlalchemy as sa
@@ -106,6 +107,16 @@ def store_error(
     if kind is StoreUnavailable:
         return StoreUnavailable(f"{where}: {doing} failed: {says}")
     return StoreError(f"{where}: {doing} failed ({says}); is it initialised (`{init}`)?")
+
+
+@contextmanager
+def translated(where: str, doing: str, *, init: str = "cajasync server init") -> Iterator[None]:
+    """Inside, a database error (or a value too large for a column) becomes the cajasync
+    error `store_error` gives: the one way a SQLAlchemy error turns into ours."""
+    try:
+        yield
+    except (sa.exc.SQLAlchemyError, OverflowError) as exc:
+        raise store_error(exc, where, doing, init=init) from exc
 
 
 def terminal_store_error(exc: BaseException, engine: sa.Engine, doing: str) -> StoreError:

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-
 from cajasync.broker.rabbitmq import blocking_channel
 from cajasync.core.db import make_engine, upgrade
 from cajasync.core.settings import Settings
+from cajasync.core.store_faults import translated
 from cajasync.core.topology import declare_server
-from cajasync.errors import StoreError
 
 
 def init_server(db_target: str, settings: Settings, *, declare: bool = True) -> None:
     """Bring the server store to the latest migration and (unless not `declare`) the topology."""
     engine = make_engine(db_target)
+    where = engine.url.render_as_string(hide_password=True)
     try:
-        upgrade(engine, "server")
-    except sa.exc.SQLAlchemyError as exc:
-        where = engine.url.render_as_string(hide_password=True)
-        raise StoreError(f"cannot migrate the server store {where}: {exc}") from exc
+        with translated(f"server store {where}", "migrating"):
+            upgrade(engine, "server")
     finally:
         engine.dispose()
     if not declare:

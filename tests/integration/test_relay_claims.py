@@ -109,7 +109,7 @@ def test_refused_rows_stay_pending_with_the_reason_and_one_more_attempt(engine: 
 
 def test_database_errors_become_store_errors_naming_the_terminal() -> None:
     with (
-        pytest.raises(StoreError, match="terminal T9: database error while claiming"),
+        pytest.raises(StoreError, match="terminal T9: claiming failed: database is locked"),
         store_errors("T9", "claiming"),
     ):
         raise sa.exc.OperationalError("SELECT", {}, Exception("database is locked"))
