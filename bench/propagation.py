@@ -28,14 +28,14 @@ def run(terminals: int = 20, rate: int = 200, seconds: float = 10.0) -> Result:
     with tempfile.TemporaryDirectory() as tmp, fresh_pg_database() as url:
         server = down.server_store(url)
         seed_catalog(server, products=changes)
-        fleet = down.terminals(Path(tmp), terminals, uuid.uuid4().hex[:4].upper())
-        paths = [path for path, _ in fleet]
+        terminal_dbs = down.terminals(Path(tmp), terminals, uuid.uuid4().hex[:4].upper())
+        paths = [path for path, _ in terminal_dbs]
         fleet = Fleet([("feed", url)] + [("terminal", p) for p in paths], warmup_s=5)
         try:
             fleet.go()
             time.sleep(3)  # the seed's own change log is published and applied first
             committed = _change_steadily(server, changes, rate)
-            samples = _wait_and_measure(fleet, committed)
+            samples = _wait_and_measure(terminal_dbs, committed)
         finally:
             fleet.close()
             down.delete_queues(paths)
@@ -85,7 +85,7 @@ def _change_steadily(server: sa.Engine, changes: int, rate: int) -> dict[str, tu
 
 
 def _wait_and_measure(
-    fleet: list[tuple[str, sa.Engine]],
+    terminal_dbs: list[tuple[str, sa.Engine]],
     committed: dict[str, tuple[int, float]],
     timeout: float = 120,
 ) -> list[float]:
@@ -93,7 +93,7 @@ def _wait_and_measure(
 
     deadline = time.monotonic() + timeout
     samples: list[float] = []
-    for _path, engine in fleet:
+    for _path, engine in terminal_dbs:
         while True:
             with engine.connect() as connection:
                 rows = connection.execute(
