@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -12,7 +13,7 @@ from rich.table import Table
 from bench import common
 
 BENCHES = ("write_path", "relay", "e2e", "bootstrap", "propagation", "images")
-QUICK = {
+QUICK: dict[str, dict[str, Any]] = {
     "write_path": {"count": 200},
     "relay": {"count": 5_000, "naive_count": 500, "rounds": 1},
     "e2e": {"terminals": 4, "per_terminal": 500},

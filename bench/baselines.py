@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pika
 from pika.adapters.select_connection import SelectConnection
@@ -63,13 +64,17 @@ def raw_pipelined(
 
     connection = SelectConnection(
         pika.URLParameters(url),
-        on_open_callback=lambda conn: conn.channel(on_open_callback=on_channel),
+        on_open_callback=lambda conn: _open_channel(conn, on_channel),
         on_close_callback=lambda conn, reason: conn.ioloop.stop(),
     )
     connection.ioloop.start()
     if state["confirmed"] < len(items):
         raise RuntimeError(f"raw publisher stopped after {state['confirmed']} confirms")
     return float(state["end"] - state["start"])
+
+
+def _open_channel(connection: Any, on_channel: Callable[[pika.channel.Channel], None]) -> None:
+    connection.channel(on_open_callback=on_channel)
 
 
 def naive_confirm_each(url: str, terminal: str, items: Sequence[tuple[str, bytes]]) -> float:

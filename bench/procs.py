@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import threading
 import time
 from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Event
@@ -12,25 +13,37 @@ from cajasync.core.db import make_engine
 from cajasync.core.settings import load_settings
 
 
+def _local(stop: Event) -> threading.Event:
+    """The loops stop on a threading.Event: one set when the fleet's process event is."""
+    local = threading.Event()
+
+    def bridge() -> None:
+        stop.wait()
+        local.set()
+
+    threading.Thread(target=bridge, daemon=True).start()
+    return local
+
+
 def _ingest(url: str, start: Event, stop: Event) -> None:
     from inbox.ingest import run_ingest
 
     start.wait()
-    run_ingest(make_engine(url), load_settings(broker_url=BROKER_URL), stop=stop)
+    run_ingest(make_engine(url), load_settings(broker_url=BROKER_URL), stop=_local(stop))
 
 
 def _requests(url: str, start: Event, stop: Event) -> None:
     """Connected before the clock, as a running server is when a till asks."""
     from inbox.requests import run_requests
 
-    run_requests(make_engine(url), load_settings(broker_url=BROKER_URL), stop=stop)
+    run_requests(make_engine(url), load_settings(broker_url=BROKER_URL), stop=_local(stop))
 
 
 def _feed(url: str, start: Event, stop: Event) -> None:
     from outbox.feed_relay import run_feed_relay
 
     start.wait()
-    run_feed_relay(make_engine(url), load_settings(broker_url=BROKER_URL), stop=stop)
+    run_feed_relay(make_engine(url), load_settings(broker_url=BROKER_URL), stop=_local(stop))
 
 
 def _terminal(path: str, start: Event, stop: Event) -> None:
@@ -38,7 +51,7 @@ def _terminal(path: str, start: Event, stop: Event) -> None:
 
     engine = make_engine(path)
     start.wait()
-    run_terminal(engine, load_settings(broker_url=BROKER_URL), stop=stop)
+    run_terminal(engine, load_settings(broker_url=BROKER_URL), stop=_local(stop))
 
 
 ROLES = {"ingest": _ingest, "requests": _requests, "feed": _feed, "terminal": _terminal}
