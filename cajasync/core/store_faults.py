@@ -119,6 +119,26 @@ def translated(where: str, doing: str, *, init: str = "cajasync server init") ->
         raise store_error(exc, where, doing, init=init) from exc
 
 
+@contextmanager
+def server_transaction(engine: sa.Engine, what: str, doing: str) -> Iterator[sa.Connection]:
+    """A transaction on a server database whose errors `translated` turns into ours,
+    naming `what` and the database (password hidden)."""
+    where = f"{what} {engine.url.render_as_string(hide_password=True)}"
+    with translated(where, doing), engine.begin() as connection:
+        yield connection
+
+
+@contextmanager
+def terminal_connection(engine: sa.Engine, doing: str, *, write: bool) -> Iterator[sa.Connection]:
+    """A transaction (`write`) or a read on a terminal database; its errors become ours,
+    NotInitialised where `cajasync terminal init` never ran (`terminal_store_error`)."""
+    try:
+        with engine.begin() if write else engine.connect() as connection:
+            yield connection
+    except (sa.exc.SQLAlchemyError, OverflowError) as exc:
+        raise terminal_store_error(exc, engine, doing) from exc
+
+
 def terminal_store_error(exc: BaseException, engine: sa.Engine, doing: str) -> StoreError:
     """`store_error` for a terminal database: NotInitialised when it has no cajasync tables
     (`cajasync terminal init` never ran on it)."""

@@ -1,19 +1,19 @@
 """The replica on SQLAlchemy (the terminal's SQLite): each call one short transaction.
 
 The relay applies a tick's messages on its own connection with inbox/replica.py; this
-adapter is the POS's way in. SQLAlchemy's errors stop here (`terminal_store_error`).
+adapter is the POS's way in. SQLAlchemy's errors stop here (`terminal_connection`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cajasync.core.store_faults import terminal_store_error
+from cajasync.core.store_faults import terminal_connection
 from cajasync.core.terminal_tables import images, replica
 from inbox import replica as rules
 from schemas.feed import Change, ImageData
@@ -74,19 +74,8 @@ class SqlReplicaStore:
             data: bytes | None = connection.execute(query).scalar()
         return data
 
-    @contextmanager
-    def _transaction(self, doing: str) -> Iterator[sa.Connection]:
-        with self._translated(doing), self._engine.begin() as connection:
-            yield connection
+    def _transaction(self, doing: str) -> AbstractContextManager[sa.Connection]:
+        return terminal_connection(self._engine, doing, write=True)
 
-    @contextmanager
-    def _reading(self, doing: str) -> Iterator[sa.Connection]:
-        with self._translated(doing), self._engine.connect() as connection:
-            yield connection
-
-    @contextmanager
-    def _translated(self, doing: str) -> Iterator[None]:
-        try:
-            yield
-        except (sa.exc.SQLAlchemyError, OverflowError) as exc:
-            raise terminal_store_error(exc, self._engine, doing) from exc
+    def _reading(self, doing: str) -> AbstractContextManager[sa.Connection]:
+        return terminal_connection(self._engine, doing, write=False)

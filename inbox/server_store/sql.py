@@ -10,8 +10,8 @@ Seqs recorded lost (sql_lost.py) are recorded, and taken back by a batch, under 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Final
 
 import sqlalchemy as sa
@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 
 from cajasync.core.dialect import Dialect
 from cajasync.core.server_tables import APPLIED, REJECTED, STALE, operations, progress, received
-from cajasync.core.store_faults import store_error
+from cajasync.core.store_faults import server_transaction
 from inbox.server_store import incarnations, rules, sql_incarnations, sql_lost, sql_weekly
 from inbox.server_store.base import (
     Gap,
@@ -156,16 +156,10 @@ class SqlServerStore:
         with self._transaction("reading weekly files") as connection:
             return sql_weekly.read_files(connection)
 
-    @contextmanager
-    def _transaction(self, doing: str) -> Iterator[sa.Connection]:
+    def _transaction(self, doing: str) -> AbstractContextManager[sa.Connection]:
         """A transaction whose database errors become StoreUnavailable (an outage: retry),
         StoreDataError (a value the database refuses) or StoreError, naming the store."""
-        try:
-            with self._engine.begin() as connection:
-                yield connection
-        except (sa.exc.SQLAlchemyError, OverflowError) as exc:
-            where = self._engine.url.render_as_string(hide_password=True)
-            raise store_error(exc, f"server store {where}", doing) from exc
+        return server_transaction(self._engine, "server store", doing)
 
     def _apply(
         self, connection: sa.Connection, batch: Sequence[Incoming], now: dt.datetime

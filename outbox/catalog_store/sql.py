@@ -1,20 +1,20 @@
 """The server catalog on SQLAlchemy (SQLite or PostgreSQL): each call one transaction.
 
 The back office may call outbox/catalog.py in a transaction of its own; this adapter opens
-one per call. SQLAlchemy's errors stop here and in outbox/catalog.py (`store_error`).
+one per call. SQLAlchemy's errors stop here and in outbox/catalog.py (`server_transaction`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from cajasync.core.server_tables import change_log, stream_heads
-from cajasync.core.store_faults import store_error
+from cajasync.core.store_faults import server_transaction
 from outbox import catalog
 from schemas.feed import Change
 from schemas.records import Record
@@ -71,11 +71,5 @@ class SqlCatalogStore:
         with self._transaction(f"reading the change log of {stream}") as connection:
             return [_change_decoder.decode(body) for body in connection.execute(query).scalars()]
 
-    @contextmanager
-    def _transaction(self, doing: str) -> Iterator[sa.Connection]:
-        try:
-            with self._engine.begin() as connection:
-                yield connection
-        except (sa.exc.SQLAlchemyError, OverflowError) as exc:
-            where = self._engine.url.render_as_string(hide_password=True)
-            raise store_error(exc, f"server catalog {where}", doing) from exc
+    def _transaction(self, doing: str) -> AbstractContextManager[sa.Connection]:
+        return server_transaction(self._engine, "server catalog", doing)

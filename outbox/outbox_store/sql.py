@@ -1,6 +1,6 @@
 """The terminal outbox on SQLAlchemy (SQLite): each call one short transaction of its own.
 
-SQLAlchemy's errors stop here: `terminal_store_error` turns them into cajasync errors
+SQLAlchemy's errors stop here: `terminal_connection` turns them into cajasync errors
 (NotInitialised on a database `cajasync terminal init` never set up).
 """
 
@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cajasync.core.store_faults import terminal_store_error
+from cajasync.core.store_faults import terminal_connection
 from cajasync.core.terminal_tables import ACKED, PENDING, outbox
 from cajasync.errors import UnknownOperation
 from outbox import claims
@@ -123,22 +123,11 @@ class SqlOutboxStore:
                 counts.setdefault(topic, {})[state] = int(count)
         return counts
 
-    @contextmanager
-    def _transaction(self, doing: str) -> Iterator[sa.Connection]:
-        with self._translated(doing), self._engine.begin() as connection:
-            yield connection
+    def _transaction(self, doing: str) -> AbstractContextManager[sa.Connection]:
+        return terminal_connection(self._engine, doing, write=True)
 
-    @contextmanager
-    def _reading(self, doing: str) -> Iterator[sa.Connection]:
-        with self._translated(doing), self._engine.connect() as connection:
-            yield connection
-
-    @contextmanager
-    def _translated(self, doing: str) -> Iterator[None]:
-        try:
-            yield
-        except (sa.exc.SQLAlchemyError, OverflowError) as exc:
-            raise terminal_store_error(exc, self._engine, doing) from exc
+    def _reading(self, doing: str) -> AbstractContextManager[sa.Connection]:
+        return terminal_connection(self._engine, doing, write=False)
 
 
 def _pending_op(row: Any) -> PendingOp:

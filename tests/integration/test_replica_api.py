@@ -20,27 +20,10 @@ from cajasync.processes.terminal_init import init_terminal
 from cli.main import cli
 from inbox.replica import apply_down
 from schemas.feed import Change, SnapshotPage
-from schemas.records import Company, Product, Record, Setting, User
+from schemas.records import Product, Record
+from tests.contracts.replica_contract import ADMIN, COMPANY, YERBA
 
 IDENTITY = TerminalIdentity("T001", "L1", "PV1", "retail")
-YERBA = Product(
-    key="7790001000011",
-    version=3,
-    name="Yerba 1kg",
-    barcodes=["7790001000011"],
-    price=Decimal("3150.00"),
-    prices={"mayorista": Decimal("2900.00")},
-    tax_rate=Decimal(21),
-)
-COMPANY = Company(key="empresa", version=1, name="Almacén Don Pepe", tax_id="30-12345678-9")
-ADMIN = User(
-    key="u1",
-    version=2,
-    name="Ana",
-    role="ADMIN",
-    password_hash="$scrypt$ln=15,r=8,p=1$c2FsdA$aGFzaA",
-)
-CURRENCY = Setting(key="moneda", version=1, value="ARS")
 
 
 @pytest.fixture
