@@ -13,12 +13,14 @@ raises a cajasync error (NotInitialised before `cajasync terminal init`), never 
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import TypeVar, overload
 
 from sqlalchemy.engine import Engine
 
+from cajasync.core.periods import TIMEZONE_SETTING, zone
 from inbox.replica_store import ReplicaStore, SqlReplicaStore
-from schemas.records import KINDS_BY_TOPIC, Record
+from schemas.records import KINDS_BY_TOPIC, Record, Setting
 from schemas.topics import DOWN_TOPIC_SCOPES
 
 R = TypeVar("R", bound=Record)
@@ -68,3 +70,12 @@ class Replica:
 def _of_kind(kind: type[R], records: list[R] | list[Record]) -> list[R]:
     """The records that are of `kind`."""
     return [record for record in records if isinstance(record, kind)]
+
+
+def terminal_zone(engine: Engine | ReplicaStore, configured: str | None = None) -> dt.tzinfo:
+    """The time zone a till reads dates in: `configured` (CAJASYNC_TIMEZONE) when given,
+    else the `timezone` setting of its downloaded configuration, else the machine's."""
+    if configured:
+        return zone(configured)
+    setting = Replica(engine).get(Setting, TIMEZONE_SETTING)
+    return zone(setting.value if setting is not None else None)

@@ -45,6 +45,9 @@ class Settings:
     # backoff for reconnects
     retry_initial_s: float = 0.5
     retry_max_s: float = 10.0
+    # time zone dates in filters are read in (IANA name); empty: the configuration's
+    # `timezone` setting when the till has one, else this machine's zone
+    timezone: str = ""
 
     def __post_init__(self) -> None:
         check_settings(self)

@@ -1,0 +1,39 @@
+"""Filter options with one meaning on every command: `--since`, `--until`, `--topic`,
+`--state`, `--terminal` (dates as in cajasync/core/periods.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from cajasync.core.periods import Period, zone
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DATE_HELP = "YYYY-MM-DD or an ISO timestamp, in the terminal's time zone"
+
+
+def period_options(func: F) -> F:
+    """`--since D` (inclusive) and `--until D` (a date: through the end of that day)."""
+    func = click.option("--until", metavar="DATE", help=f"Up to this date ({DATE_HELP}).")(func)
+    return click.option("--since", metavar="DATE", help=f"From this date ({DATE_HELP}).")(func)
+
+
+def timezone_option(func: F) -> F:
+    return click.option(
+        "--timezone",
+        envvar="CAJASYNC_TIMEZONE",
+        default=None,
+        metavar="ZONE",
+        help="IANA time zone dates are read in (default: the configuration's, else local).",
+    )(func)
+
+
+def period_of(since: str | None, until: str | None, timezone: str | None) -> Period:
+    """The period typed on the command line; a bad date is one usage line."""
+    try:
+        return Period.parse(since, until, zone(timezone))
+    except Exception as exc:  # ConfigError: shown as a usage error naming the option
+        raise click.UsageError(str(exc)) from None
