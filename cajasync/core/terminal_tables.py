@@ -100,3 +100,33 @@ pulls = sa.Table(
     sa.Column("started_at", sa.Float, nullable=False),
     sa.Column("finished_at", sa.Float),
 )
+
+# --- clean-up ("Herramientas": borrar operaciones sincronizadas) ---
+
+# One row per purge: who ran it, when, and what it removed (per topic and period in JSON).
+purges = sa.Table(
+    "cajasync_purges",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("user", sa.String(64), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("purged_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("before", sa.DateTime(timezone=True)),  # NULL: every acknowledged operation
+    sa.Column(
+        "counts", sa.Text, nullable=False
+    ),  # JSON {topic: {"rows": n, "first": iso, "last": iso}}
+)
+
+# What a purge removed, one slim row per outbox row (no body), so compare and diff still
+# count and list a purged operation as the till's, and say it was purged.
+purged = sa.Table(
+    "cajasync_purged",
+    metadata,
+    sa.Column("op_id", sa.String(36), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("topic", sa.String(32), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("purge_id", sa.Integer, sa.ForeignKey("cajasync_purges.id"), nullable=False),
+    sa.Index("ix_cajasync_purged_topic_recorded", "topic", "recorded_at"),
+)
