@@ -265,9 +265,9 @@ class Ingest:
         for delivery, reason in dead_letters(deliveries, verdicts):
             out.dead_letter(delivery, reason)
             self.stats.dead_lettered += 1
-        self.stats.receipts_sent += send_receipts(out, verdicts)
-        if self._closes is not None:  # before the ack: a batch redelivered is checked again
+        if self._closes is not None:  # before the receipts: an acked Z has been checked
             self._count_sales_replays(self._retry(self._closes.after_batch, out, batch, verdicts))
+        self.stats.receipts_sent += send_receipts(out, verdicts)
         out.ack(deliveries[-1].delivery_tag)
         self.stats.count(verdicts)
         self._last_flush = time.monotonic()
