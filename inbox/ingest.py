@@ -17,6 +17,10 @@ Gaps are asked for again with backoff (inbox/gaps.py), and the states of those a
 saved in the store for `server stats`. Seqs still missing at or below where a rebuilt or
 recovered till restarted are recorded lost after `lost_after_s` (inbox/server_store/lost.py), so
 contiguity moves past them and they are not asked for any more.
+
+Z closes are reconciled with the sales held (inbox/zreconcile.py): after every batch, before
+its receipts, for the terminals whose Z closes or sales it brought; and every second for the
+waiting Zs due (a replay of missing sales to ask again, a deadline passed).
 """
 
 from __future__ import annotations
