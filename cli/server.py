@@ -7,6 +7,8 @@ from typing import Any
 import click
 
 from cajasync.core.db import opened
+from cajasync.core.server_tables import Z_STATES
+from cli.filters import period_of, period_options, timezone_option
 from cli.options import (
     broker_option,
     json_option,
@@ -104,3 +106,71 @@ def _gap_cells(gap: dict[str, Any] | None) -> list[Any]:
     if gap is None:
         return [None, None, None]
     return [f"{gap['from_seq']}..{gap['to_seq']}", gap["open_since"], gap["asked"]]
+
+
+@server.command("z-report")
+@server_db_option
+@click.option("--terminal", default=None, metavar="T", help="Only this terminal's Z closes.")
+@period_options
+@timezone_option
+@click.option(
+    "--state",
+    type=click.Choice(Z_STATES),
+    default=None,
+    help="Only Z closes in this state.",
+)
+@json_option
+def z_report(
+    db: str,
+    terminal: str | None,
+    since: str | None,
+    until: str | None,
+    timezone: str | None,
+    state: str | None,
+    as_json: bool,
+) -> None:
+    """Z closes received and how they compare with the sales held: reconciled, waiting
+    (sales missing, asked of the till) or discrepancy (with the difference). --since and
+    --until filter by the end of the Z's period."""
+    from inbox.zreconcile import z_report as read_z_report
+
+    period = period_of(since, until, timezone)
+    with opened(db, "server") as engine:
+        rows = read_z_report(engine, terminal=terminal, period=period, state=state)
+    if as_json:
+        emit_json(rows)
+        return
+    table(
+        f"Z closes ({period.describe()})",
+        [
+            "terminal",
+            "Z",
+            "period end",
+            "receipts",
+            "state",
+            "sales",
+            "held",
+            "total",
+            "held total",
+            "missing",
+            "asked",
+            "difference",
+        ],
+        [
+            [
+                row["terminal"],
+                row["z_number"],
+                row["period_end"],
+                f"{row['first_receipt']}..{row['last_receipt']}",
+                row["state"],
+                row["sale_count"],
+                row["found_count"],
+                row["total"],
+                row["found_total"],
+                ", ".join(str(n) for n in row["missing"]) or None,
+                row["replay_asked"],
+                row["difference"] or None,
+            ]
+            for row in rows
+        ],
+    )

@@ -23,6 +23,7 @@ from inbox.entitlement import Requester, check_sender, check_stream, check_topic
 from inbox.reply_wire import StoredChange, event_body, page_body, stored_change
 from inbox.server_store.incarnations import IncarnationStore
 from schemas.codec import decode_request, encode
+from schemas.envelope import ReplayReport
 from schemas.feed import (
     CatchUpRequest,
     HighWaterRequest,
@@ -109,8 +110,16 @@ class HighWaterPlan:
     request: HighWaterRequest
 
 
+@dataclass(frozen=True, slots=True)
+class ReplayReportPlan:
+    """A till's answer to ReplaySales: the sale numbers it has none for (recorded by
+    inbox/zreconcile.py; nothing is sent back)."""
+
+    request: ReplayReport
+
+
 CatalogPlan = SnapshotPlan | CatchUpPlan | ImagePlan
-Plan = CatalogPlan | HighWaterPlan
+Plan = CatalogPlan | HighWaterPlan | ReplayReportPlan
 
 
 def plan(body: bytes, routing_key: str, user_id: str | None) -> Plan:
@@ -132,6 +141,8 @@ def plan(body: bytes, routing_key: str, user_id: str | None) -> Plan:
             return ImagePlan(request, list(dict.fromkeys(request.hashes)))
         case HighWaterRequest():
             return HighWaterPlan(request)
+        case ReplayReport():
+            return ReplayReportPlan(request)
 
 
 def plan_snapshot(request: SnapshotRequest) -> SnapshotPlan:

@@ -17,6 +17,10 @@ Gaps are asked for again with backoff (inbox/gaps.py), and the states of those a
 saved in the store for `server stats`. Seqs still missing at or below where a rebuilt or
 recovered till restarted are recorded lost after `lost_after_s` (inbox/server_store/lost.py), so
 contiguity moves past them and they are not asked for any more.
+
+Z closes are reconciled with the sales held (inbox/zreconcile.py): after every batch, before
+its receipts, for the terminals whose Z closes or sales it brought; and every second for the
+waiting Zs due (a replay of missing sales to ask again, a deadline passed).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from inbox.isolate import apply_isolating
 from inbox.server_store import incarnations
 from inbox.server_store.base import Gap, GapState, Incoming, ServerStore, Verdict
 from inbox.server_store.sql import SqlServerStore
+from inbox.zreconcile import SWEEP_S, ZReconciler
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,7 @@ class IngestStats:
     receipts_sent: int = 0
     replays_requested: int = 0
     seqs_lost: int = 0  # recorded lost: missing below where a rebuilt till restarted
+    sales_replays_requested: int = 0  # ReplaySales: sales a Z close names and none held
 
     def count(self, verdicts: list[Verdict]) -> None:
         """Add a batch's verdicts."""
@@ -108,6 +114,7 @@ def run_ingest(
         stop=stop,
         on_progress=on_progress,
         broker=broker,
+        closes=ZReconciler(engine, settings),
     )
     return ingest.run()
 
@@ -189,8 +196,12 @@ class Ingest:
         stop: threading.Event | None = None,
         on_progress: Callable[[IngestStats], None] | None = None,
         broker: Broker | None = None,
+        closes: ZReconciler | None = None,
     ) -> None:
+        """`closes`: Z close reconciliation (inbox/zreconcile.py) after every batch; None
+        (a store without SQL tables) leaves it out."""
         self.stats = IngestStats()
+        self._closes = closes
         self._store = store
         self._settings = settings
         self._until_idle = until_idle
@@ -200,7 +211,7 @@ class Ingest:
         self._tracker = GapTracker(settings.gap_grace_s, cap)
         self._saved_gaps: list[GapState] | None = None  # None: not resumed from the store yet
         self._retry = store_retry(settings, what="server ingest", stop=stop)
-        self._last_flush = self._last_gap_check = time.monotonic()
+        self._last_flush = self._last_gap_check = self._last_sweep = time.monotonic()
         self._loop = Consumer(
             broker or RabbitBroker(settings.broker_url),
             settings,
@@ -235,6 +246,8 @@ class Ingest:
         unchecked = self._last_gap_check < self._last_flush
         if now - self._last_gap_check >= GAP_CHECK_S or (quiet and unchecked):
             self._check_gaps(out, now)
+        if self._closes is not None and now - self._last_sweep >= SWEEP_S:
+            self._sweep_closes(self._closes, out, now)
         return quiet and not holding and not self._tracker.waiting()
 
     def _stopping(self) -> bool:
@@ -256,11 +269,27 @@ class Ingest:
         for delivery, reason in dead_letters(deliveries, verdicts):
             out.dead_letter(delivery, reason)
             self.stats.dead_lettered += 1
+        if self._closes is not None:  # before the receipts: an acked Z has been checked
+            self._count_sales_replays(self._retry(self._closes.after_batch, out, batch, verdicts))
         self.stats.receipts_sent += send_receipts(out, verdicts)
         out.ack(deliveries[-1].delivery_tag)
         self.stats.count(verdicts)
         self._last_flush = time.monotonic()
         self._progress()
+
+    def _sweep_closes(self, closes: ZReconciler, out: Outbound, now: float) -> None:
+        """Check the waiting Z closes due (a replay to ask again, a deadline passed)."""
+        self._last_sweep = now
+        try:
+            self._count_sales_replays(self._retry(closes.sweep, out))
+        except StoreUnavailable:
+            if not self._stopping():
+                raise
+
+    def _count_sales_replays(self, asked: int) -> None:
+        if asked:
+            self.stats.sales_replays_requested += asked
+            self._progress()
 
     def _apply(self, batch: Sequence[Incoming]) -> list[Verdict]:
         return self._retry(self._store.apply, batch)

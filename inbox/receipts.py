@@ -1,4 +1,5 @@
-"""Terminal side of the server's answers: receipts settle outbox rows, replays re-queue them.
+"""Terminal side of the server's answers: receipts settle outbox rows, replays re-queue them
+(a seq range, or the sales a Z close names).
 
 Pure database functions on the caller's connection and transaction (no broker), so the
 relay can apply a tick's worth of messages in one commit and tests need only SQLite.
@@ -6,14 +7,29 @@ relay can apply a tick's worth of messages in one commit and tests need only SQL
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections import defaultdict
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Final
 
+import msgspec
 import sqlalchemy as sa
 
 from cajasync.core.terminal_tables import ACKED, PENDING, REJECTED, SENT, outbox
-from schemas.envelope import Receipt, ReceiptItem, ReplayRequest
+from schemas.envelope import (
+    OpEnvelope,
+    Receipt,
+    ReceiptItem,
+    ReplayReport,
+    ReplayRequest,
+    ReplaySales,
+)
+from schemas.ops import Sale
+
+# A sale is recorded when (or after) it is rung up; a day of slack for a till's clock.
+RECORDED_SLACK: Final = dt.timedelta(days=1)
+_envelope_decoder = msgspec.msgpack.Decoder(OpEnvelope)
 
 # Which states each verdict may overwrite: an acked row stays acked.
 _SETTLES: dict[str, tuple[str, ...]] = {
@@ -85,3 +101,63 @@ def _settle_statement(status: str, *, has_seq: bool) -> sa.Update:
         .where(*conditions)
         .values(state=status, settled_at=sa.bindparam("now"), last_error=sa.bindparam("reason"))
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SalesReplayed:
+    """What a ReplaySales did: the first seq re-queued (None: none) and the report to send
+    (None when every number asked for was found)."""
+
+    from_seq: int | None
+    rows: int = 0
+    report: ReplayReport | None = field(default=None)
+
+
+def apply_replay_sales(connection: sa.Connection, request: ReplaySales) -> SalesReplayed:
+    """Put every outbox row (every version) of the sales numbered `request.numbers` back to
+    pending, whatever their state; report the numbers this outbox has no sale for.
+
+    Sales are found by decoding the outbox rows of the topic recorded since the request's
+    `since` (less a day), all of them when it names none.
+    """
+    wanted = set(request.numbers)
+    query = sa.select(outbox.c.op_id, outbox.c.body).where(outbox.c.topic == request.topic)
+    if request.since is not None:
+        query = query.where(outbox.c.recorded_at >= _utc(request.since) - RECORDED_SLACK)
+    found: dict[int, set[str]] = defaultdict(set)
+    for op_id, body in connection.execute(query):
+        op = _envelope_decoder.decode(body).op
+        if isinstance(op, Sale) and op.number in wanted:
+            found[op.number].add(op_id)
+    op_ids = sorted({op_id for ids in found.values() for op_id in ids})
+    first: int | None = None
+    rows = 0
+    if op_ids:
+        first = connection.execute(
+            sa.select(sa.func.min(outbox.c.seq)).where(outbox.c.op_id.in_(op_ids))
+        ).scalar()
+        rows = connection.execute(
+            outbox.update()
+            .where(outbox.c.op_id.in_(op_ids))
+            .values(
+                state=PENDING,
+                settled_at=None,
+                last_error=f"server asked to replay sales of Z {request.z_number}",
+            )
+        ).rowcount
+    absent = sorted(wanted - set(found))
+    report = None
+    if absent:
+        report = ReplayReport(
+            terminal=request.terminal,
+            z_number=request.z_number,
+            missing=absent,
+            topic=request.topic,
+        )
+    return SalesReplayed(first, rows, report)
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)

@@ -43,6 +43,7 @@ from inbox.answers import (
     HighWaterPlan,
     ImagePlan,
     Plan,
+    ReplayReportPlan,
     SnapshotPlan,
     Tally,
     high_water_reply,
@@ -51,6 +52,7 @@ from inbox.answers import (
 )
 from inbox.catalog_reads import read_snapshot, reading_engine
 from inbox.server_store.sql import SqlServerStore
+from inbox.zreconcile import record_replay_report
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ class RequestStats:
     catch_ups: int = 0
     image_requests: int = 0
     high_water: int = 0  # high-water requests answered (new incarnations registered)
+    replay_reports: int = 0  # tills saying which sales of a Z they have none for
     dead_lettered: int = 0
     undeliverable: int = 0  # answered requests whose terminal has no queue
     replies_sent: int = 0  # confirmed and delivered to a terminal's queue
@@ -126,7 +129,8 @@ class RequestHandler:
     ) -> None:
         self.stats = RequestStats()
         self._engine = engine
-        self._store = SqlServerStore(writer or engine)  # registers incarnations
+        self._writer = writer or engine
+        self._store = SqlServerStore(self._writer)  # registers incarnations
         self._settings = settings
         self._stop = stop
         self._until_idle = until_idle
@@ -198,6 +202,10 @@ class RequestHandler:
         """Send a checked request's replies from one catalog snapshot; return once the broker
         confirmed them all."""
         terminal = checked.request.terminal
+        if isinstance(checked, ReplayReportPlan):  # recorded; nothing goes back
+            record_replay_report(self._writer, self._settings, checked.request)
+            self.stats.replay_reports += 1
+            return
         tally = Tally()
         sent = 0
         if isinstance(checked, HighWaterPlan):

@@ -1,6 +1,7 @@
 """The terminal's inbox consumer: what the server sends to the terminal's queue, applied.
 
-Receipts and replay requests settle the outbox (`inbox.receipts`); change events,
+Receipts and replay requests (a seq range, or the sales a Z close names) settle the
+outbox (`inbox.receipts`); change events,
 snapshot pages and images go to the replica (`inbox.replica`; adjacent change events as
 one batch). Messages are buffered as they arrive and applied together in the write
 transaction the process hands over (the one that also marks the relay's sent rows), then
@@ -21,10 +22,10 @@ import sqlalchemy as sa
 from cajasync.core.identity import TerminalIdentity
 from cajasync.core.settings import Settings
 from cajasync.errors import InvalidMessage
-from inbox.receipts import apply_receipt, apply_replay
+from inbox.receipts import apply_receipt, apply_replay, apply_replay_sales
 from inbox.replica import FeedMemory, FeedMessage, apply_down, coalesce
 from schemas.codec import decode_terminal_inbox
-from schemas.envelope import Receipt, ReplayRequest
+from schemas.envelope import Receipt, ReplayRequest, ReplaySales
 from schemas.feed import ChangeEvent
 from schemas.unions import Request, TerminalInbox
 
@@ -90,7 +91,7 @@ class TerminalConsumer:
             )
             self.replies.reject(tag)
             return Taken.DROPPED
-        if isinstance(message, Receipt | ReplayRequest) and (
+        if isinstance(message, Receipt | ReplayRequest | ReplaySales) and (
             message.terminal != self.identity.terminal
         ):
             log.warning(
@@ -149,6 +150,13 @@ class TerminalConsumer:
                 apply_replay(connection, message)
                 self.stats.replays_requested += 1
                 replay_from = min(replay_from or message.from_seq, message.from_seq)
+            elif isinstance(message, ReplaySales):
+                replayed = apply_replay_sales(connection, message)
+                self.stats.replays_requested += 1
+                if replayed.from_seq is not None:
+                    replay_from = min(replay_from or replayed.from_seq, replayed.from_seq)
+                if replayed.report is not None:
+                    requests.append(replayed.report)
             else:
                 feed.append((message, size))
         for fed, size in coalesce(feed):

@@ -62,3 +62,31 @@ class ReplayRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind",
     terminal: TerminalId
     from_seq: Seq
     to_seq: Seq
+
+
+class ReplaySales(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="replay-sales"):
+    """The server is missing the sales numbered `numbers` that Z close `z_number` names:
+    publish every outbox row of those sales again (inbox/zreconcile.py).
+
+    `since` bounds the terminal's search: a sale of the Z is recorded at or after the Z's
+    period start (less a day of slack). The terminal answers the numbers it has no sale for
+    with a ReplayReport.
+    """
+
+    terminal: TerminalId
+    z_number: int
+    numbers: list[int]
+    topic: str = "ventas"
+    since: dt.datetime | None = None
+
+
+class ReplayReport(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="replay-report"
+):
+    """A terminal's answer to ReplaySales, up the request queue: the sale numbers it has no
+    sale for, so the server flags the Z at once instead of waiting for them."""
+
+    terminal: TerminalId
+    z_number: int
+    missing: list[int]
+    topic: str = "ventas"

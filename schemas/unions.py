@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.envelope import Receipt, ReplayRequest
+from schemas.envelope import Receipt, ReplayReport, ReplayRequest, ReplaySales
 from schemas.feed import (
     CatchUpRequest,
     ChangeEvent,
@@ -21,6 +21,7 @@ from schemas.feed import (
 DownMessage = (
     Receipt
     | ReplayRequest
+    | ReplaySales
     | ChangeEvent
     | SnapshotPage
     | SnapshotDone
@@ -30,11 +31,18 @@ DownMessage = (
 )
 
 # What `cajasync.requests` receives from terminals (tag field: `kind`).
-Request = SnapshotRequest | CatchUpRequest | ImageRequest | HighWaterRequest
+Request = SnapshotRequest | CatchUpRequest | ImageRequest | HighWaterRequest | ReplayReport
 
 # The same, as the terminal relay decodes it: snapshot pages keep their records encoded.
 # A HighWaterMark is not among them: only `terminal init` / `recover` wait for one
 # (cajasync/processes/recover.py), holding the relay's messages back meanwhile.
 TerminalInbox = (
-    Receipt | ReplayRequest | ChangeEvent | RawSnapshotPage | SnapshotDone | ImageData | ImagesDone
+    Receipt
+    | ReplayRequest
+    | ReplaySales
+    | ChangeEvent
+    | RawSnapshotPage
+    | SnapshotDone
+    | ImageData
+    | ImagesDone
 )

@@ -248,3 +248,51 @@ catalog_images = sa.Table(
     sa.Column("data", sa.LargeBinary, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+
+# --- Z close reconciliation ---
+# One row per Z close received (its current version), checked against the sales held for
+# its terminal and period (inbox/zreconcile.py): waiting (sales still missing, asked for),
+# reconciled, or discrepancy (with the difference in words).
+Z_WAITING: Final = "waiting"
+Z_RECONCILED: Final = "reconciled"
+Z_DISCREPANCY: Final = "discrepancy"
+Z_STATES: Final = (Z_WAITING, Z_RECONCILED, Z_DISCREPANCY)
+
+z_closes = sa.Table(
+    "server_z_closes",
+    metadata,
+    sa.Column("terminal", sa.String(32), primary_key=True),
+    sa.Column("z_number", sa.Integer, primary_key=True),
+    sa.Column("op_id", sa.String(36), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("period_start", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("period_end", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("first_receipt", sa.Integer, nullable=False),
+    sa.Column("last_receipt", sa.Integer, nullable=False),
+    sa.Column("expected_count", sa.Integer, nullable=False),
+    sa.Column("expected_total", Amount(), nullable=False),
+    sa.Column("found_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("found_total", Amount(), nullable=False, server_default="0"),
+    sa.Column("figures", sa.Text, nullable=False, server_default="{}"),  # JSON: both sides
+    sa.Column("state", sa.String(12), nullable=False),
+    sa.Column("missing", sa.Text, nullable=False, server_default="[]"),  # JSON sale numbers
+    sa.Column("absent", sa.Text, nullable=False, server_default="[]"),  # the till has none
+    sa.Column("difference", sa.Text, nullable=False, server_default=""),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("replay_asked", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("replay_asked_at", sa.DateTime(timezone=True)),
+    sa.Column("next_check_at", sa.DateTime(timezone=True)),  # waiting: when to look again
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_server_z_closes_state_next", "state", "next_check_at"),
+    sa.Index("ix_server_z_closes_period_end", "period_end"),
+)
+
+# A Z's sales are looked up by terminal, topic and recording time (s0008).
+sa.Index(
+    "ix_server_operations_terminal_topic_recorded",
+    operations.c.terminal,
+    operations.c.topic,
+    operations.c.recorded_at,
+)

@@ -38,6 +38,9 @@ class Settings:
     gap_grace_s: float = 5.0
     # a seq missing at or below where a rebuilt till restarted is recorded lost after this
     lost_after_s: float = 3600.0
+    # a Z close still missing sales this long after it arrived is a discrepancy (the till
+    # is asked for them up to 3 times meanwhile: inbox/zreconcile.py)
+    z_replay_wait_s: float = 300.0
     # how long a server loop waits for its database to come back before it stops
     store_give_up_s: float = 300.0
     # feed relay: every stream's head seq, so a till notices a lost last change (0: off)
@@ -67,6 +70,7 @@ POSITIVE_SECONDS: Final = (
     "retry_max_s",
     "store_give_up_s",
     "lost_after_s",
+    "z_replay_wait_s",
 )
 NON_NEGATIVE_SECONDS: Final = ("gap_grace_s", "head_interval_s")  # head_interval_s 0: off
 URL_SCHEMES: Final = {"broker_url": ("amqp", "amqps"), "management_url": ("http", "https")}

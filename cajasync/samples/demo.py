@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -101,6 +102,7 @@ def run_demo(
     from cajasync.processes.server_init import init_server
     from cajasync.processes.terminal import run_terminal
     from cajasync.processes.terminal_init import init_terminal
+    from inbox.zreconcile import z_report
 
     plan = plan or DemoPlan()
     preflight(settings)
@@ -162,9 +164,12 @@ def run_demo(
         state.note("day over: waiting for every till to be acknowledged and up to date")
         changes = len(state.office.changed)
         _wait(
-            lambda: all(
-                _pending(t.engine) == 0 and state.office.seen_by(t.engine) == changes
-                for t in terminals
+            lambda: (
+                all(
+                    _pending(t.engine) == 0 and state.office.seen_by(t.engine) == changes
+                    for t in terminals
+                )
+                and not z_report(server_engine, state="waiting")
             ),
             plan.settle_timeout_s,
             state,
@@ -181,6 +186,7 @@ def run_demo(
         cut_terminal.netcut.close()
         _delete_queues(settings, terminals)
     return DemoResult(
+        closes=z_report(server_engine),
         operations=final_table(state),
         replicas=backoffice.replica_rows(
             server_engine, [(t.identity.terminal, t.engine) for t in terminals], state.office
@@ -191,6 +197,7 @@ def run_demo(
 class DemoResult(msgspec.Struct, frozen=True):
     operations: list[TopicRow]
     replicas: list[backoffice.ReplicaRow]
+    closes: list[dict[str, Any]]  # every Z close as `server z-report` lists it
 
 
 def _wait_published(server: Engine, timeout: float = 60) -> None:
