@@ -14,6 +14,12 @@ back to the queue and stops the handler.
 
 A high-water request (a till set up again asks where its seqs continue) is answered by the
 inbox store instead, which registers the till's new incarnation in the same transaction.
+
+A question (counts, held operations, digests: schemas/questions.py) is answered from one
+read snapshot of the server store (inbox/questions.py) to the asker's direct reply-to
+address, never to the terminal's queue (`terminal run` may be consuming it). One without a
+reply-to address is dead-lettered; one dead-lettered for any other reason also gets a
+`Refused` answer, so its asker hears why at once instead of waiting for its timeout.
 """
 
 from __future__ import annotations
@@ -50,7 +56,10 @@ from inbox.answers import (
     replies,
 )
 from inbox.catalog_reads import read_snapshot, reading_engine
+from inbox.questions import QuestionPlan, question_answers
 from inbox.server_store.sql import SqlServerStore
+from schemas.codec import encode
+from schemas.questions import Refused
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +76,7 @@ class RequestStats:
     catch_ups: int = 0
     image_requests: int = 0
     high_water: int = 0  # high-water requests answered (new incarnations registered)
+    questions: int = 0  # counts, held, digest and entries questions answered
     dead_lettered: int = 0
     undeliverable: int = 0  # answered requests whose terminal has no queue
     replies_sent: int = 0  # confirmed and delivered to a terminal's queue
@@ -85,6 +95,8 @@ class RequestStats:
                 self.image_requests += 1
             case HighWaterPlan():
                 self.high_water += 1
+            case QuestionPlan():
+                self.questions += 1
         self.records_sent += tally.records
         self.changes_sent += tally.changes
         self.images_sent += tally.images
@@ -177,12 +189,17 @@ class RequestHandler:
         self.stats.received += 1
         try:
             checked = plan(delivery.body, delivery.routing_key, delivery.user_id)
+            if isinstance(checked, QuestionPlan) and not (
+                delivery.reply_to and delivery.correlation_id
+            ):
+                raise InvalidMessage("a question needs reply_to and correlation_id to answer to")
         except InvalidMessage as exc:
             out.dead_letter(delivery, exc.reason)
+            self._refuse(answers, delivery, exc.reason)
             self.stats.dead_lettered += 1
         else:
             try:
-                self._retry(self._answer, answers, checked)
+                self._retry(self._answer, answers, checked, delivery)
             except StoreDataError as exc:
                 out.dead_letter(delivery, f"the server store refused its reads ({exc.reason})")
                 self.stats.dead_lettered += 1
@@ -194,13 +211,20 @@ class RequestHandler:
                 raise
         out.ack(delivery.delivery_tag)
 
-    def _answer(self, answers: Replies, checked: Plan) -> None:
+    def _answer(self, answers: Replies, checked: Plan, delivery: Delivery) -> None:
         """Send a checked request's replies from one catalog snapshot; return once the broker
         confirmed them all."""
         terminal = checked.request.terminal
         tally = Tally()
         sent = 0
-        if isinstance(checked, HighWaterPlan):
+        if isinstance(checked, QuestionPlan):
+            assert delivery.reply_to is not None
+            assert delivery.correlation_id is not None
+            with read_snapshot(self._engine, doing=f"answering terminal {terminal}") as reader:
+                for body in question_answers(checked, reader.connection):
+                    answers.reply(delivery.reply_to, delivery.correlation_id, body)
+                    sent += 1
+        elif isinstance(checked, HighWaterPlan):
             sent = int(answers.send(terminal, high_water_reply(checked, self._store)))
         else:
             with read_snapshot(self._engine, doing=f"answering terminal {terminal}") as reader:
@@ -213,6 +237,14 @@ class RequestHandler:
             self.stats.count(checked, tally)
         else:
             self.stats.undeliverable += 1
+
+    def _refuse(self, answers: Replies, delivery: Delivery, reason: str) -> None:
+        """Tell a question's asker why it will get no answer (nothing for other requests)."""
+        if not (delivery.reply_to and delivery.correlation_id):
+            return
+        refusal = Refused(request_id=delivery.correlation_id, reason=reason)
+        answers.reply(delivery.reply_to, delivery.correlation_id, encode(refusal))
+        answers.settle()
 
     def _stopping(self) -> bool:
         return self._loop.stopping()
