@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 services:
-	@.ci/services rabbitmq postgresql
+	@.ci/services rabbitmq management postgresql
 
 demo: setup
 	@.ci/services rabbitmq || true
