@@ -35,7 +35,7 @@ from schemas.feed import (
     SnapshotRequest,
     split_stream,
 )
-from schemas.questions import CountsQuestion, HeldQuestion
+from schemas.questions import CountsQuestion, DigestQuestion, EntriesQuestion, HeldQuestion
 from schemas.records import Combo
 
 PAGE_SIZE = 1000  # records per SnapshotPage
@@ -135,7 +135,7 @@ def plan(body: bytes, routing_key: str, user_id: str | None) -> Plan:
             return ImagePlan(request, list(dict.fromkeys(request.hashes)))
         case HighWaterRequest():
             return HighWaterPlan(request)
-        case CountsQuestion() | HeldQuestion():
+        case CountsQuestion() | HeldQuestion() | DigestQuestion() | EntriesQuestion():
             return plan_question(request)
 
 

@@ -22,6 +22,7 @@ from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 
+from cajasync.core.digests import EntrySet
 from cajasync.core.server_tables import (
     REJECTED,
     catalog_records,
@@ -36,6 +37,10 @@ from schemas.feed import split_stream
 from schemas.questions import (
     CountsAnswer,
     CountsQuestion,
+    DigestAnswer,
+    DigestQuestion,
+    EntriesAnswer,
+    EntriesQuestion,
     HeldAnswer,
     HeldOp,
     HeldQuestion,
@@ -46,6 +51,7 @@ from schemas.topics import DOWN_TOPIC_SCOPES, UP_TOPICS, WEEKLY_FILES
 
 IN_CHUNK: Final = 500  # parameters per IN (...) list
 HELD_PAGE: Final = 2_000  # held operations per answer message
+ENTRIES_PAGE: Final = 256  # listed buckets per answer message (at most 64 entries each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +79,8 @@ def plan_question(question: Question) -> QuestionPlan:
         case HeldQuestion():
             if question.topic not in UP_TOPICS:
                 raise InvalidMessage(f"held: {question.topic!r} is not an up topic")
+        case DigestQuestion() | EntriesQuestion():
+            check_any_topic(question.topic)
     requester = Requester(
         question.terminal, question.location, question.pos, question.terminal_kind
     )
@@ -102,6 +110,39 @@ def question_answers(plan: QuestionPlan, connection: sa.Connection) -> Iterator[
             for index, page in enumerate(pages):
                 more = index < len(pages) - 1
                 yield encode(HeldAnswer(request_id=question.request_id, held=page, more=more))
+        case DigestQuestion():
+            entries = EntrySet(topic_entries(connection, plan.requester, question))
+            children = [
+                entries.children(bucket, question.fanout_bits) for bucket in question.buckets
+            ]
+            yield encode(DigestAnswer(request_id=question.request_id, children=children))
+        case EntriesQuestion():
+            entries = EntrySet(topic_entries(connection, plan.requester, question))
+            listed = [entries.entries(bucket) for bucket in question.buckets]
+            parts = [listed[i : i + ENTRIES_PAGE] for i in range(0, len(listed), ENTRIES_PAGE)]
+            for index, part in enumerate(parts or [[]]):
+                more = index < len(parts) - 1
+                yield encode(EntriesAnswer(request_id=question.request_id, entries=part, more=more))
+
+
+def topic_entries(
+    connection: sa.Connection, requester: Requester, question: DigestQuestion | EntriesQuestion
+) -> list[tuple[str, int]]:
+    """The (key, version) entries a diff compares: the terminal's applied operations of an
+    up topic in the period (op id, current version), or the live catalog records of a
+    download topic within its streams (key, version)."""
+    if question.topic in DOWN_TOPIC_SCOPES:
+        c = catalog_records.c
+        query = sa.select(c.key, c.version).where(
+            c.topic == question.topic,
+            c.scope.in_(_scopes(requester, question.topic)),
+            c.deleted.is_(False),
+        )
+    else:
+        period = utc_period(question.since, question.until)
+        o = operations.c
+        query = _applied(sa.select(o.op_id, o.version), requester.terminal, question.topic, period)
+    return [(key, version) for key, version in connection.execute(query)]
 
 
 def utc_period(since: dt.datetime | None, until: dt.datetime | None) -> Period:

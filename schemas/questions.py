@@ -21,6 +21,7 @@ from typing import Annotated
 import msgspec
 
 from cajasync.errors import InvalidMessage
+from schemas.digests import Buckets, Children, Entries, FanoutBits
 from schemas.envelope import TerminalId
 
 MAX_HELD = 10_000  # op ids one held question may name
@@ -56,7 +57,38 @@ class HeldQuestion(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", 
     op_ids: OpIds
 
 
-Question = CountsQuestion | HeldQuestion
+class DigestQuestion(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="digests"):
+    """Summaries of `buckets` (2**fanout_bits children each) of one topic's (key, version)
+    entries: op ids of this terminal for an up topic, record keys within its streams for a
+    download topic."""
+
+    terminal: TerminalId
+    location: TerminalId
+    pos: TerminalId
+    terminal_kind: str
+    request_id: str
+    topic: Topic
+    buckets: Buckets
+    fanout_bits: FanoutBits
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+
+class EntriesQuestion(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="entries"):
+    """The (key, version) entries of `buckets` of one topic (same set as DigestQuestion)."""
+
+    terminal: TerminalId
+    location: TerminalId
+    pos: TerminalId
+    terminal_kind: str
+    request_id: str
+    topic: Topic
+    buckets: Buckets
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+
+Question = CountsQuestion | HeldQuestion | DigestQuestion | EntriesQuestion
 
 
 # -- answers ----------------------------------------------------------------------------
@@ -97,6 +129,24 @@ class HeldAnswer(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", ta
     more: bool = False
 
 
+class DigestAnswer(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="digests-answer"
+):
+    request_id: str
+    children: list[Children]
+    more: bool = False
+
+
+class EntriesAnswer(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="entries-answer"
+):
+    """Entries of the asked buckets, in the asked order (one `Entries` per bucket)."""
+
+    request_id: str
+    entries: list[Entries]
+    more: bool = False
+
+
 class Refused(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="refused"):
     """The server would not answer (the question was dead-lettered): why."""
 
@@ -105,7 +155,7 @@ class Refused(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="
     more: bool = False
 
 
-Answer = CountsAnswer | HeldAnswer | Refused
+Answer = CountsAnswer | HeldAnswer | DigestAnswer | EntriesAnswer | Refused
 
 _answer_decoder: msgspec.msgpack.Decoder[Answer] = msgspec.msgpack.Decoder(Answer)
 

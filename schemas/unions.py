@@ -16,7 +16,7 @@ from schemas.feed import (
     SnapshotPage,
     SnapshotRequest,
 )
-from schemas.questions import CountsQuestion, HeldQuestion
+from schemas.questions import CountsQuestion, DigestQuestion, EntriesQuestion, HeldQuestion
 
 # What a terminal's queue `cajasync.t.<terminal>` receives (tag field: `kind`).
 DownMessage = (
@@ -39,6 +39,8 @@ Request = (
     | HighWaterRequest
     | CountsQuestion
     | HeldQuestion
+    | DigestQuestion
+    | EntriesQuestion
 )
 
 # The same, as the terminal relay decodes it: snapshot pages keep their records encoded.

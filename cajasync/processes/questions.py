@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 
 import msgspec
 from sqlalchemy.engine import Engine
@@ -102,7 +101,7 @@ def compare(
         identity = load_identity(connection)
     slugs = compare_topics(identity, topics)
     question = CountsQuestion(
-        **_asker(identity),
+        **identity_fields(identity),
         request_id=str(uuid.uuid4()),
         topics=slugs,
         since=period.since,
@@ -168,7 +167,7 @@ def ask_held(
     with askers(settings, identity) as asking:
         for start in range(0, max(len(wanted), 1), MAX_HELD):
             question = HeldQuestion(
-                **_asker(identity),
+                **identity_fields(identity),
                 request_id=str(uuid.uuid4()),
                 topic=up_topic(topic),
                 op_ids=wanted[start : start + MAX_HELD],
@@ -179,11 +178,16 @@ def ask_held(
     return held
 
 
-def ask(asking: Asking, question: Question, *, timeout: float) -> list[Answer]:
-    """Every answer message to `question`; CajasyncError when the server refused it."""
+def ask(
+    asking: Asking, question: Question, *, timeout: float, sizes: list[int] | None = None
+) -> list[Answer]:
+    """Every answer message to `question` (their sizes appended to `sizes`);
+    CajasyncError when the server refused it."""
     answers: list[Answer] = []
 
     def until(body: bytes) -> bool:
+        if sizes is not None:
+            sizes.append(len(body))
         answer = decode_answer(body)
         answers.append(answer)
         return not answer.more
@@ -195,14 +199,8 @@ def ask(asking: Asking, question: Question, *, timeout: float) -> list[Answer]:
     return answers
 
 
-def asking_for(
-    settings: Settings, identity: TerminalIdentity, askers: Askers = pika_asking
-) -> AbstractContextManager[Asking]:
-    """A question channel of the till (for callers asking several questions in a row)."""
-    return askers(settings, identity)
-
-
-def _asker(identity: TerminalIdentity) -> dict[str, str]:
+def identity_fields(identity: TerminalIdentity) -> dict[str, str]:
+    """The till's identity as every question carries it."""
     return {
         "terminal": identity.terminal,
         "location": identity.location,
