@@ -16,6 +16,7 @@ Pure reads over a SQLAlchemy connection; errors are mapped by the caller's snaps
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -51,6 +52,7 @@ from schemas.topics import DOWN_TOPIC_SCOPES, UP_TOPICS, WEEKLY_FILES
 
 IN_CHUNK: Final = 500  # parameters per IN (...) list
 HELD_PAGE: Final = 2_000  # held operations per answer message
+ENTRY_TTL_S: Final = 10.0  # how long a diff's entries are reused between its rounds
 ENTRIES_PAGE: Final = 256  # listed buckets per answer message (at most 64 entries each)
 
 
@@ -93,7 +95,39 @@ def check_any_topic(topic: str) -> None:
         check_topic(topic)
 
 
-def question_answers(plan: QuestionPlan, connection: sa.Connection) -> Iterator[bytes]:
+class EntryCache:
+    """The server's EntrySet of each recent diff (terminal, topic, period), kept `ttl_s`
+    seconds: a diff asks several rounds about the same entries, and hashing 100,000 of them
+    takes about a second. Within the ttl every round sees the same entries, as one snapshot
+    would."""
+
+    def __init__(self, ttl_s: float = ENTRY_TTL_S, size: int = 8) -> None:
+        self._ttl_s = ttl_s
+        self._size = size
+        self._sets: dict[tuple[object, ...], tuple[float, EntrySet]] = {}
+
+    def get(
+        self,
+        connection: sa.Connection,
+        requester: Requester,
+        question: DigestQuestion | EntriesQuestion,
+    ) -> EntrySet:
+        now = time.monotonic()
+        key = (requester, question.topic, question.since, question.until)
+        held = self._sets.get(key)
+        if held is not None and now - held[0] < self._ttl_s:
+            return held[1]
+        entries = EntrySet(topic_entries(connection, requester, question))
+        self._sets = {k: v for k, v in self._sets.items() if now - v[0] < self._ttl_s}
+        if len(self._sets) >= self._size:
+            self._sets.pop(next(iter(self._sets)))
+        self._sets[key] = (now, entries)
+        return entries
+
+
+def question_answers(
+    plan: QuestionPlan, connection: sa.Connection, cache: EntryCache | None = None
+) -> Iterator[bytes]:
     """The encoded answer messages of a checked question, in order (the last without
     `more`)."""
     question = plan.request
@@ -111,13 +145,13 @@ def question_answers(plan: QuestionPlan, connection: sa.Connection) -> Iterator[
                 more = index < len(pages) - 1
                 yield encode(HeldAnswer(request_id=question.request_id, held=page, more=more))
         case DigestQuestion():
-            entries = EntrySet(topic_entries(connection, plan.requester, question))
+            entries = (cache or EntryCache()).get(connection, plan.requester, question)
             children = [
                 entries.children(bucket, question.fanout_bits) for bucket in question.buckets
             ]
             yield encode(DigestAnswer(request_id=question.request_id, children=children))
         case EntriesQuestion():
-            entries = EntrySet(topic_entries(connection, plan.requester, question))
+            entries = (cache or EntryCache()).get(connection, plan.requester, question)
             listed = [entries.entries(bucket) for bucket in question.buckets]
             parts = [listed[i : i + ENTRIES_PAGE] for i in range(0, len(listed), ENTRIES_PAGE)]
             for index, part in enumerate(parts or [[]]):

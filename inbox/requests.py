@@ -56,7 +56,7 @@ from inbox.answers import (
     replies,
 )
 from inbox.catalog_reads import read_snapshot, reading_engine
-from inbox.questions import QuestionPlan, question_answers
+from inbox.questions import EntryCache, QuestionPlan, question_answers
 from inbox.server_store.sql import SqlServerStore
 from schemas.codec import encode
 from schemas.questions import Refused
@@ -145,6 +145,7 @@ class RequestHandler:
         self._last_handled = time.monotonic()
         self._retry = store_retry(settings, what="request handler", stop=stop)
         self._answers: Replies | None = None
+        self._entries = EntryCache()  # a diff's entries, reused between its rounds
         self._loop = Consumer(
             broker or RabbitBroker(settings.broker_url),
             settings,
@@ -221,7 +222,7 @@ class RequestHandler:
             assert delivery.reply_to is not None
             assert delivery.correlation_id is not None
             with read_snapshot(self._engine, doing=f"answering terminal {terminal}") as reader:
-                for body in question_answers(checked, reader.connection):
+                for body in question_answers(checked, reader.connection, self._entries):
                     answers.reply(delivery.reply_to, delivery.correlation_id, body)
                     sent += 1
         elif isinstance(checked, HighWaterPlan):
