@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy.engine import Engine
 
 from cajasync.core.periods import Period, zone
 
@@ -29,6 +30,19 @@ def timezone_option(func: F) -> F:
         metavar="ZONE",
         help="IANA time zone dates are read in (default: the configuration's, else local).",
     )(func)
+
+
+def terminal_period(
+    engine: Engine, since: str | None, until: str | None, timezone: str | None
+) -> Period:
+    """The period typed on the command line, read in the till's time zone (`--timezone`,
+    else its configuration's, else the machine's)."""
+    from inbox.replica_api import terminal_zone
+
+    try:
+        return Period.parse(since, until, terminal_zone(engine, timezone))
+    except Exception as exc:  # ConfigError: shown as a usage error naming the option
+        raise click.UsageError(str(exc)) from None
 
 
 def period_of(since: str | None, until: str | None, timezone: str | None) -> Period:

@@ -11,13 +11,16 @@ from cajasync import __version__
 from cajasync.broker.rabbitmq import quiet_driver_logs
 from cajasync.errors import CajasyncError
 from cli.catalog import catalog
+from cli.compare import compare
 from cli.demo import demo
+from cli.diff import diff
 from cli.pending import pending
 from cli.pull import pull
 from cli.queues import queues
 from cli.replica import replica
 from cli.server import server
 from cli.terminal import terminal
+from cli.tools import tools
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,6 +42,9 @@ cli.add_command(demo)
 cli.add_command(pull)
 cli.add_command(replica)
 cli.add_command(catalog)
+cli.add_command(compare)
+cli.add_command(diff)
+cli.add_command(tools)
 
 
 def main() -> None:

@@ -6,7 +6,8 @@ it, which topics and streams it names) and raises InvalidMessage for one to dead
 `CatalogReader` (one consistent snapshot), so pages are produced as they are sent and a
 100,000-record snapshot never sits in memory. A high-water request is the exception: it
 is answered by the inbox store, which registers the till's new incarnation
-(`high_water_reply`).
+(`high_water_reply`). A question (schemas/questions.py) is answered by inbox/questions.py
+to the asker's reply-to address.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import msgspec
 from cajasync.errors import InvalidMessage
 from inbox.catalog_reads import RecordRow
 from inbox.entitlement import Requester, check_sender, check_stream, check_topic, streams_for
+from inbox.questions import QuestionPlan, plan_question
 from inbox.reply_wire import StoredChange, event_body, page_body, stored_change
 from inbox.server_store.incarnations import IncarnationStore
 from schemas.codec import decode_request, encode
@@ -34,6 +36,7 @@ from schemas.feed import (
     SnapshotRequest,
     split_stream,
 )
+from schemas.questions import CountsQuestion, DigestQuestion, EntriesQuestion, HeldQuestion
 from schemas.records import Combo
 
 PAGE_SIZE = 1000  # records per SnapshotPage
@@ -119,7 +122,7 @@ class ReplayReportPlan:
 
 
 CatalogPlan = SnapshotPlan | CatchUpPlan | ImagePlan
-Plan = CatalogPlan | HighWaterPlan | ReplayReportPlan
+Plan = CatalogPlan | HighWaterPlan | ReplayReportPlan | QuestionPlan
 
 
 def plan(body: bytes, routing_key: str, user_id: str | None) -> Plan:
@@ -143,6 +146,8 @@ def plan(body: bytes, routing_key: str, user_id: str | None) -> Plan:
             return HighWaterPlan(request)
         case ReplayReport():
             return ReplayReportPlan(request)
+        case CountsQuestion() | HeldQuestion() | DigestQuestion() | EntriesQuestion():
+            return plan_question(request)
 
 
 def plan_snapshot(request: SnapshotRequest) -> SnapshotPlan:

@@ -40,6 +40,11 @@ class SqlCatalogReader:
     def __init__(self, connection: sa.Connection) -> None:
         self._connection = connection
 
+    @property
+    def connection(self) -> sa.Connection:
+        """The snapshot's connection, for reads beyond the catalog (inbox/questions.py)."""
+        return self._connection
+
     def heads(self, streams: Sequence[str]) -> dict[str, int]:
         """Head seq of each of `streams` that exists."""
         found: dict[str, int] = {}

@@ -14,6 +14,12 @@ back to the queue and stops the handler.
 
 A high-water request (a till set up again asks where its seqs continue) is answered by the
 inbox store instead, which registers the till's new incarnation in the same transaction.
+
+A question (counts, held operations, digests: schemas/questions.py) is answered from one
+read snapshot of the server store (inbox/questions.py) to the asker's direct reply-to
+address, never to the terminal's queue (`terminal run` may be consuming it). One without a
+reply-to address is dead-lettered; one dead-lettered for any other reason also gets a
+`Refused` answer, so its asker hears why at once instead of waiting for its timeout.
 """
 
 from __future__ import annotations
@@ -51,8 +57,11 @@ from inbox.answers import (
     replies,
 )
 from inbox.catalog_reads import read_snapshot, reading_engine
+from inbox.questions import EntryCache, QuestionPlan, question_answers
 from inbox.server_store.sql import SqlServerStore
 from inbox.zreconcile import record_replay_report
+from schemas.codec import encode
+from schemas.questions import Refused
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +79,7 @@ class RequestStats:
     image_requests: int = 0
     high_water: int = 0  # high-water requests answered (new incarnations registered)
     replay_reports: int = 0  # tills saying which sales of a Z they have none for
+    questions: int = 0  # counts, held, digest and entries questions answered
     dead_lettered: int = 0
     undeliverable: int = 0  # answered requests whose terminal has no queue
     replies_sent: int = 0  # confirmed and delivered to a terminal's queue
@@ -88,6 +98,8 @@ class RequestStats:
                 self.image_requests += 1
             case HighWaterPlan():
                 self.high_water += 1
+            case QuestionPlan():
+                self.questions += 1
         self.records_sent += tally.records
         self.changes_sent += tally.changes
         self.images_sent += tally.images
@@ -137,6 +149,7 @@ class RequestHandler:
         self._last_handled = time.monotonic()
         self._retry = store_retry(settings, what="request handler", stop=stop)
         self._answers: Replies | None = None
+        self._entries = EntryCache()  # a diff's entries, reused between its rounds
         self._loop = Consumer(
             broker or RabbitBroker(settings.broker_url),
             settings,
@@ -181,12 +194,17 @@ class RequestHandler:
         self.stats.received += 1
         try:
             checked = plan(delivery.body, delivery.routing_key, delivery.user_id)
+            if isinstance(checked, QuestionPlan) and not (
+                delivery.reply_to and delivery.correlation_id
+            ):
+                raise InvalidMessage("a question needs reply_to and correlation_id to answer to")
         except InvalidMessage as exc:
             out.dead_letter(delivery, exc.reason)
+            self._refuse(answers, delivery, exc.reason)
             self.stats.dead_lettered += 1
         else:
             try:
-                self._retry(self._answer, answers, checked)
+                self._retry(self._answer, answers, checked, delivery)
             except StoreDataError as exc:
                 out.dead_letter(delivery, f"the server store refused its reads ({exc.reason})")
                 self.stats.dead_lettered += 1
@@ -198,7 +216,7 @@ class RequestHandler:
                 raise
         out.ack(delivery.delivery_tag)
 
-    def _answer(self, answers: Replies, checked: Plan) -> None:
+    def _answer(self, answers: Replies, checked: Plan, delivery: Delivery) -> None:
         """Send a checked request's replies from one catalog snapshot; return once the broker
         confirmed them all."""
         terminal = checked.request.terminal
@@ -208,7 +226,14 @@ class RequestHandler:
             return
         tally = Tally()
         sent = 0
-        if isinstance(checked, HighWaterPlan):
+        if isinstance(checked, QuestionPlan):
+            assert delivery.reply_to is not None
+            assert delivery.correlation_id is not None
+            with read_snapshot(self._engine, doing=f"answering terminal {terminal}") as reader:
+                for body in question_answers(checked, reader.connection, self._entries):
+                    answers.reply(delivery.reply_to, delivery.correlation_id, body)
+                    sent += 1
+        elif isinstance(checked, HighWaterPlan):
             sent = int(answers.send(terminal, high_water_reply(checked, self._store)))
         else:
             with read_snapshot(self._engine, doing=f"answering terminal {terminal}") as reader:
@@ -221,6 +246,14 @@ class RequestHandler:
             self.stats.count(checked, tally)
         else:
             self.stats.undeliverable += 1
+
+    def _refuse(self, answers: Replies, delivery: Delivery, reason: str) -> None:
+        """Tell a question's asker why it will get no answer (nothing for other requests)."""
+        if not (delivery.reply_to and delivery.correlation_id):
+            return
+        refusal = Refused(request_id=delivery.correlation_id, reason=reason)
+        answers.reply(delivery.reply_to, delivery.correlation_id, encode(refusal))
+        answers.settle()
 
     def _stopping(self) -> bool:
         return self._loop.stopping()

@@ -16,6 +16,7 @@ from schemas.feed import (
     SnapshotPage,
     SnapshotRequest,
 )
+from schemas.questions import CountsQuestion, DigestQuestion, EntriesQuestion, HeldQuestion
 
 # What a terminal's queue `cajasync.t.<terminal>` receives (tag field: `kind`).
 DownMessage = (
@@ -30,8 +31,19 @@ DownMessage = (
     | HighWaterMark
 )
 
-# What `cajasync.requests` receives from terminals (tag field: `kind`).
-Request = SnapshotRequest | CatchUpRequest | ImageRequest | HighWaterRequest | ReplayReport
+# What `cajasync.requests` receives from terminals (tag field: `kind`). Questions
+# (schemas/questions.py) are answered to the asker's reply-to address, not to its queue.
+Request = (
+    SnapshotRequest
+    | CatchUpRequest
+    | ImageRequest
+    | HighWaterRequest
+    | CountsQuestion
+    | HeldQuestion
+    | DigestQuestion
+    | EntriesQuestion
+    | ReplayReport
+)
 
 # The same, as the terminal relay decodes it: snapshot pages keep their records encoded.
 # A HighWaterMark is not among them: only `terminal init` / `recover` wait for one

@@ -25,6 +25,7 @@ from typing import Any, Final, Protocol
 
 from cajasync.core.identity import TerminalIdentity
 from cajasync.core.settings import Settings
+from schemas.questions import Question
 from schemas.unions import Request
 
 CONTENT_TYPE: Final = "application/msgpack"
@@ -45,6 +46,8 @@ class Delivery:
     user_id: str | None = None
     content_type: str | None = None
     headers: dict[str, Any] = field(default_factory=dict)
+    reply_to: str | None = None  # a question's answer address (direct reply-to)
+    correlation_id: str | None = None  # and the id its answers carry
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,8 @@ def returned_reason(code: int, text: str, exchange: str, routing_key: str) -> st
 
 
 def request_kind(request: Request) -> str:
-    """The request's tag (`snapshot`, `catch-up`, `images`): the last word of its routing key."""
+    """The request's tag (`snapshot`, `catch-up`, `images`, `counts`...): the last word of
+    its routing key."""
     return str(type(request).__struct_config__.tag)
 
 
@@ -98,6 +102,10 @@ class Replies(Protocol):
 
     def send(self, terminal: str, body: bytes) -> bool:
         """Publish one reply; False once a reply of this request came back (no queue)."""
+
+    def reply(self, address: str, correlation_id: str, body: bytes) -> None:
+        """Publish one answer to a question's `address` (its reply-to) with its
+        `correlation_id`, confirmed by `settle()`; an asker gone meanwhile loses it."""
 
     def settle(self) -> bool:
         """Wait until every reply is confirmed; False if one was returned. Starts afresh."""
@@ -135,6 +143,20 @@ class Broker(Protocol):
         stop: threading.Event | None,
     ) -> AbstractContextManager[ConsumeSession]:
         """A session consuming `queue` after `declare(channel)`; BrokerUnavailable if not."""
+
+
+class Asking(Protocol):
+    """A terminal's channel for questions to the server, answered to its direct reply-to
+    address, so a `terminal run` consuming the terminal's queue meanwhile changes nothing."""
+
+    def ask(self, question: Question, *, timeout: float, until: Callable[[bytes], bool]) -> int:
+        """Publish `question` (confirmed, mandatory; `correlation_id` = its `request_id`) and
+        hand every answer body correlated with it to `until` until that returns True;
+        return the bytes published. NoAnswer when the server is silent for `timeout` s."""
+
+
+Askers = Callable[[Settings, TerminalIdentity], AbstractContextManager[Asking]]
+"""Opens a terminal's question channel (closed on exit)."""
 
 
 # -- the asynchronous side ---------------------------------------------------------------

@@ -195,6 +195,8 @@ def delivery(method: Any, properties: Any, body: bytes | None) -> Delivery:
         user_id=properties.user_id,
         content_type=properties.content_type,
         headers=headers,
+        reply_to=properties.reply_to,
+        correlation_id=properties.correlation_id,
     )
 
 

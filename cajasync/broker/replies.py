@@ -1,5 +1,8 @@
 """The request handler's pika side: replies to a terminal's queue, with pipelined confirms.
 
+Answers to questions (schemas/questions.py) take the same channel to the default exchange,
+routed to the asker's direct reply-to address (`reply`).
+
 Replies go to `cajasync.down` with routing key `t.<terminal>`, persistent msgpack,
 `mandatory` (a terminal without a queue is noticed instead of its replies vanishing),
 on their own channel in confirm mode. A BlockingChannel in confirm mode waits for the
@@ -68,6 +71,17 @@ class PikaReplies:
         # runs, and the terminal should apply page 1 while the server reads page 2.
         self._connection.process_data_events(time_limit=0)
         return True
+
+    def reply(self, address: str, correlation_id: str, body: bytes) -> None:
+        """Publish one answer to a question's reply-to `address` (default exchange), not
+        mandatory: an asker that gave up is no reason to retry the question."""
+        while len(self._unconfirmed) >= self._window:
+            self._wait()
+        properties = pika.BasicProperties(content_type=CONTENT_TYPE, correlation_id=correlation_id)
+        self._channel.basic_publish("", address, body, properties)
+        self._published += 1
+        self._unconfirmed.add(self._published)
+        self._connection.process_data_events(time_limit=0)
 
     def settle(self) -> bool:
         """Wait until every reply is confirmed; False if one was returned (no queue).

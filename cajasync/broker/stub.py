@@ -34,12 +34,14 @@ import heapq
 import itertools
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+from cajasync.broker.asking import REPLY_TO, no_answer, refused
 from cajasync.broker.ports import (
     CONTENT_TYPE,
     NO_ROUTE,
@@ -66,6 +68,7 @@ from cajasync.core.topology import (
 )
 from cajasync.errors import BrokerUnavailable
 from schemas.codec import encode
+from schemas.questions import Question
 from schemas.unions import Request
 
 DELIVERY_COUNT: Final = "x-delivery-count"
@@ -85,6 +88,8 @@ class Message:
     headers: dict[str, Any] = field(default_factory=dict)
     expiration: str | None = None
     redelivered: bool = False
+    reply_to: str | None = None
+    correlation_id: str | None = None
 
     def delivery(self, tag: int) -> Delivery:
         return Delivery(
@@ -95,6 +100,8 @@ class Message:
             user_id=self.user_id,
             content_type=self.content_type,
             headers=dict(self.headers),
+            reply_to=self.reply_to,
+            correlation_id=self.correlation_id,
         )
 
 
@@ -322,6 +329,20 @@ class StubBroker:
         """A feed relay's session (`cajasync.broker.ports.FeedSessions`)."""
         return StubFeedLink(self, handler)
 
+    @contextmanager
+    def asking(self, settings: Settings, identity: TerminalIdentity) -> Iterator[StubAsking]:
+        """A terminal's question channel (`cajasync.broker.ports.Askers`): a private
+        reply-to queue, gone on exit as RabbitMQ's pseudo-queue is."""
+        self._open("asking the server")
+        address = f"{REPLY_TO}.{uuid.uuid4().hex}"
+        with self.lock:
+            self.queues[address] = Queue(address, {})
+        try:
+            yield StubAsking(self, settings, identity, address)
+        finally:
+            with self.lock:
+                del self.queues[address]
+
 
 class Consumer:
     """The deliveries of one queue to one session: tags, prefetch, acks."""
@@ -414,6 +435,12 @@ class StubReplies:
             raise BrokerUnavailable("the broker refused (nacked) a reply; retrying the request")
         self._returned = confirm.returned
         return True
+
+    def reply(self, address: str, correlation_id: str, body: bytes) -> None:
+        self._session.alive()
+        answer = Message("", address, body, correlation_id=correlation_id)
+        if not self._session.broker.publish(answer).ok:
+            raise BrokerUnavailable("the broker refused (nacked) a reply; retrying the request")
 
     def settle(self) -> bool:
         returned, self._returned = self._returned, False
@@ -643,6 +670,47 @@ class StubLink(StubSession):
 
     def _on_delivery(self, delivery: Delivery) -> None:
         self._link_handler.on_message(delivery.delivery_tag, delivery.routing_key, delivery.body)
+
+
+class StubAsking:
+    """`cajasync.broker.ports.Asking` on the stub: answers come to a private queue."""
+
+    def __init__(
+        self, broker: StubBroker, settings: Settings, identity: TerminalIdentity, address: str
+    ) -> None:
+        self._broker = broker
+        self._terminal = identity.terminal
+        self._user = username(settings.broker_url)
+        self._address = address
+
+    def ask(self, question: Question, *, timeout: float, until: Callable[[bytes], bool]) -> int:
+        kind = request_kind(question)
+        body = encode(question)
+        message = Message(
+            UP_EXCHANGE,
+            request_routing_key(self._terminal, kind),
+            body,
+            user_id=self._user,
+            headers={"terminal": self._terminal, "request": kind},
+            reply_to=self._address,
+            correlation_id=question.request_id,
+        )
+        confirm = self._broker.publish(message, mandatory=True)
+        if confirm.returned or not confirm.ok:
+            raise refused(kind, self._terminal, "stub", unroutable=confirm.returned)
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = self._broker.get(self._address)
+            if answer is not None:
+                if answer.correlation_id == question.request_id and until(answer.body):
+                    return len(body)
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise no_answer(timeout)
+            with self._broker.lock:
+                if not self._broker.messages(self._address):
+                    self._broker.lock.wait(min(left, IDLE_WAIT_S))
 
 
 class StubFeedLink(StubSession):

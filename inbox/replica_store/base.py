@@ -9,7 +9,10 @@ tests/integration/test_replica_contract.py on SQLite check them):
   not of its change's topic is refused and the replica keeps what it had;
 * a record is held under its change's key and version, whatever the record says;
 * reads see live records only: `record` by topic and key, `records` of a topic by key,
-  `counts` per topic holding any; `image` by sha256, stored once, only when it matches;
+  `counts` per topic holding any, `versions` of a topic by key; `image` by sha256, stored
+  once, only when it matches;
+* `tombstone` (a prune: records the server no longer has) deletes live records keeping
+  their versions, and moves no stream position;
 * every database error leaves as a cajasync error (NotInitialised on a database never set
   up with `cajasync terminal init`).
 """
@@ -48,4 +51,14 @@ class ReplicaStore(Protocol):
 
     def image(self, sha256: str) -> bytes | None:
         """The image stored under `sha256`, or None."""
+        ...
+
+    def versions(self, topic: str, prefix: str = "") -> list[tuple[str, int]]:
+        """(key, version) of every live record of `topic` whose key starts with `prefix`,
+        by key: what compare counts and diff digests."""
+        ...
+
+    def tombstone(self, topic: str, keys: Sequence[str], now: float) -> int:
+        """Delete live records of `topic` among `keys`, keeping each one's version (so a
+        later version from the server still applies); the number deleted."""
         ...

@@ -70,3 +70,23 @@ class MemoryReplicaStore:
         """The image stored under `sha256`, or None."""
         with self._lock:
             return self._images.get(sha256)
+
+    def versions(self, topic: str, prefix: str = "") -> list[tuple[str, int]]:
+        """(key, version) of live records of `topic` with keys starting with `prefix`."""
+        with self._lock:
+            return sorted(
+                (key, row.version)
+                for (of, key), row in self._rows.items()
+                if of == topic and row.body is not None and key.startswith(prefix)
+            )
+
+    def tombstone(self, topic: str, keys: Sequence[str], now: float) -> int:
+        """Delete live records of `topic` among `keys`, keeping their versions."""
+        deleted = 0
+        with self._lock:
+            for key in set(keys):
+                row = self._rows.get((topic, key))
+                if row is not None and row.body is not None:
+                    self._rows[topic, key] = _Held(row.version, None)
+                    deleted += 1
+        return deleted

@@ -23,6 +23,9 @@ _decoder: msgspec.msgpack.Decoder[Record] = msgspec.msgpack.Decoder(Record)
 _live = sa.not_(replica.c.deleted)
 
 
+IN_CHUNK = 500  # keys per IN (...) list, well under SQLite's limit
+
+
 class SqlReplicaStore:
     """The replica of the terminal database on `engine`."""
 
@@ -73,6 +76,33 @@ class SqlReplicaStore:
         with self._reading("reading an image") as connection:
             data: bytes | None = connection.execute(query).scalar()
         return data
+
+    def versions(self, topic: str, prefix: str = "") -> list[tuple[str, int]]:
+        """(key, version) of live records of `topic` with keys starting with `prefix`."""
+        query = sa.select(replica.c.key, replica.c.version).where(replica.c.topic == topic, _live)
+        if prefix:
+            query = query.where(replica.c.key.startswith(prefix, autoescape=True))
+        with self._reading(f"reading the versions of {topic}") as connection:
+            rows = connection.execute(query.order_by(replica.c.key)).all()
+        return [(key, version) for key, version in rows]
+
+    def tombstone(self, topic: str, keys: Sequence[str], now: float) -> int:
+        """Delete live records of `topic` among `keys`, keeping their versions."""
+        deleted = 0
+        wanted = sorted(set(keys))
+        with self._transaction(f"pruning {topic} from the replica") as connection:
+            for start in range(0, len(wanted), IN_CHUNK):
+                update = (
+                    sa.update(replica)
+                    .where(
+                        replica.c.topic == topic,
+                        replica.c.key.in_(wanted[start : start + IN_CHUNK]),
+                        _live,
+                    )
+                    .values(deleted=True, body=None, image=None, applied_at=now)
+                )
+                deleted += connection.execute(update).rowcount
+        return deleted
 
     def _transaction(self, doing: str) -> AbstractContextManager[sa.Connection]:
         return terminal_connection(self._engine, doing, write=True)
