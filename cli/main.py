@@ -18,6 +18,7 @@ from cli.queues import queues
 from cli.replica import replica
 from cli.server import server
 from cli.terminal import terminal
+from cli.tools import tools
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,6 +40,7 @@ cli.add_command(demo)
 cli.add_command(pull)
 cli.add_command(replica)
 cli.add_command(catalog)
+cli.add_command(tools)
 
 
 def main() -> None:
