@@ -31,5 +31,6 @@ def authorise_user(
             replica.get(User, name), name, password, replica.query(Permission), permission
         )
     except NotAuthorised as exc:
-        log.warning("refused %s to user %r: %s", permission, name, exc)
+        # INFO: the caller shows the refusal as its one line; `-v` (or a service's log) keeps it
+        log.info("refused %s to user %r: %s", permission, name, exc)
         raise
