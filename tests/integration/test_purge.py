@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from sqlalchemy.engine import Engine
 
+from cajasync.core.db import open_database
 from cajasync.core.identity import TerminalIdentity, load_position
 from cajasync.core.periods import Period
 from cajasync.core.settings import Settings
@@ -55,6 +56,13 @@ def engine(database: str) -> Iterator[Engine]:
     master, admin, supervisor, cajero1..3, each with their key as password)."""
     identity = TerminalIdentity(TERMINAL, "L1", "PV1", "retail")
     engine = init_terminal(database, identity, Settings(), declare=False)
+    pull_config(engine)
+    yield engine
+    engine.dispose()
+
+
+def pull_config(engine: Engine) -> None:
+    """The seeded configuration in the replica, as a pull of `configuracion` leaves it."""
     config = Sample(0, 0, 0, False, ["L1"], ["PV1"]).config
     SqlReplicaStore(engine).apply(
         [
@@ -70,8 +78,6 @@ def engine(database: str) -> Iterator[Engine]:
         ],
         now=0.0,
     )
-    yield engine
-    engine.dispose()
 
 
 class Till:
@@ -129,8 +135,13 @@ def table_count(engine: Engine, table: sa.Table) -> int:
         return int(connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
-def cajasync(*args: str, password: str | None) -> subprocess.CompletedProcess[str]:
+def cajasync(
+    *args: str, password: str | None, broker: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The command as a script runs it: its password from CAJASYNC_PASSWORD, if any."""
     env = {k: v for k, v in os.environ.items() if k != "CAJASYNC_PASSWORD"}
+    if broker is not None:
+        env["CAJASYNC_BROKER_URL"] = broker
     if password is not None:
         env["CAJASYNC_PASSWORD"] = password
     return subprocess.run(
@@ -386,3 +397,57 @@ def test_pending_list_after_a_purge_shows_the_same_operations_as_before(
     assert after.exit_code == 0, after.output
     assert json.loads(after.output) == json.loads(before.output)
     assert len(json.loads(after.output)) == 4
+
+
+# -- against the real broker and server ----------------------------------------------------
+
+
+@pytest.mark.rabbitmq
+def test_after_a_purge_new_sales_reach_the_server_after_the_purged_ones_with_no_gap(
+    tmp_path: Path, server_db_url: str, new_terminal_id: Any, clean_broker: str
+) -> None:
+    terminal, db = new_terminal_id(), str(tmp_path / "caja.db")
+
+    def run(*args: str, password: str | None = None) -> subprocess.CompletedProcess[str]:
+        done = cajasync(*args, password=password, broker=clean_broker)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    def store_day() -> None:
+        """`server run` and `terminal run`, each until idle."""
+        command = ["server", "run", "--db", server_db_url, "--until-idle", "4"]
+        server = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", *command],
+            env={**os.environ, "CAJASYNC_BROKER_URL": clean_broker},
+        )
+        run("terminal", "run", "--db", db, "--until-idle", "3")
+        assert server.wait(timeout=60) == 0
+
+    init = ["terminal", "init", "--db", db, "--id", terminal, "--location", "L1", "--pos", "PV1"]
+    run(*init, "--offline")  # a new id: nothing to ask the server
+    run("server", "init", "--db", server_db_url)
+    run("terminal", "simulate", "--db", db, "--sales", "8")
+    store_day()
+    engine = open_database(db, "terminal")
+    pull_config(engine)
+    recorded = outbox_rows(engine)  # a few sales were voided: version 2 of the same op
+    assert {state for _o, _v, state in recorded.values()} == {ACKED}
+    purge_cmd = ["tools", "purge-synced", "--db", db, "--user", "admin", "--yes", "--json"]
+    deleted = json.loads(run(*purge_cmd, password="admin").stdout)["deleted"]
+    assert sum(t["rows"] for t in deleted["topics"]) == len(recorded)
+
+    run("terminal", "simulate", "--db", db, "--sales", "5")
+    store_day()
+
+    assert json.loads(run("pending", "list", "--db", db, "--json").stdout) == []
+    left = outbox_rows(engine)
+    assert min(left) == max(recorded) + 1
+    with engine.connect() as connection:
+        last_seq = load_position(connection).last_seq
+    stats = json.loads(run("server", "stats", "--db", server_db_url, "--json").stdout)
+    mine = next(t for t in stats["terminals"] if t["terminal"] == terminal)
+    assert mine["contiguous_seq"] == last_seq == max(left)
+    # What compare will do: the till's sales are those it holds plus those it purged.
+    held = {op_id for op_id, _v, _s in left.values()}
+    assert mine["topics"]["ventas"] == len(held) + purged_counts(engine)["ventas"] == 13
+    engine.dispose()
