@@ -376,6 +376,19 @@ def test_a_replay_of_purged_seqs_is_logged_and_the_rest_is_replayed(
     )
 
 
+def test_replaying_a_purged_operation_by_hand_says_it_was_purged(till: Till, database: str) -> None:
+    purge(till.engine, plan_purge(till.engine), "admin", "ADMIN")
+    op_id = str(till.acked[0].op_id)
+
+    result = cajasync("pending", "replay", "--db", database, op_id, password=None)
+
+    assert (result.returncode, result.stderr) == (
+        1,
+        f"error: not in this terminal's outbox: {op_id} ({op_id}: purged after the server "
+        "acknowledged it; nothing to send)\n",
+    )
+
+
 def test_recover_asks_the_server_only_about_the_rows_left_after_a_purge(till: Till) -> None:
     purge(till.engine, plan_purge(till.engine), "admin", "ADMIN")
 
