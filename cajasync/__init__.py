@@ -86,6 +86,7 @@ _FACE: dict[str, str] = {
     "CatalogError": "cajasync.errors",
     "PullTimedOut": "cajasync.errors",
     "NoAnswer": "cajasync.errors",
+    "NotAuthorised": "cajasync.errors",
 }
 
 __all__ = ["__version__", *sorted(_FACE)]
@@ -115,6 +116,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; never run
         ConfigError,
         InvalidMessage,
         NoAnswer,
+        NotAuthorised,
         NotInitialised,
         PullTimedOut,
         StoreDataError,

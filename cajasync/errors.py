@@ -59,3 +59,8 @@ class PullTimedOut(CajasyncError):
 
 class NoAnswer(CajasyncError):
     """Raised when the server does not answer a terminal's request in time, or cannot be asked."""
+
+
+class NotAuthorised(CajasyncError):
+    """Raised when a user may not do what was asked: unknown or inactive, a wrong password,
+    an unreadable password hash, or a role without the permission."""

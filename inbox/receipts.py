@@ -8,6 +8,7 @@ relay can apply a tick's worth of messages in one commit and tests need only SQL
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any, Final
 import msgspec
 import sqlalchemy as sa
 
-from cajasync.core.terminal_tables import ACKED, PENDING, REJECTED, SENT, outbox
+from cajasync.core.terminal_tables import ACKED, PENDING, REJECTED, SENT, outbox, purged
 from schemas.envelope import (
     OpEnvelope,
     Receipt,
@@ -30,6 +31,8 @@ from schemas.ops import Sale
 # A sale is recorded when (or after) it is rung up; a day of slack for a till's clock.
 RECORDED_SLACK: Final = dt.timedelta(days=1)
 _envelope_decoder = msgspec.msgpack.Decoder(OpEnvelope)
+
+log = logging.getLogger(__name__)
 
 # Which states each verdict may overwrite: an acked row stays acked.
 _SETTLES: dict[str, tuple[str, ...]] = {
@@ -61,8 +64,11 @@ def apply_receipt(connection: sa.Connection, receipt: Receipt) -> tuple[int, int
 def apply_replay(connection: sa.Connection, request: ReplayRequest) -> int:
     """Put rows `from_seq..to_seq` back to pending, whatever their state; return how many.
 
-    The server says it does not hold them, so even acked rows must travel again.
+    The server says it does not hold them, so even acked rows must travel again. Rows purged
+    after the server acknowledged them (`cajasync tools purge-synced`) cannot: a server
+    restored from a backup may ask for them; that is logged, and the rest is replayed.
     """
+    _warn_purged(connection, request)
     result = connection.execute(
         outbox.update()
         .where(outbox.c.seq.between(request.from_seq, request.to_seq))
@@ -73,6 +79,26 @@ def apply_replay(connection: sa.Connection, request: ReplayRequest) -> int:
         )
     )
     return result.rowcount
+
+
+def _warn_purged(connection: sa.Connection, request: ReplayRequest) -> None:
+    count, first, last = connection.execute(
+        sa.select(sa.func.count(), sa.func.min(purged.c.seq), sa.func.max(purged.c.seq)).where(
+            purged.c.seq.between(request.from_seq, request.to_seq)
+        )
+    ).one()
+    if count:
+        log.warning(
+            "terminal %s: the server asks again for seq %d..%d; %d of them (seq %d..%d) were "
+            "purged from this till after the server had acknowledged them "
+            "(`cajasync tools purges`) and cannot be sent again",
+            request.terminal,
+            request.from_seq,
+            request.to_seq,
+            count,
+            first,
+            last,
+        )
 
 
 def _parameters(item: ReceiptItem, now: float) -> dict[str, Any]:

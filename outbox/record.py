@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from cajasync.core.identity import NO_IDENTITY, NO_TABLES
 from cajasync.core.store_faults import kind_of, store_error
-from cajasync.core.terminal_tables import PENDING, outbox, terminal
+from cajasync.core.terminal_tables import PENDING, outbox, purged, terminal
 from cajasync.errors import NotInitialised, StoreError, UnknownOperation
 from schemas.codec import encode
 from schemas.envelope import OpEnvelope
@@ -36,6 +36,10 @@ _NEXT_SEQ = (
 _INSERT = outbox.insert()
 _LATEST_VERSION = sa.select(sa.func.max(outbox.c.version)).where(
     outbox.c.op_id == sa.bindparam("op_id")
+)
+# An operation purged after the server acknowledged it (outbox/purge.py) left its versions here.
+_LATEST_PURGED = sa.select(sa.func.max(purged.c.version)).where(
+    purged.c.op_id == sa.bindparam("op_id")
 )
 
 
@@ -181,4 +185,6 @@ def _next_seq(connection: sa.Connection) -> tuple[int, str, uuid.UUID | None]:
 def _next_version(connection: sa.Connection, op_id: uuid.UUID) -> int:
     with _initialised(connection, "reading the versions of an operation"):
         latest = connection.execute(_LATEST_VERSION, {"op_id": str(op_id)}).scalar()
+        if latest is None:  # never recorded, or purged whole: its versions went together
+            latest = connection.execute(_LATEST_PURGED, {"op_id": str(op_id)}).scalar()
     return 1 if latest is None else int(latest) + 1

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from cajasync.core.store_faults import terminal_connection
-from cajasync.core.terminal_tables import ACKED, PENDING, outbox
+from cajasync.core.terminal_tables import ACKED, PENDING, outbox, purged
 from cajasync.errors import UnknownOperation
 from outbox import claims
 from outbox.outbox_store.base import PendingOp, check_state, missing_ops
@@ -103,7 +103,7 @@ class SqlOutboxStore:
                     sa.select(outbox.c.op_id).where(outbox.c.op_id.in_(wanted))
                 ).scalars()
                 if missing := missing_ops(wanted, found):
-                    raise UnknownOperation(missing)
+                    raise UnknownOperation(missing + _purged_note(connection, wanted))
                 condition = outbox.c.op_id.in_(wanted)
             result = connection.execute(
                 outbox.update()
@@ -128,6 +128,17 @@ class SqlOutboxStore:
 
     def _reading(self, doing: str) -> AbstractContextManager[sa.Connection]:
         return terminal_connection(self._engine, doing, write=False)
+
+
+def _purged_note(connection: sa.Connection, wanted: set[str]) -> str:
+    """Which of the missing ids were purged after the server acknowledged them."""
+    gone = connection.execute(
+        sa.select(purged.c.op_id).where(purged.c.op_id.in_(wanted)).distinct()
+    ).scalars()
+    ids = sorted(gone)
+    if not ids:
+        return ""
+    return f" ({', '.join(ids)}: purged after the server acknowledged it; nothing to send)"
 
 
 def _pending_op(row: Any) -> PendingOp:
