@@ -16,6 +16,7 @@ from cli.pending import pending
 from cli.pull import pull
 from cli.queues import queues
 from cli.replica import replica
+from cli.sales import server_ventas, ventas
 from cli.server import server
 from cli.terminal import terminal
 
@@ -39,6 +40,8 @@ cli.add_command(demo)
 cli.add_command(pull)
 cli.add_command(replica)
 cli.add_command(catalog)
+cli.add_command(ventas)
+server.add_command(server_ventas)
 
 
 def main() -> None:
