@@ -236,9 +236,10 @@ def _count(connection: sa.Connection, slug: str, filters: Filters) -> int:
         sa.select(purged.c.op_id, purged.c.version).where(purged.c.version > 1),
     ).subquery("later")
     total = 0
-    for table, state in ((outbox, filters.state), (purged, None)):
-        if (table is outbox) == (filters.state == PURGED):
-            continue
+    tables = [(outbox, filters.state)] if filters.state != PURGED else []
+    if filters.state in (None, PURGED):
+        tables.append((purged, None))
+    for table, state in tables:
         where = [table.c.topic == slug, *_period_terms(table.c.recorded_at, filters.period)]
         if state is not None:
             where.append(table.c.state == state)
