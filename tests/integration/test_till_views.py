@@ -21,7 +21,14 @@ from cajasync.core.periods import Period
 from cajasync.errors import BrokerUnavailable, ConfigError
 from cli.main import cli
 from outbox.pending import pending_page, show_operation
-from outbox.views import FileView, Filters, OpView, ServerHeld, list_operations
+from outbox.views import (
+    FileView,
+    Filters,
+    OpView,
+    ServerHeld,
+    count_operations,
+    list_operations,
+)
 from tests.integration.views_support import (
     DAY_2,
     FILE_NAME,
@@ -115,6 +122,7 @@ def test_a_weekly_file_is_one_row_summarising_its_chunks(till: Till) -> None:
         set(map(str, till.chunks)),
     )
     set_state(till.engine, till.chunks, "acked")
+    assert count_operations(till.engine, "weekly-files") == 1  # the demo's "recorded" column
     set_state(till.engine, till.chunks[1:2], "rejected", "chunk 1 is not what the file announced")
     [file] = list_operations(till.engine, "weekly-files").rows
     assert file.state == "rejected"
