@@ -142,6 +142,11 @@ def test_purged_operations_are_still_listed_as_purged_without_their_columns(till
     [file] = list_operations(till.engine, "weekly-files").rows
     assert isinstance(file, FileView)
     assert (file.state, file.chunks_held, file.file_name) == ("purged", 3, None)
+    [(version, state, operation, purged_at)] = [
+        (v.version, v.state, v.operation, v.purged_at)
+        for v in show_operation(till.engine, till.sales[1]).versions
+    ]
+    assert (version, state, operation, purged_at) == (1, "purged", None, DAY_2)
 
 
 def test_the_server_columns_say_what_it_holds_or_that_it_was_not_asked(till: Till) -> None:
