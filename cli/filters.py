@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -10,6 +11,8 @@ import click
 from sqlalchemy.engine import Engine
 
 from cajasync.core.periods import Period, zone
+from cajasync.errors import ConfigError
+from inbox.replica_api import terminal_zone
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,3 +54,23 @@ def period_of(since: str | None, until: str | None, timezone: str | None) -> Per
         return Period.parse(since, until, zone(timezone))
     except Exception as exc:  # ConfigError: shown as a usage error naming the option
         raise click.UsageError(str(exc)) from None
+
+
+def till_period(
+    engine: Engine, since: str | None, until: str | None, timezone: str | None
+) -> tuple[Period, dt.tzinfo]:
+    """The period typed on a till's command, read in the till's time zone (`timezone`,
+    else its configuration's, else the machine's), and that zone for showing dates."""
+    try:
+        tz = terminal_zone(engine, timezone)
+        return Period.parse(since, until, tz), tz
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def customer_number_options(func: F) -> F:
+    """`--customer C` and `--number N` (a ticket's or a Z close's number) on sales views."""
+    func = click.option(
+        "--number", type=click.IntRange(min=0), help="Ticket number (Z number for cierres-z)."
+    )(func)
+    return click.option("--customer", metavar="CODE", help="Customer code (ventas only).")(func)

@@ -18,6 +18,7 @@ from cli.pending import pending
 from cli.pull import pull
 from cli.queues import queues
 from cli.replica import replica
+from cli.sales import server_ventas, ventas
 from cli.server import server
 from cli.terminal import terminal
 from cli.tools import tools
@@ -45,6 +46,8 @@ cli.add_command(catalog)
 cli.add_command(compare)
 cli.add_command(diff)
 cli.add_command(tools)
+cli.add_command(ventas)
+server.add_command(server_ventas)
 
 
 def main() -> None:

@@ -61,7 +61,8 @@ def run(db: str, broker_url: str, until_idle: float | None) -> None:
 @server_db_option
 @json_option
 def stats(db: str, as_json: bool) -> None:
-    """Per terminal: highest contiguous seq held, operations held per topic, seqs recorded
+    """Per terminal: highest contiguous seq held, operations held per topic (a weekly file
+    counts once; the chunks it came in are counted apart), seqs recorded
     lost (missing below where a rebuilt till restarted), the first open gap (since when,
     how many times the till was asked to replay it), and operations refused as coming from
     a second live copy of the terminal (see `terminal init`)."""
@@ -80,6 +81,7 @@ def stats(db: str, as_json: bool) -> None:
             "contiguous seq",
             "max seq",
             *topics,
+            "weekly chunks",
             "lost seqs",
             "open gap",
             "gap open since",
@@ -92,6 +94,7 @@ def stats(db: str, as_json: bool) -> None:
                 row["contiguous_seq"],
                 row["max_seq"],
                 *(row["topics"].get(t, 0) for t in topics),
+                row["weekly_chunks"],
                 row["lost_seqs"],
                 *_gap_cells(row["gap"]),
                 row["copy_ops_rejected"],

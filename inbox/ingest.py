@@ -49,7 +49,9 @@ from inbox.isolate import apply_isolating
 from inbox.server_store import incarnations
 from inbox.server_store.base import Gap, GapState, Incoming, ServerStore, Verdict
 from inbox.server_store.sql import SqlServerStore
+from inbox.server_views import weekly_counts
 from inbox.zreconcile import SWEEP_S, ZReconciler
+from schemas.topics import WEEKLY_FILES
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +131,13 @@ def dead_letters(deliveries: list[Delivery], verdicts: list[Verdict]) -> list[tu
 
 
 def server_stats(engine: Engine) -> dict[str, list[dict[str, Any]]]:
-    """Per terminal: progress, operations per topic, seqs recorded lost, its first open gap
-    (seqs, since when and how many times ingest asked for it) and its databases
+    """Per terminal: progress, operations per topic (a weekly file counts once, however
+    many chunks it came in: those are `weekly_chunks`), seqs recorded lost, its first open
+    gap (seqs, since when and how many times ingest asked for it) and its databases
     (incarnations: the current one, second live copies refused), as `server stats --json`
     prints."""
     store = SqlServerStore(engine)
+    weekly = weekly_counts(engine)
     lineages = store.lineages()
     gaps = {gap.terminal: gap for gap in store.gaps()}
     states = {state.terminal: state for state in store.gap_states()}
@@ -142,7 +146,8 @@ def server_stats(engine: Engine) -> dict[str, list[dict[str, Any]]]:
             "terminal": s.terminal,
             "contiguous_seq": s.contiguous_seq,
             "max_seq": s.max_seq,
-            "topics": dict(s.topics),
+            "topics": _files_once(s.topics, weekly.get(s.terminal)),
+            "weekly_chunks": weekly.get(s.terminal, (0, 0))[1],
             "lost_seqs": s.lost,
             "gap": open_gap(gaps.get(s.terminal), states.get(s.terminal)),
             **incarnations.summary(lineages.pop(s.terminal, [])),
@@ -155,6 +160,7 @@ def server_stats(engine: Engine) -> dict[str, list[dict[str, Any]]]:
             "contiguous_seq": 0,
             "max_seq": 0,
             "topics": {},
+            "weekly_chunks": 0,
             "lost_seqs": 0,
             "gap": None,
             **incarnations.summary(rows),
@@ -162,6 +168,14 @@ def server_stats(engine: Engine) -> dict[str, list[dict[str, Any]]]:
         for t, rows in lineages.items()
     ]
     return {"terminals": sorted(terminals, key=lambda row: row["terminal"])}
+
+
+def _files_once(topics: dict[str, int], weekly: tuple[int, int] | None) -> dict[str, int]:
+    """Operations per topic, weekly files counted as files rather than chunks."""
+    counted = dict(topics)
+    if weekly is not None and weekly[0]:
+        counted[WEEKLY_FILES] = weekly[0]
+    return counted
 
 
 def open_gap(gap: Gap | None, state: GapState | None) -> dict[str, Any] | None:

@@ -31,7 +31,8 @@ from cajasync.errors import BrokerUnavailable
 from cajasync.samples import backoffice as backoffice
 from cajasync.samples.netcut import NetCut
 from cajasync.samples.simulate import PosSimulator
-from schemas.topics import UP_TOPICS
+from outbox.views import count_operations
+from schemas.topics import UP_TOPICS, WEEKLY_FILES
 
 log = logging.getLogger(__name__)
 
@@ -307,13 +308,17 @@ def final_table(state: DemoState) -> list[TopicRow]:
     rows = []
     for terminal in state.terminals:
         counts = terminal_counts(terminal)
+        # the server counts a weekly file once, however many chunks it travelled in
+        recorded_files = count_operations(terminal.engine, WEEKLY_FILES)
         for topic in UP_TOPICS:
             by_state = counts.get(topic, {})
             rows.append(
                 TopicRow(
                     terminal=terminal.identity.terminal,
                     topic=topic,
-                    recorded=by_state.get("operations", 0),
+                    recorded=recorded_files
+                    if topic == WEEKLY_FILES
+                    else by_state.get("operations", 0),
                     held=held.get(terminal.identity.terminal, {}).get(topic, 0),
                     pending=sum(v for k, v in by_state.items() if k not in ("operations", ACKED)),
                 )

@@ -142,6 +142,7 @@ def test_published_sales_are_applied_and_receipted(
         "contiguous_seq": 3,
         "max_seq": 3,
         "topics": {"ventas": 3},
+        "weekly_chunks": 0,
         "lost_seqs": 0,
         "gap": None,
         # never set up again: no registered incarnation, no second copy
@@ -176,6 +177,7 @@ def test_poison_message_is_dead_lettered_while_the_good_ones_are_applied(
         "contiguous_seq": 1,
         "max_seq": 3,
         "topics": {"ventas": 2},
+        "weekly_chunks": 0,
         "lost_seqs": 0,
         "incarnation": None,
         "restarted_after_seq": None,
