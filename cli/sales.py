@@ -12,6 +12,7 @@ import click
 from cajasync.core.db import opened
 from cajasync.core.periods import zone
 from cajasync.errors import ConfigError
+from cajasync.processes.questions import held_lookup
 from cli.filters import (
     customer_number_options,
     period_of,
@@ -19,7 +20,13 @@ from cli.filters import (
     till_period,
     timezone_option,
 )
-from cli.options import json_option, server_db_option, terminal_db_option
+from cli.options import (
+    broker_option,
+    json_option,
+    server_db_option,
+    settings_for,
+    terminal_db_option,
+)
 from cli.output import emit_json, table
 from inbox.server_views import (
     ServerFileView,
@@ -58,6 +65,7 @@ def page_options(func: F) -> F:
 @customer_number_options
 @page_options
 @click.option("--local", is_flag=True, help="Do not ask the server what it holds.")
+@broker_option
 @json_option
 def ventas(
     db: str,
@@ -71,6 +79,7 @@ def ventas(
     limit: int,
     show_all: bool,
     local: bool,
+    broker_url: str,
     as_json: bool,
 ) -> None:
     """The till's sales (or --topic pagos / cierres-z / archivos-semanales), newest first:
@@ -78,9 +87,7 @@ def ventas(
     with opened(db, "terminal") as engine:
         period, tz = till_period(engine, since, until, timezone)
         filters = Filters(period, state, customer, number, None if show_all else limit)
-        # TODO(integrator): unless `local`, pass
-        # server=cajasync.processes.questions.ask_held(...) to ask the server over the broker.
-        server = None
+        server = None if local else held_lookup(engine, settings_for(broker_url), topic)
         listing = list_operations(engine, topic, filters, server=server)
     if as_json:
         emit_json(listing)

@@ -29,6 +29,7 @@ from cajasync.core.terminal_tables import PENDING, REJECTED, SENT
 from cajasync.errors import CajasyncError
 from inbox.replica_store.sql import SqlReplicaStore
 from outbox.recorded import PURGED, Purge, state_counts, topic_purges
+from outbox.views import ServerHeld, ServerLookup
 from schemas.questions import (
     MAX_HELD,
     Answer,
@@ -327,3 +328,21 @@ def _down_hint(topic: str, terminal: int, server: int, db: str) -> str:
             f"`cajasync tools prune {topic} --db {db}`"
         )
     return ""
+
+
+def held_lookup(
+    engine: Engine, settings: Settings, topic: str, *, timeout: float = DEFAULT_TIMEOUT_S
+) -> ServerLookup:
+    """The sales view's server column (outbox/views.py): what the server holds of the
+    till's operations, asked over the broker for each page listed."""
+    with reading(engine) as connection:
+        identity = load_identity(connection)
+
+    def lookup(op_ids: list[str]) -> dict[str, ServerHeld]:
+        held = ask_held(settings, identity, topic, op_ids, timeout=timeout)
+        return {
+            op_id: ServerHeld(version=op.version, received_at=op.received_at, status=op.status)
+            for op_id, op in held.items()
+        }
+
+    return lookup

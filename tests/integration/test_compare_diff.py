@@ -228,3 +228,24 @@ def test_the_compare_command_exits_1_and_prints_json_when_something_differs(
     assert result.exit_code == 1, result.output
     assert '"topic":"ventas"' in result.output
     assert '"equal":false' in result.output
+
+
+def test_the_sales_view_shows_what_the_server_holds_of_each_sale(
+    server: Server, synced: Terminal, compare_url: str
+) -> None:
+    import json
+
+    from cli.main import cli
+
+    gone = inject_differences(server, synced)["sale"]
+    db = str(synced.engine.url.database)
+    result = CliRunner().invoke(cli, ["ventas", "--db", db, "--json", "--broker-url", compare_url])
+    assert result.exit_code == 0, result.output
+    rows = {row["op_id"]: row for row in json.loads(result.output)["rows"]}
+    assert len(rows) == SALES
+    assert rows[gone]["server"] is None
+    held = [row["server"] for op_id, row in rows.items() if op_id != gone]
+    assert all(h is not None and h["version"] == 1 and h["status"] == "applied" for h in held)
+
+    local = CliRunner().invoke(cli, ["ventas", "--db", db, "--local", "--json"])
+    assert all(row["server"] is None for row in json.loads(local.output)["rows"])
