@@ -10,6 +10,9 @@ tests/integration/test_replica_contract.py on SQLite check them):
 * a record is held under its change's key and version, whatever the record says;
 * reads see live records only: `record` by topic and key, `records` of a topic by key,
   `counts` per topic holding any; `image` by sha256, stored once, only when it matches;
+* every record keeps the scope of the stream its change came by (`entry`, `entries`:
+  which location a stock record belongs to); `records`, `entries` and `counts` read one
+  scope when given one;
 * every database error leaves as a cajasync error (NotInitialised on a database never set
   up with `cajasync terminal init`).
 """
@@ -38,12 +41,24 @@ class ReplicaStore(Protocol):
         """The live record of `topic` with `key`, or None."""
         ...
 
-    def records(self, topic: str, limit: int | None = None) -> list[Record]:
-        """Up to `limit` live records of `topic`, by key."""
+    def entry(self, topic: str, key: str) -> tuple[str | None, Record] | None:
+        """The scope and live record of `topic` with `key`, or None."""
         ...
 
-    def counts(self, topic: str | None = None) -> dict[str, int]:
-        """Live records per topic holding any (only `topic` when given)."""
+    def records(
+        self, topic: str, limit: int | None = None, scope: str | None = None
+    ) -> list[Record]:
+        """Up to `limit` live records of `topic` (of `scope` when given), by key."""
+        ...
+
+    def entries(
+        self, topic: str, limit: int | None = None, scope: str | None = None
+    ) -> list[tuple[str | None, Record]]:
+        """`records` with the scope each came by."""
+        ...
+
+    def counts(self, topic: str | None = None, scope: str | None = None) -> dict[str, int]:
+        """Live records per topic holding any (only `topic`, only `scope` when given)."""
         ...
 
     def image(self, sha256: str) -> bytes | None:
