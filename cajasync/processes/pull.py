@@ -300,7 +300,7 @@ def _result(engine: Engine, request_id: str, seconds: float) -> PullResult:
         image_bytes=row.image_bytes,
         seconds=round(seconds, 3),
         location=row.location,
-        keys=msgspec.json.decode(row.keys, type=list[str]) if row.keys else [],
+        keys=msgspec.json.decode(row._mapping["keys"] or "[]", type=list[str]),
         missing_keys=msgspec.json.decode(row.missing_keys or "[]", type=list[str]),
         removed=row.removed or 0,
     )
