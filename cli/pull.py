@@ -22,6 +22,18 @@ from cli.output import console, emit_json
 @click.option("--full", is_flag=True, help="A whole snapshot, even of topics already held.")
 @click.option("--combo-products", is_flag=True, help="With combos: also the products they contain.")
 @click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    metavar="KEY",
+    help="Only this record (repeat for more), e.g. `pull clientes --key C1 --key C2`.",
+)
+@click.option(
+    "--location",
+    metavar="LOCATION",
+    help="stock: another location's, kept beside this till's own (which stays the live one).",
+)
+@click.option(
     "--timeout",
     type=click.FloatRange(min=1),
     default=300,
@@ -38,6 +50,8 @@ def pull(
     images: bool,
     full: bool,
     combo_products: bool,
+    keys: tuple[str, ...],
+    location: str | None,
     timeout: float,
     broker_url: str,
     as_json: bool,
@@ -45,7 +59,9 @@ def pull(
     """Bring server data to this terminal: a snapshot the first time, then only changes.
 
     TOPICS are down topics by slug or English alias (productos / products, clientes /
-    customers, stock, combos, …); --all takes every one the terminal receives.
+    customers, stock, combos, …); --all takes every one the terminal receives. `--key`
+    brings only those records ("descargar clientes específicos") and names the ones the
+    server lacks; `stock --location L2` brings another location's stock.
     """
     from cajasync.processes.pull import pull as run_pull
 
@@ -59,6 +75,8 @@ def pull(
             images=images,
             full=full,
             combo_products=combo_products,
+            keys=keys,
+            location=location,
             timeout=timeout,
             on_progress=on_progress,
         )
@@ -69,10 +87,13 @@ def pull(
     if images:
         what += f" and {result.images} images ({decimal(result.image_bytes)})"
     kind = "snapshot" if result.full else "pull"
-    console.print(
-        f"{kind} of {', '.join(result.topics)}: {what} in {result.seconds:.1f}s",
-        highlight=False,
-    )
+    of = ", ".join(result.topics) + (f" of location {result.location}" if result.location else "")
+    console.print(f"{kind} of {of}: {what} in {result.seconds:.1f}s", highlight=False)
+    if result.removed:
+        console.print(f"removed {result.removed} records the server no longer has", highlight=False)
+    if result.missing_keys:
+        missing = ", ".join(result.missing_keys)
+        console.print(f"not on the server: {missing}", style="yellow", highlight=False)
 
 
 @contextmanager

@@ -9,10 +9,10 @@ import click
 from cajasync.core.db import opened
 from cli.options import json_option, terminal_db_option
 from cli.output import emit_json, table
-from inbox.replica_api import Replica
+from inbox.replica_api import ALL_LOCATIONS, Replica
 from schemas.codec import to_builtins, to_json
 from schemas.records import Record
-from schemas.topics import down_topic
+from schemas.topics import DOWN_TOPIC_SCOPES, down_topic
 
 
 @click.group()
@@ -20,19 +20,30 @@ def replica() -> None:
     """Read the terminal's replica of the server data (what the POS sees).
 
     TOPIC is a down topic by slug or English alias: productos (products), clientes
-    (customers), configuracion (config), stock, combos, ofertas (offers), …
+    (customers), configuracion (config), stock, combos, ofertas (offers), …  Stock is
+    this till's location's unless --location names another (`*`: every one held), and
+    says which location each record belongs to.
     """
+
+
+def _location_option(command: Any) -> Any:
+    return click.option(
+        "--location",
+        metavar="LOCATION",
+        help="stock: this location's (default: the till's own; '*': every location held).",
+    )(command)
 
 
 @replica.command("count")
 @terminal_db_option
 @click.argument("topic", required=False)
+@_location_option
 @json_option
-def count_cmd(db: str, topic: str | None, as_json: bool) -> None:
+def count_cmd(db: str, topic: str | None, location: str | None, as_json: bool) -> None:
     """Records per topic (deleted ones not counted)."""
     slug = None if topic is None else down_topic(topic)
     with opened(db, "terminal") as engine:
-        counts = Replica(engine).count(slug)
+        counts = Replica(engine).count(slug, location=location)
     if as_json:
         emit_json(counts)
         return
@@ -43,16 +54,26 @@ def count_cmd(db: str, topic: str | None, as_json: bool) -> None:
 @terminal_db_option
 @click.argument("topic")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many.")
+@_location_option
 @json_option
-def list_cmd(db: str, topic: str, limit: int | None, as_json: bool) -> None:
-    """The records of TOPIC, by key."""
+def list_cmd(db: str, topic: str, limit: int | None, location: str | None, as_json: bool) -> None:
+    """The records of TOPIC, by key (stock with the location it belongs to)."""
     slug = down_topic(topic)
     with opened(db, "terminal") as engine:
-        records = Replica(engine).query(slug, limit=limit)
+        located = Replica(engine).located(slug, limit=limit, location=location)
+    records = [record for _where, record in located]
+    per_location = DOWN_TOPIC_SCOPES[slug] == "loc"
     if as_json:
-        emit_json(records)
+        emit_json(
+            [{"location": where, **to_builtins(record)} for where, record in located]
+            if per_location
+            else records
+        )
         return
-    rows = [_flat(record) for record in records]
+    rows = [
+        {"location": where, **_flat(record)} if per_location else _flat(record)
+        for where, record in located
+    ]
     columns = list(dict.fromkeys(name for row in rows for name in row))
     table(f"{slug} ({len(records)})", columns, [[row.get(c) for c in columns] for row in rows])
 
@@ -63,16 +84,22 @@ def list_cmd(db: str, topic: str, limit: int | None, as_json: bool) -> None:
 @click.argument("key")
 @json_option
 def show_cmd(db: str, topic: str, key: str, as_json: bool) -> None:
-    """One record of TOPIC by KEY, with its version and every field."""
+    """One record of TOPIC by KEY, with its version and every field (stock: of any
+    location, with the location it belongs to)."""
     slug = down_topic(topic)
     with opened(db, "terminal") as engine:
-        record = Replica(engine).get_record(slug, key)
-    if record is None:
+        found = Replica(engine).locate(slug, key, location=ALL_LOCATIONS)
+    if found is None:
         raise click.ClickException(f"no {slug} record with key {key!r} in this terminal")
+    where, record = found
+    fields = _flat(record)
+    if DOWN_TOPIC_SCOPES[slug] == "loc":
+        fields = {"location": where, **fields}
     if as_json:
-        emit_json(record)
+        loc = DOWN_TOPIC_SCOPES[slug] == "loc"
+        emit_json({"location": where, **to_builtins(record)} if loc else record)
         return
-    table(f"{slug} {key}", ["field", "value"], list(_flat(record).items()))
+    table(f"{slug} {key}", ["field", "value"], list(fields.items()))
 
 
 def _flat(record: Record) -> dict[str, Any]:

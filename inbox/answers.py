@@ -37,7 +37,8 @@ from schemas.feed import (
     split_stream,
 )
 from schemas.questions import CountsQuestion, DigestQuestion, EntriesQuestion, HeldQuestion
-from schemas.records import Combo
+from schemas.records import Combo, Record, for_terminal
+from schemas.topics import TABLE_TOPICS
 
 PAGE_SIZE = 1000  # records per SnapshotPage
 EVENT_SIZE = 500  # changes per catch-up ChangeEvent
@@ -46,6 +47,7 @@ PRODUCTS = "productos"
 COMBOS = "combos"
 
 _combo_decoder = msgspec.msgpack.Decoder(Combo)
+_record_decoder: msgspec.msgpack.Decoder[Record] = msgspec.msgpack.Decoder(Record)
 
 
 class CatalogReader(Protocol):
@@ -83,12 +85,16 @@ class Tally:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotPlan:
-    """A checked snapshot or refresh: the streams to send, in order, and their positions."""
+    """A checked snapshot or refresh: the streams to send, in order, and their positions.
+
+    With `keys`, only those records of every stream are sent, and no high-water.
+    """
 
     request: SnapshotRequest
     streams: list[str]
     since: dict[str, int]
     combo_streams: list[str]  # product streams to look combo items up in (empty: none)
+    keys: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,19 +159,21 @@ def plan(body: bytes, routing_key: str, user_id: str | None) -> Plan:
 def plan_snapshot(request: SnapshotRequest) -> SnapshotPlan:
     """The streams a snapshot request covers; unknown topics and foreign streams raise."""
     requester = Requester.of(request)
+    location = request.from_location
     topics = list(dict.fromkeys(request.topics))
     for topic in topics:
         check_topic(topic)
-    streams = [stream for topic in topics for stream in streams_for(requester, topic)]
+    streams = [stream for topic in topics for stream in streams_for(requester, topic, location)]
     since: dict[str, int] = {}
     for stream, position in request.since.items():
-        if check_stream(requester, stream) and stream in streams:
+        if check_stream(requester, stream, location) and stream in streams:
             if position < 0:
                 raise InvalidMessage(f"position {position} of stream {stream!r} is negative")
             since[stream] = position
     combos = request.combo_products and COMBOS in topics and PRODUCTS not in topics
     combo_streams = streams_for(requester, PRODUCTS) if combos else []
-    return SnapshotPlan(request, streams, since, combo_streams)
+    keys = list(dict.fromkeys(request.keys))
+    return SnapshotPlan(request, streams, since, combo_streams, keys)
 
 
 def high_water_reply(plan: HighWaterPlan, store: IncarnationStore) -> bytes:
@@ -194,10 +202,15 @@ class _Sent:
     records: int = 0
     images: set[str] = field(default_factory=set)
     combo_items: set[str] = field(default_factory=set)
+    keys: set[str] = field(default_factory=set)  # keys sent as live records
 
 
 def snapshot_replies(plan: SnapshotPlan, reader: CatalogReader, tally: Tally) -> Iterator[bytes]:
-    """Pages of every stream (high water read first), combo products, then SnapshotDone."""
+    """Pages of every stream (high water read first), combo products, then SnapshotDone.
+
+    A request naming keys gets those records of every stream, no high-water (a position
+    moved to it would skip the other keys' changes) and the keys the server lacks.
+    """
     request = plan.request
     heads = reader.heads(plan.streams)
     sent = _Sent()
@@ -205,11 +218,21 @@ def snapshot_replies(plan: SnapshotPlan, reader: CatalogReader, tally: Tally) ->
         if stream in heads:
             yield from _stream_pages(plan, stream, reader, sent)
     for stream in plan.combo_streams:
-        yield from _combo_product_pages(request.request_id, stream, reader, sent)
-    high_water = {stream: heads[stream] for stream in plan.streams if stream in heads}
+        yield from _combo_product_pages(plan, stream, reader, sent)
+    if plan.keys:
+        high_water: dict[str, int] = {}
+        whole: list[str] = []
+    else:
+        high_water = {stream: heads[stream] for stream in plan.streams if stream in heads}
+        whole = [stream for stream in plan.streams if stream not in plan.since]
     images = sorted(sent.images) if request.images else []
     done = SnapshotDone(
-        request_id=request.request_id, high_water=high_water, records=sent.records, images=images
+        request_id=request.request_id,
+        high_water=high_water,
+        records=sent.records,
+        images=images,
+        whole=whole,
+        missing_keys=[key for key in plan.keys if key not in sent.keys],
     )
     tally.records += sent.records
     yield encode(done)
@@ -218,13 +241,24 @@ def snapshot_replies(plan: SnapshotPlan, reader: CatalogReader, tally: Tally) ->
 def _stream_pages(
     plan: SnapshotPlan, stream: str, reader: CatalogReader, sent: _Sent
 ) -> Iterator[bytes]:
-    """A full snapshot (live records by key) or a refresh (changes since, by seq)."""
+    """Asked keys, a full snapshot (live records by key) or a refresh (changes since, by seq)."""
     since = plan.since.get(stream)
-    rows = _current_rows(reader, stream) if since is None else _changed_rows(reader, stream, since)
+    if plan.keys:
+        rows = _keyed_rows(reader, stream, plan.keys)
+    elif since is None:
+        rows = _current_rows(reader, stream)
+    else:
+        rows = _changed_rows(reader, stream, since)
     for page in rows:
         if plan.combo_streams and split_stream(stream)[0] == COMBOS:
             sent.combo_items.update(_combo_items(page))
-        yield _page(plan.request.request_id, stream, page, sent)
+        yield _page(plan, stream, page, sent, whole=since is None and not plan.keys)
+
+
+def _keyed_rows(reader: CatalogReader, stream: str, keys: list[str]) -> Iterator[list[RecordRow]]:
+    rows = reader.by_keys(stream, keys)
+    for start in range(0, len(rows), PAGE_SIZE):
+        yield rows[start : start + PAGE_SIZE]
 
 
 def _current_rows(reader: CatalogReader, stream: str) -> Iterator[list[RecordRow]]:
@@ -242,12 +276,12 @@ def _changed_rows(reader: CatalogReader, stream: str, since: int) -> Iterator[li
 
 
 def _combo_product_pages(
-    request_id: str, stream: str, reader: CatalogReader, sent: _Sent
+    plan: SnapshotPlan, stream: str, reader: CatalogReader, sent: _Sent
 ) -> Iterator[bytes]:
     """The products the sent combos are made of, from one product stream."""
     rows = reader.by_keys(stream, sorted(sent.combo_items))
     for start in range(0, len(rows), PAGE_SIZE):
-        yield _page(request_id, stream, rows[start : start + PAGE_SIZE], sent)
+        yield _page(plan, stream, rows[start : start + PAGE_SIZE], sent, whole=False)
 
 
 def _combo_items(rows: list[RecordRow]) -> set[str]:
@@ -259,18 +293,40 @@ def _combo_items(rows: list[RecordRow]) -> set[str]:
     }
 
 
-def _page(request_id: str, stream: str, rows: list[RecordRow], sent: _Sent) -> bytes:
-    """One SnapshotPage; counts its records and the images they refer to."""
+def _page(
+    plan: SnapshotPlan, stream: str, rows: list[RecordRow], sent: _Sent, *, whole: bool
+) -> bytes:
+    """One SnapshotPage; counts its records and the images they refer to.
+
+    A record the terminal must not hold (a room for a restaurant, schemas.records
+    `for_terminal`) is left out of a whole stream and sent as a tombstone otherwise, so a
+    record that changed kind leaves the terminal that held it.
+    """
     topic = split_stream(stream)[0]
+    kind = plan.request.terminal_kind
     changes: list[StoredChange] = []
     for row in rows:
+        body = row.body
+        if body is not None and topic in TABLE_TOPICS and not _fits(body, kind):
+            if whole:
+                continue
+            body = None
         changes.append(
-            stored_change(stream, topic, row.key, seq=row.seq, version=row.version, body=row.body)
+            stored_change(stream, topic, row.key, seq=row.seq, version=row.version, body=body)
         )
-        if row.image is not None and row.body is not None:
-            sent.images.add(row.image)
-    sent.records += len(rows)
-    return page_body(request_id, stream, changes)
+        if body is not None:
+            sent.keys.add(row.key)
+            if row.image is not None:
+                sent.images.add(row.image)
+    sent.records += len(changes)
+    return page_body(plan.request.request_id, stream, changes)
+
+
+def _fits(body: bytes, terminal_kind: str) -> bool:
+    try:
+        return for_terminal(_record_decoder.decode(body), terminal_kind)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return True  # not ours to judge here: the terminal refuses what is no record
 
 
 # -- catch-up and images -----------------------------------------------------------------

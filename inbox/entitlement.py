@@ -7,7 +7,15 @@ applies to the terminal (schemas.topics.DOWN_TOPIC_SCOPES: `<topic>:all`, its lo
 (cajasync.core.topology.change_bindings), and the only scopes the catalog writes a topic in.
 `mesas` is offered only to restaurant and hotel terminals: for a shop it is simply empty,
 not an error. Naming another terminal's, location's or point of sale's stream is an error
-(InvalidMessage).
+(InvalidMessage), with one exception:
+
+Another location's stock, asked for by name (`SnapshotRequest.from_location`, `cajasync
+pull stock --location L2`): a till reads `<topic>:loc.<that location>` of the topics of
+scope `loc` in a snapshot, instead of its own location's streams. Any location of the chain
+may be asked: today every till is trusted for reads of its own chain (the broker cannot
+tell chains apart yet; issue 9 will restrict this by the terminal registry). It is a read
+on request only: the till's queue stays bound to its own location, so change events keep
+coming for its own stock alone, and a catch-up of another location's stream is refused.
 
 Pure functions: no broker, no store.
 """
@@ -60,17 +68,33 @@ def offered(requester: Requester, topic: str) -> bool:
     return topic not in TABLE_TOPICS or requester.kind in TABLE_KINDS
 
 
-def streams_for(requester: Requester, topic: str) -> list[str]:
-    """The streams of a known `topic` the requester receives; empty when not offered to it."""
+def streams_for(requester: Requester, topic: str, location: str | None = None) -> list[str]:
+    """The streams of a known `topic` the requester receives; empty when not offered to it.
+
+    With `location` (another location named in a snapshot request), a topic of scope `loc`
+    is that location's stream alone; other topics are unaffected.
+    """
     if not offered(requester, topic):
         return []
+    if asks_other_location(requester, topic, location):
+        return [f"{topic}:loc.{location}"]
     scopes = requester.own_scopes()
     return [f"{topic}:{scopes[DOWN_TOPIC_SCOPES[topic]]}", f"{topic}:{scopes['term']}"]
 
 
-def check_stream(requester: Requester, stream: str) -> bool:
+def asks_other_location(requester: Requester, topic: str, location: str | None) -> bool:
+    """True when `location` names a location other than the requester's for a `loc` topic."""
+    return (
+        location is not None
+        and location != requester.location
+        and DOWN_TOPIC_SCOPES.get(topic) == "loc"
+    )
+
+
+def check_stream(requester: Requester, stream: str, location: str | None = None) -> bool:
     """Whether the requester may read `stream`: True if so, False for a topic not offered to
-    it (tables on a shop); InvalidMessage for an unknown topic or somebody else's stream."""
+    it (tables on a shop); InvalidMessage for an unknown topic or somebody else's stream
+    (another location's `loc` stream is the requester's to read when `location` names it)."""
     try:
         msgspec.convert(stream, Stream)
     except msgspec.ValidationError as exc:
@@ -79,7 +103,7 @@ def check_stream(requester: Requester, stream: str) -> bool:
     check_topic(topic)
     if not offered(requester, topic):
         return False
-    if stream not in streams_for(requester, topic):
+    if stream not in streams_for(requester, topic, location):
         raise InvalidMessage(
             f"terminal {requester.terminal} (location {requester.location}, "
             f"pos {requester.pos}) is not entitled to stream {stream!r}"

@@ -26,7 +26,19 @@ The rules:
   name, ...) or is not of its change's topic is refused with an error in the log: the
   replica keeps what it had, and a live change still counts as seen for its stream's
   position (the server holds that version; asking again would bring it back unchanged).
-* Images are stored once by content address, only when their sha256 checks out.
+* A record the terminal must not hold (a hotel room on a restaurant's till: schemas.records
+  `for_terminal`) is applied as a tombstone of its version: live events of the shared
+  `mesas` stream carry both kinds, and a record that changed kind must leave.
+* Every row keeps the scope and seq of the change that wrote it (which location a stock
+  record belongs to). Every snapshot page stamps the keys it lists with its pull; once a
+  pull's records are all in, each stream the server sent whole loses the live records the
+  pages did not list (`sweep`: tombstoned with their version), except those a live change
+  past the snapshot's high-water wrote (their seq is above it).
+* A pull naming keys (or another location's stock) is no refresh of its topics: its
+  high-water is empty, so no position moves, and it does not count as having pulled them.
+* Images are stored once by content address, only when their sha256 checks out. On a till
+  that keeps images (a pull with images finished once), a live change referring to an
+  image it lacks asks for it at once (an ImageRequest outside any pull).
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -59,7 +72,7 @@ from schemas.feed import (
     split_stream,
 )
 from schemas.record_rules import record_problem
-from schemas.records import Record, image_of
+from schemas.records import Record, for_terminal, image_of
 from schemas.unions import Request
 
 log = logging.getLogger(__name__)
@@ -91,6 +104,7 @@ class FeedMemory:
     clock: Callable[[], float] = time.monotonic
     ahead: dict[str, set[int]] = field(default_factory=dict)
     asked: dict[str, tuple[int, float]] = field(default_factory=dict)
+    images_asked: set[str] = field(default_factory=set)  # by live changes, this session
 
     def advance(self, stream: str, position: int, seqs: Iterable[int]) -> int:
         """Record `seqs` applied on top of `position`; the new contiguous position."""
@@ -124,6 +138,7 @@ class FeedMemory:
         """Drop everything (a new broker session starts from what the database says)."""
         self.ahead.clear()
         self.asked.clear()
+        self.images_asked.clear()
 
 
 def apply_down(
@@ -146,11 +161,13 @@ def apply_down(
         return _apply_live(connection, message, identity, memory, now)
     nbytes = len(encode(message)) if size is None else size
     if isinstance(message, RawSnapshotPage):
-        upsert_raw(connection, message.changes, now)
+        upsert_raw(connection, message.changes, now, identity.kind)
+        _list(connection, message.request_id, message.changes)
         _count(connection, message.request_id, records=len(message.changes), nbytes=nbytes)
         return _complete_records(connection, message.request_id, identity, now)
     if isinstance(message, SnapshotPage):
-        upsert(connection, message.changes, now)
+        upsert(connection, message.changes, now, identity.kind)
+        _list(connection, message.request_id, message.changes)
         _count(connection, message.request_id, records=len(message.changes), nbytes=nbytes)
         return _complete_records(connection, message.request_id, identity, now)
     if isinstance(message, SnapshotDone):
@@ -202,13 +219,19 @@ def _merged(events: list[ChangeEvent]) -> ChangeEvent:
 # -- records --------------------------------------------------------------------------------
 
 
-def upsert(connection: sa.Connection, changes: Sequence[Change], now: float) -> None:
-    """Write every change whose version is newer than the replica's, in one executemany.
+def upsert(
+    connection: sa.Connection,
+    changes: Sequence[Change],
+    now: float,
+    terminal_kind: str | None = None,
+) -> None:
+    """Write every change whose version is newer than the replica's, in one executemany
+    (as a tombstone, a record a terminal of `terminal_kind` must not hold).
 
     The statement goes straight to the driver: SQLAlchemy's per-row parameter processing
     would cost more than SQLite's own work on a 1,000-record page.
     """
-    rows = rows_of(changes, now)
+    rows = rows_of(changes, now, terminal_kind)
     if not rows:
         return
     sql, positional = _upsert_sql(connection)
@@ -218,18 +241,26 @@ def upsert(connection: sa.Connection, changes: Sequence[Change], now: float) -> 
         connection.exec_driver_sql(sql, [dict(zip(_COLUMNS, row, strict=True)) for row in rows])
 
 
-def rows_of(changes: Sequence[Change], now: float) -> list[ReplicaRow]:
+def rows_of(
+    changes: Sequence[Change], now: float, terminal_kind: str | None = None
+) -> list[ReplicaRow]:
     """The replica rows of the changes the replica may hold (`_acceptable`), in `_COLUMNS`
-    order: (topic, key, version, deleted, body, image, applied_at)."""
-    return [_row(change, now) for change in changes if _acceptable(change)]
+    order: (topic, key, version, deleted, body, image, applied_at, scope, seq); a record a
+    terminal of `terminal_kind` must not hold becomes a tombstone."""
+    return [_row(change, now, terminal_kind) for change in changes if _acceptable(change)]
 
 
-def upsert_raw(connection: sa.Connection, changes: Sequence[RawChange], now: float) -> None:
+def upsert_raw(
+    connection: sa.Connection,
+    changes: Sequence[RawChange],
+    now: float,
+    terminal_kind: str | None = None,
+) -> None:
     """`upsert` for a page whose records stayed encoded: each is decoded and checked like a
     live one (`_acceptable`), then its bytes are stored as they came (re-encoded only when
     its key or version differ from its change's); one that is no record at all or is
     refused is skipped with an error in the log."""
-    rows = [row for row in (_raw_row(change, now) for change in changes) if row is not None]
+    rows = [row for change in changes if (row := _raw_row(change, now, terminal_kind)) is not None]
     if not rows:
         return
     sql, positional = _upsert_sql(connection)
@@ -242,10 +273,11 @@ def upsert_raw(connection: sa.Connection, changes: Sequence[RawChange], now: flo
 _record_decoder: msgspec.msgpack.Decoder[Record] = msgspec.msgpack.Decoder(Record)
 
 
-def _raw_row(change: RawChange, now: float) -> ReplicaRow | None:
+def _raw_row(change: RawChange, now: float, terminal_kind: str | None) -> ReplicaRow | None:
     raw = change.record
+    scope = split_stream(change.stream)[1]
     if change.deleted:
-        return (change.topic, change.key, change.version, True, None, None, now)
+        return (change.topic, change.key, change.version, True, None, None, now, scope, change.seq)
     try:
         record = _record_decoder.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -263,9 +295,22 @@ def _raw_row(change: RawChange, now: float) -> ReplicaRow | None:
     )
     if not _acceptable(full):
         return None
+    if not for_terminal(record, terminal_kind):
+        return _row(full, now, terminal_kind)
     if record.key == change.key and record.version == change.version:
-        return (change.topic, change.key, change.version, False, bytes(raw), image_of(record), now)
-    return _row(full, now)
+        image = image_of(record)
+        return (
+            change.topic,
+            change.key,
+            change.version,
+            False,
+            bytes(raw),
+            image,
+            now,
+            scope,
+            change.seq,
+        )
+    return _row(full, now, terminal_kind)
 
 
 def _acceptable(change: Change) -> bool:
@@ -293,19 +338,21 @@ def _acceptable(change: Change) -> bool:
     return False
 
 
-_COLUMNS = ("topic", "key", "version", "deleted", "body", "image", "applied_at")
-ReplicaRow = tuple[str, str, int, bool, bytes | None, str | None, float]
+_COLUMNS = ("topic", "key", "version", "deleted", "body", "image", "applied_at", "scope", "seq")
+ReplicaRow = tuple[str, str, int, bool, bytes | None, str | None, float, str, int]
 
 
-def _row(change: Change, now: float) -> ReplicaRow:
-    """The replica row of a change, in `_COLUMNS` order; a tombstone has no body."""
+def _row(change: Change, now: float, terminal_kind: str | None = None) -> ReplicaRow:
+    """The replica row of a change, in `_COLUMNS` order; a tombstone has no body, and a
+    record a terminal of `terminal_kind` must not hold is one."""
     record = change.record
-    if record is None:
-        return (change.topic, change.key, change.version, True, None, None, now)
-    if record.version != change.version or record.key != change.key:
-        record = msgspec.structs.replace(record, key=change.key, version=change.version)
-    body = encode(record)
-    return (change.topic, change.key, change.version, False, body, image_of(record), now)
+    topic, key, version, seq = change.topic, change.key, change.version, change.seq
+    scope = split_stream(change.stream)[1]
+    if record is None or not for_terminal(record, terminal_kind):
+        return (topic, key, version, True, None, None, now, scope, seq)
+    if record.version != version or record.key != key:
+        record = msgspec.structs.replace(record, key=key, version=version)
+    return (topic, key, version, False, encode(record), image_of(record), now, scope, seq)
 
 
 _UPSERTS: dict[str, tuple[str, bool]] = {}
@@ -385,12 +432,49 @@ def _apply_live(
         advanced = memory.advance(stream, position, (change.seq for change in new))
         if advanced > position:
             moved[stream] = advanced
-    upsert(connection, fresh, now)
+    upsert(connection, fresh, now, identity.kind)
     _move(connection, moved, now)
     after = {stream: moved.get(stream, current.get(stream, 0)) for stream in by_stream}
     gaps = {stream: position for stream, position in after.items() if memory.gap_after(stream)}
     gaps.update(_behind(connection, event.heads, after))
-    return _catch_ups(connection, gaps, identity, memory, now)
+    requests = _catch_ups(connection, gaps, identity, memory, now)
+    return requests + _live_images(connection, fresh, identity, memory)
+
+
+def _live_images(
+    connection: sa.Connection,
+    fresh: Sequence[Change],
+    identity: TerminalIdentity,
+    memory: FeedMemory,
+) -> list[Request]:
+    """An ImageRequest for the images live changes refer to that the terminal lacks, when
+    it keeps images (a pull with images finished once) and has not asked for them yet."""
+    referred = {
+        sha
+        for change in fresh
+        if change.record is not None
+        and for_terminal(change.record, identity.kind)
+        and (sha := image_of(change.record)) is not None
+    }
+    referred -= memory.images_asked
+    if not referred or not keeps_images(connection):
+        return []
+    held = connection.execute(sa.select(images.c.sha256).where(images.c.sha256.in_(referred)))
+    lacking = sorted(referred - set(held.scalars()))
+    memory.images_asked.update(lacking)
+    if not lacking:
+        return []
+    log.info("terminal %s: fetching %d new image(s)", identity.terminal, len(lacking))
+    request_id = f"live-{uuid.uuid4()}"
+    return [ImageRequest(terminal=identity.terminal, request_id=request_id, hashes=lacking)]
+
+
+def keeps_images(connection: sa.Connection) -> bool:
+    """True once a pull with images has brought its records (the till keeps images)."""
+    query = sa.select(pulls.c.request_id).where(
+        pulls.c.images.is_(True), pulls.c.status.in_([DONE, FETCHING_IMAGES])
+    )
+    return connection.execute(query.limit(1)).first() is not None
 
 
 def _behind(
@@ -413,10 +497,15 @@ def _behind(
     return {s: p for s, p in current.items() if heads[s] > p}
 
 
+_REFRESHES = (pulls.c["keys"].is_(None), pulls.c.location.is_(None))  # pulls of whole topics
+
+
 def _pulled_topics(connection: sa.Connection) -> set[str]:
-    """Topics of every pull whose records all came in."""
+    """Topics of every pull of whole topics whose records all came in."""
     rows = connection.execute(
-        sa.select(pulls.c.topics).distinct().where(pulls.c.status.in_([DONE, FETCHING_IMAGES]))
+        sa.select(pulls.c.topics)
+        .distinct()
+        .where(pulls.c.status.in_([DONE, FETCHING_IMAGES]), *_REFRESHES)
     )
     return {topic for row in rows for topic in json.loads(row.topics)}
 
@@ -456,7 +545,7 @@ def _topics_being_pulled(connection: sa.Connection, now: float) -> set[str]:
     """Topics of snapshots still streaming: their high-water will close gaps there."""
     rows = connection.execute(
         sa.select(pulls.c.topics).where(
-            pulls.c.status == REQUESTED, pulls.c.started_at > now - PULL_COVERS_S
+            pulls.c.status == REQUESTED, pulls.c.started_at > now - PULL_COVERS_S, *_REFRESHES
         )
     )
     return {topic for row in rows for topic in json.loads(row.topics)}
@@ -473,14 +562,19 @@ def start_pull(
     full: bool,
     images: bool,
     now: float | None = None,
+    keys: Sequence[str] = (),
+    location: str | None = None,
 ) -> None:
-    """Record a pull the terminal is about to request (its progress and outcome go here)."""
+    """Record a pull the terminal is about to request (its progress and outcome go here);
+    `keys` or another `location` make it a pull of some records, not of its topics."""
     connection.execute(
         pulls.insert().values(
             request_id=request_id,
             topics=json.dumps(list(topics)),
             full=full,
             images=images,
+            keys=json.dumps(list(keys)) if keys else None,
+            location=location,
             status=REQUESTED,
             records=0,
             bytes=0,
@@ -531,7 +625,12 @@ def _finish_snapshot(
     connection.execute(
         pulls.update()
         .where(pulls.c.request_id == done.request_id)
-        .values(high_water=json.dumps(done.high_water), expected_records=done.records)
+        .values(
+            high_water=json.dumps(done.high_water),
+            expected_records=done.records,
+            whole=json.dumps(done.whole),
+            missing_keys=json.dumps(done.missing_keys),
+        )
     )
     requests = _complete_records(connection, done.request_id, identity, now, done.images)
     gaps = {stream: position for stream, position in after.items() if memory.gap_after(stream)}
@@ -547,8 +646,9 @@ def _complete_records(
 ) -> list[Request]:
     """Once every record the server sent is applied (pages may trail the "done" when two
     consumers share the queue), ask for the images the terminal lacks, or finish."""
+    columns = (pulls.c.status, pulls.c.records, pulls.c.expected_records, pulls.c.images)
     row = connection.execute(
-        sa.select(pulls.c.status, pulls.c.records, pulls.c.expected_records, pulls.c.images).where(
+        sa.select(*columns, pulls.c.whole, pulls.c.high_water).where(
             pulls.c.request_id == request_id
         )
     ).first()
@@ -556,16 +656,68 @@ def _complete_records(
         return []
     if row.records < row.expected_records:
         return []  # the last pages are still on their way
+    whole = json.loads(row.whole) if row.whole else []
+    high_water = json.loads(row.high_water) if row.high_water else {}
+    removed = sweep(connection, request_id, whole, high_water, now)
     missing = missing_images(connection, listed_images) if row.images else []
     status = FETCHING_IMAGES if missing else DONE
     connection.execute(
         pulls.update()
         .where(pulls.c.request_id == request_id)
-        .values(status=status, finished_at=now if status == DONE else None)
+        .values(status=status, finished_at=now if status == DONE else None, removed=removed)
     )
     if not missing:
         return []
     return [ImageRequest(terminal=identity.terminal, request_id=request_id, hashes=missing)]
+
+
+def _list(
+    connection: sa.Connection, request_id: str, changes: Sequence[RawChange | Change]
+) -> None:
+    """Stamp the keys a snapshot page lists with its pull (a whole stream keeps them)."""
+    by_topic: dict[str, list[str]] = {}
+    for change in changes:
+        by_topic.setdefault(change.topic, []).append(change.key)
+    for topic, keys in by_topic.items():
+        for start in range(0, len(keys), IN_CHUNK):
+            connection.execute(
+                replica.update()
+                .where(replica.c.topic == topic, replica.c.key.in_(keys[start : start + IN_CHUNK]))
+                .values(listed_by=request_id)
+            )
+
+
+def sweep(
+    connection: sa.Connection,
+    request_id: str,
+    whole: Iterable[str],
+    high_water: dict[str, int],
+    now: float,
+) -> int:
+    """Tombstone the live records of each stream sent whole that its pages did not list:
+    they are not on the server any more (a stray survives nothing but a newer live change,
+    whose seq is above the stream's high-water). How many were removed."""
+    removed = 0
+    for stream in whole:
+        topic, scope = split_stream(stream)
+        statement = (
+            replica.update()
+            .where(
+                replica.c.topic == topic,
+                replica.c.scope == scope,
+                sa.not_(replica.c.deleted),
+                sa.or_(replica.c.listed_by.is_(None), replica.c.listed_by != request_id),
+                sa.or_(replica.c.seq.is_(None), replica.c.seq <= high_water.get(stream, 0)),
+            )
+            .values(deleted=True, body=None, image=None, applied_at=now)
+        )
+        count = connection.execute(statement).rowcount
+        if count:
+            log.info(
+                "pull %s: %d record(s) of %s not on the server removed", request_id, count, stream
+            )
+        removed += count
+    return removed
 
 
 def _complete_images(connection: sa.Connection, request_id: str, now: float) -> None:

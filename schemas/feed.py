@@ -17,7 +17,7 @@ from typing import Annotated
 import msgspec
 
 from schemas.envelope import TerminalId
-from schemas.records import Record, Sha256
+from schemas.records import Key, Record, Sha256
 
 Stream = Annotated[
     str, msgspec.Meta(pattern=r"^[a-z-]+:(all|(loc|pos|term)\.[A-Za-z0-9_-]{1,32})\Z")
@@ -117,6 +117,10 @@ class SnapshotDone(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", 
     high_water: dict[str, int]
     records: int
     images: list[Sha256] = []  # images the pages refer to (when images were asked for)
+    # Streams sent whole (every live record, by key): the terminal removes what it holds of
+    # them that the pages did not list, unless a live change newer than the high-water wrote it.
+    whole: list[str] = []
+    missing_keys: list[str] = []  # keys asked for (SnapshotRequest.keys) the server lacks
 
 
 class ImageData(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="image"):
@@ -131,11 +135,20 @@ class ImagesDone(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", ta
     missing: list[Sha256] = []  # asked for but unknown to the server
 
 
+MAX_KEYS = 10_000  # keys one snapshot request may name
+
+
 class SnapshotRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="snapshot"):
     """ "Obtener datos" / "Actualizar Datos" for some topics of a terminal.
 
     `since` maps a stream to the terminal's position: only what changed after it is sent
     (a refresh); a stream absent from `since` gets a full snapshot.
+
+    `keys` (when not empty) asks for those records only, whatever the positions: the
+    answer moves no position (its `SnapshotDone` has no high-water) and lists the keys the
+    server does not hold. `from_location` asks for another location's stock (topics of
+    scope `loc`) instead of the till's own: its `loc.<from_location>` stream only, never
+    followed live (inbox/entitlement.py says who may ask).
     """
 
     terminal: TerminalId
@@ -147,6 +160,8 @@ class SnapshotRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind
     since: dict[str, int] = {}
     images: bool = False
     combo_products: bool = False  # "sincronizar los productos del combo"
+    keys: Annotated[list[Key], msgspec.Meta(max_length=MAX_KEYS)] = []
+    from_location: TerminalId | None = None
 
 
 class CatchUpRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="catch-up"):

@@ -259,3 +259,16 @@ def record_topic(record: Record) -> str:
 def image_of(record: Record) -> str | None:
     """The content address of the image a record refers to, if any."""
     return getattr(record, "image", None)
+
+
+# A restaurant lays tables, a hotel lets rooms: each terminal kind holds its own kind of
+# `mesas` record only (a shop none: its terminals are never offered the topic).
+TABLE_KIND_OF_TERMINAL: dict[str, str] = {"restaurant": "table", "hotel": "room"}
+
+
+def for_terminal(record: Record, terminal_kind: str | None) -> bool:
+    """False for a record a terminal of `terminal_kind` must not hold (a room in a
+    restaurant, a table in a hotel); True for every other record, or with no kind given."""
+    if terminal_kind is None or not isinstance(record, Table):
+        return True
+    return TABLE_KIND_OF_TERMINAL.get(terminal_kind) == record.kind

@@ -61,6 +61,14 @@ replica = sa.Table(
     sa.Column("body", sa.LargeBinary),  # msgpack record; NULL when deleted
     sa.Column("image", sa.String(64)),
     sa.Column("applied_at", sa.Float, nullable=False),  # epoch seconds
+    # The scope of the stream its last applied change came by (`all`, `loc.L1`, ...): which
+    # location a stock record belongs to. NULL only on a database that had no identity
+    # when it was migrated (t0006).
+    sa.Column("scope", sa.String(40)),
+    sa.Column("seq", sa.Integer),  # that change's seq in its stream (NULL: from before t0006)
+    # The last pull whose pages listed this key: what a whole snapshot did not list is
+    # removed once it is applied (inbox/replica.py, sweep).
+    sa.Column("listed_by", sa.String(36)),
 )
 
 # Last contiguous seq applied per stream (topic:scope).
@@ -99,6 +107,11 @@ pulls = sa.Table(
     sa.Column("expected_images", sa.Integer),  # ImagesDone.sent: complete at that count
     sa.Column("started_at", sa.Float, nullable=False),
     sa.Column("finished_at", sa.Float),
+    sa.Column("keys", sa.Text),  # JSON list: only these records were asked for (NULL: all)
+    sa.Column("location", sa.String(32)),  # another location's stock was asked for
+    sa.Column("whole", sa.Text),  # JSON list of streams sent whole (SnapshotDone.whole)
+    sa.Column("missing_keys", sa.Text),  # JSON list: asked keys the server does not hold
+    sa.Column("removed", sa.Integer),  # replica records the whole streams did not list
 )
 
 # --- clean-up ("Herramientas": borrar operaciones sincronizadas) ---

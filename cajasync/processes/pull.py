@@ -2,6 +2,8 @@
 
     result = pull(engine, settings, ["productos"], images=True)   # bootstrap or refresh
     result = pull(engine, settings, None)                         # every topic, refresh
+    result = pull(engine, settings, ["clientes"], keys=["C1"])    # some records only
+    result = pull(engine, settings, ["stock"], location="L2")     # another location's stock
 
 A pull records a row in `cajasync_pulls`, publishes a `SnapshotRequest` (the terminal's
 position in each stream it already follows, so the server sends only what changed since;
@@ -10,6 +12,11 @@ none, or `full`, for a whole snapshot) and runs the terminal's own relay session
 applies every reply through inbox/replica.py, so a `terminal run` process consuming the
 same queue at the same time is no problem: whichever gets a reply applies it to the
 same database, and the row shows the progress of both.
+
+A pull naming keys asks for those records whatever the positions; it moves no position
+and does not count as a refresh of its topics (inbox/replica.py). A pull of another
+location's stock brings that location's stream into the replica beside the till's own;
+only the till's own location is followed live.
 """
 
 from __future__ import annotations
@@ -30,7 +37,9 @@ from cajasync.core.settings import Settings
 from cajasync.core.terminal_tables import pulls
 from cajasync.errors import CajasyncError, ConfigError, PullTimedOut
 from cajasync.processes.terminal import run_terminal
+from inbox.entitlement import Requester, streams_for
 from inbox.replica import ABANDONED, DONE, positions, start_pull
+from schemas.envelope import TerminalId
 from schemas.feed import SnapshotRequest, split_stream
 from schemas.topics import DOWN_TOPIC_SCOPES, TABLE_KINDS, TABLE_TOPICS, down_topic
 
@@ -53,6 +62,10 @@ class PullResult(msgspec.Struct, frozen=True, kw_only=True):
     images: int
     image_bytes: int
     seconds: float
+    location: str | None = None  # another location's stock was pulled
+    keys: list[str] = []  # only these records were asked for
+    missing_keys: list[str] = []  # asked for, but not on the server
+    removed: int = 0  # records a whole snapshot did not list, removed from the replica
 
 
 def pull(
@@ -63,6 +76,8 @@ def pull(
     images: bool = False,
     full: bool = False,
     combo_products: bool = False,
+    keys: Sequence[str] = (),
+    location: str | None = None,
     timeout: float = 300,
     on_progress: Progress | None = None,
 ) -> PullResult:
@@ -71,7 +86,10 @@ def pull(
 
     `images` also fetches the images the replica refers to and lacks; `full` ignores the
     terminal's positions and takes a whole snapshot; `combo_products` also brings the
-    products the combos refer to. Raises CajasyncError when the pull has not finished
+    products the combos refer to. `keys` asks for those records only (the result lists
+    the ones the server lacks); `location` another location's stock instead of the till's
+    own (only `loc` topics may be pulled with it). Raises ConfigError for a bad
+    combination, CajasyncError when the pull has not finished
     within `timeout` seconds (what arrived stays applied), BrokerUnavailable when the
     request cannot be sent.
     """
@@ -79,10 +97,16 @@ def pull(
     with engine.connect() as connection:
         identity = load_identity(connection)
     slugs = pull_topics(identity, topics)
+    keys = list(dict.fromkeys(keys))
+    other = other_location(identity, slugs, location)
+    if keys and full:
+        raise ConfigError("a pull of some keys is never a full snapshot: drop --full or the keys")
     request_id = str(uuid.uuid4())
     with engine.begin() as connection:
-        since = {} if full else stream_positions(connection, slugs)
-        start_pull(connection, request_id, slugs, full=full, images=images)
+        since = {} if full or keys else stream_positions(connection, slugs, identity, other)
+        start_pull(
+            connection, request_id, slugs, full=full, images=images, keys=keys, location=other
+        )
     request = SnapshotRequest(
         terminal=identity.terminal,
         location=identity.location,
@@ -93,6 +117,8 @@ def pull(
         since=since,
         images=images,
         combo_products=combo_products,
+        keys=keys,
+        from_location=other,
     )
     try:
         send_request(settings, identity, request)
@@ -124,12 +150,45 @@ def pull_topics(identity: TerminalIdentity, topics: Sequence[str] | None) -> lis
     return [topic for topic in offered if topic in wanted]
 
 
-def stream_positions(connection: sa.Connection, topics: Sequence[str]) -> dict[str, int]:
-    """The terminal's position in every stream of `topics` it has one for (a refresh)."""
+def other_location(
+    identity: TerminalIdentity, topics: Sequence[str], location: str | None
+) -> str | None:
+    """`location` when it names another location than the till's (None: its own); a
+    ConfigError unless it is a location id and every topic is one of scope `loc` (stock)."""
+    if location is None or location == identity.location:
+        return None
+    try:
+        msgspec.convert(location, TerminalId)
+    except msgspec.ValidationError:
+        raise ConfigError(
+            f"location {location!r} must be 1-32 letters, digits, '-' or '_'"
+        ) from None
+    others = [topic for topic in topics if DOWN_TOPIC_SCOPES[topic] != "loc"]
+    if others:
+        raise ConfigError(
+            f"another location ({location}) has only its stock to pull, not {', '.join(others)}"
+        )
+    return location
+
+
+def stream_positions(
+    connection: sa.Connection,
+    topics: Sequence[str],
+    identity: TerminalIdentity | None = None,
+    location: str | None = None,
+) -> dict[str, int]:
+    """The terminal's position in every stream of `topics` it has one for (a refresh); with
+    `identity`, only in the streams the request covers (its own, or `location`'s stock)."""
+    covered: set[str] | None = None
+    if identity is not None:
+        requester = Requester(identity.terminal, identity.location, identity.pos, identity.kind)
+        covered = {s for topic in topics for s in streams_for(requester, topic, location)}
     return {
         stream: position
         for stream, position in positions(connection).items()
-        if split_stream(stream)[0] in topics and position > 0
+        if split_stream(stream)[0] in topics
+        and position > 0
+        and (covered is None or stream in covered)
     }
 
 
@@ -240,4 +299,8 @@ def _result(engine: Engine, request_id: str, seconds: float) -> PullResult:
         images=row.image_count,
         image_bytes=row.image_bytes,
         seconds=round(seconds, 3),
+        location=row.location,
+        keys=msgspec.json.decode(row._mapping["keys"] or "[]", type=list[str]),
+        missing_keys=msgspec.json.decode(row.missing_keys or "[]", type=list[str]),
+        removed=row.removed or 0,
     )

@@ -13,6 +13,9 @@ tests/integration/test_replica_contract.py on SQLite check them):
   once, only when it matches;
 * `tombstone` (a prune: records the server no longer has) deletes live records keeping
   their versions, and moves no stream position;
+* every record keeps the scope of the stream its change came by (`entry`, `entries`:
+  which location a stock record belongs to); `records`, `entries` and `counts` read one
+  scope when given one;
 * every database error leaves as a cajasync error (NotInitialised on a database never set
   up with `cajasync terminal init`).
 """
@@ -41,12 +44,24 @@ class ReplicaStore(Protocol):
         """The live record of `topic` with `key`, or None."""
         ...
 
-    def records(self, topic: str, limit: int | None = None) -> list[Record]:
-        """Up to `limit` live records of `topic`, by key."""
+    def entry(self, topic: str, key: str) -> tuple[str | None, Record] | None:
+        """The scope and live record of `topic` with `key`, or None."""
         ...
 
-    def counts(self, topic: str | None = None) -> dict[str, int]:
-        """Live records per topic holding any (only `topic` when given)."""
+    def records(
+        self, topic: str, limit: int | None = None, scope: str | None = None
+    ) -> list[Record]:
+        """Up to `limit` live records of `topic` (of `scope` when given), by key."""
+        ...
+
+    def entries(
+        self, topic: str, limit: int | None = None, scope: str | None = None
+    ) -> list[tuple[str | None, Record]]:
+        """`records` with the scope each came by."""
+        ...
+
+    def counts(self, topic: str | None = None, scope: str | None = None) -> dict[str, int]:
+        """Live records per topic holding any (only `topic`, only `scope` when given)."""
         ...
 
     def image(self, sha256: str) -> bytes | None:

@@ -18,6 +18,7 @@ _decoder: msgspec.msgpack.Decoder[Record] = msgspec.msgpack.Decoder(Record)
 class _Held(NamedTuple):
     version: int
     body: bytes | None  # None: a tombstone
+    scope: str | None
 
 
 class MemoryReplicaStore:
@@ -31,10 +32,10 @@ class MemoryReplicaStore:
     def apply(self, changes: Sequence[Change], now: float) -> None:
         """Write every change newer than what is held (a delete as a tombstone)."""
         with self._lock:
-            for topic, key, version, _, body, _, _ in rules.rows_of(changes, now):
+            for topic, key, version, _, body, _, _, scope, _ in rules.rows_of(changes, now):
                 held = self._rows.get((topic, key))
                 if held is None or version > held.version:
-                    self._rows[topic, key] = _Held(version, body)
+                    self._rows[topic, key] = _Held(version, body, scope)
 
     def store_image(self, image: ImageData, now: float) -> bool:
         """Store an image once by its sha256; False when the bytes do not match it."""
@@ -46,23 +47,42 @@ class MemoryReplicaStore:
 
     def record(self, topic: str, key: str) -> Record | None:
         """The live record of `topic` with `key`, or None."""
+        found = self.entry(topic, key)
+        return None if found is None else found[1]
+
+    def entry(self, topic: str, key: str) -> tuple[str | None, Record] | None:
+        """The scope and live record of `topic` with `key`, or None."""
         with self._lock:
             row = self._rows.get((topic, key))
-        return None if row is None or row.body is None else _decoder.decode(row.body)
+        return None if row is None or row.body is None else (row.scope, _decoder.decode(row.body))
 
-    def records(self, topic: str, limit: int | None = None) -> list[Record]:
-        """Up to `limit` live records of `topic`, by key."""
+    def records(
+        self, topic: str, limit: int | None = None, scope: str | None = None
+    ) -> list[Record]:
+        """Up to `limit` live records of `topic` (of `scope` when given), by key."""
+        return [record for _scope, record in self.entries(topic, limit, scope)]
+
+    def entries(
+        self, topic: str, limit: int | None = None, scope: str | None = None
+    ) -> list[tuple[str | None, Record]]:
+        """`records` with the scope each came by."""
         with self._lock:
             rows = [row for (of, _), row in sorted(self._rows.items()) if of == topic]
-        live = [_decoder.decode(row.body) for row in rows if row.body is not None]
+        live = [
+            (row.scope, _decoder.decode(row.body))
+            for row in rows
+            if row.body is not None and (scope is None or row.scope == scope)
+        ]
         return live if limit is None else live[:limit]
 
-    def counts(self, topic: str | None = None) -> dict[str, int]:
-        """Live records per topic holding any (only `topic` when given)."""
+    def counts(self, topic: str | None = None, scope: str | None = None) -> dict[str, int]:
+        """Live records per topic holding any (only `topic`, only `scope` when given)."""
         counts: dict[str, int] = {}
         with self._lock:
             for (of, _), row in self._rows.items():
-                if row.body is not None and (topic is None or of == topic):
+                if row.body is None or (scope is not None and row.scope != scope):
+                    continue
+                if topic is None or of == topic:
                     counts[of] = counts.get(of, 0) + 1
         return counts
 
@@ -87,6 +107,6 @@ class MemoryReplicaStore:
             for key in set(keys):
                 row = self._rows.get((topic, key))
                 if row is not None and row.body is not None:
-                    self._rows[topic, key] = _Held(row.version, None)
+                    self._rows[topic, key] = _Held(row.version, None, row.scope)
                     deleted += 1
         return deleted

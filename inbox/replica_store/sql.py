@@ -44,29 +44,46 @@ class SqlReplicaStore:
 
     def record(self, topic: str, key: str) -> Record | None:
         """The live record of `topic` with `key`, or None."""
-        query = sa.select(replica.c.body).where(
+        found = self.entry(topic, key)
+        return None if found is None else found[1]
+
+    def entry(self, topic: str, key: str) -> tuple[str | None, Record] | None:
+        """The scope and live record of `topic` with `key`, or None."""
+        query = sa.select(replica.c.scope, replica.c.body).where(
             replica.c.topic == topic, replica.c.key == key, _live
         )
         with self._reading(f"reading {topic} {key} from the replica") as connection:
-            body = connection.execute(query).scalar()
-        return None if body is None else _decoder.decode(body)
+            row = connection.execute(query).first()
+        return None if row is None else (row.scope, _decoder.decode(row.body))
 
-    def records(self, topic: str, limit: int | None = None) -> list[Record]:
-        """Up to `limit` live records of `topic`, by key."""
+    def records(
+        self, topic: str, limit: int | None = None, scope: str | None = None
+    ) -> list[Record]:
+        """Up to `limit` live records of `topic` (of `scope` when given), by key."""
+        return [record for _scope, record in self.entries(topic, limit, scope)]
+
+    def entries(
+        self, topic: str, limit: int | None = None, scope: str | None = None
+    ) -> list[tuple[str | None, Record]]:
+        """`records` with the scope each came by."""
         query = (
-            sa.select(replica.c.body)
+            sa.select(replica.c.scope, replica.c.body)
             .where(replica.c.topic == topic, _live)
             .order_by(replica.c.key)
             .limit(limit)
         )
+        if scope is not None:
+            query = query.where(replica.c.scope == scope)
         with self._reading(f"reading {topic} from the replica") as connection:
-            return [_decoder.decode(body) for body in connection.execute(query).scalars()]
+            return [(row.scope, _decoder.decode(row.body)) for row in connection.execute(query)]
 
-    def counts(self, topic: str | None = None) -> dict[str, int]:
-        """Live records per topic holding any (only `topic` when given)."""
+    def counts(self, topic: str | None = None, scope: str | None = None) -> dict[str, int]:
+        """Live records per topic holding any (only `topic`, only `scope` when given)."""
         query = sa.select(replica.c.topic, sa.func.count()).where(_live).group_by(replica.c.topic)
         if topic is not None:
             query = query.where(replica.c.topic == topic)
+        if scope is not None:
+            query = query.where(replica.c.scope == scope)
         with self._reading("counting replica records") as connection:
             return {row[0]: int(row[1]) for row in connection.execute(query)}
 

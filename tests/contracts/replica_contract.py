@@ -9,7 +9,16 @@ from decimal import Decimal
 from inbox.replica_api import Replica
 from inbox.replica_store import ReplicaStore
 from schemas.feed import Change, ImageData
-from schemas.records import Company, Customer, Product, Record, Seller, Setting, User
+from schemas.records import (
+    Company,
+    Customer,
+    Product,
+    Record,
+    Seller,
+    Setting,
+    StockLevel,
+    User,
+)
 
 YERBA = Product(
     key="7790001000011",
@@ -141,6 +150,23 @@ class ReplicaContract:
         assert store.counts() == {"productos": 1, "clientes": 1}
         assert store.counts("clientes") == {"clientes": 1}
         assert store.counts("vendedores") == {}
+
+    def test_a_record_keeps_the_scope_of_its_stream_and_reads_filter_by_scope(
+        self, store: ReplicaStore
+    ) -> None:
+        mine = StockLevel(key="L1/P1", version=1, product="P1", quantity=Decimal(4))
+        theirs = StockLevel(key="L2/P1", version=1, product="P1", quantity=Decimal(8))
+        for level, scope in ((mine, "loc.L1"), (theirs, "loc.L2")):
+            stream = f"stock:{scope}"
+            store.apply([Change(stream=stream, seq=1, topic="stock", key=level.key,
+                                version=1, record=level)], now=1.0)  # fmt: skip
+
+        assert store.entry("stock", "L2/P1") == ("loc.L2", theirs)
+        assert store.entries("stock") == [("loc.L1", mine), ("loc.L2", theirs)]
+        assert store.records("stock", scope="loc.L2") == [theirs]
+        assert store.counts("stock", scope="loc.L1") == {"stock": 1}
+        assert store.counts("stock") == {"stock": 2}
+        assert store.entry("stock", "L3/P1") is None
 
     def test_an_image_is_stored_once_only_when_its_bytes_match_its_sha256(
         self, store: ReplicaStore

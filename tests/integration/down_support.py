@@ -27,7 +27,7 @@ from cajasync.processes.terminal_init import init_terminal
 from inbox.entitlement import Requester, streams_for
 from inbox.replica import positions
 from schemas.feed import split_stream
-from schemas.records import Record
+from schemas.records import Record, for_terminal
 from schemas.topics import DOWN_TOPICS
 from tests.integration.relay_support import blocking_channel, private_vhost
 from tests.waiting import WAIT_S
@@ -163,7 +163,8 @@ class Server:
         return streams_for(requester, topic)
 
     def state(self, identity: TerminalIdentity, topics: Sequence[str] = DOWN_TOPICS) -> State:
-        """What `identity` is entitled to of `topics`, tombstones included."""
+        """What `identity` is entitled to of `topics`, tombstones included (of `mesas`, its
+        kind's: tables for a restaurant, rooms for a hotel)."""
         c = catalog_records.c
         state: State = {}
         with self.engine.connect() as connection:
@@ -176,7 +177,14 @@ class Server:
                         c.topic == topic, c.scope.in_(scopes)
                     )
                 )
-                state.update({(topic, row.key): _entry(row) for row in rows})
+                entries = {(topic, row.key): _entry(row) for row in rows}
+                state.update(
+                    {
+                        key: entry
+                        for key, entry in entries.items()
+                        if entry.record is None or for_terminal(entry.record, identity.kind)
+                    }
+                )
         return state
 
 
@@ -194,10 +202,23 @@ class Terminal:
         return self.identity.terminal
 
     def pull(
-        self, topics: Sequence[str] | None, *, images: bool = False, full: bool = False
+        self,
+        topics: Sequence[str] | None,
+        *,
+        images: bool = False,
+        full: bool = False,
+        keys: Sequence[str] = (),
+        location: str | None = None,
     ) -> PullResult:
         result = pull(
-            self.engine, self.settings, topics, images=images, full=full, timeout=PULL_TIMEOUT_S
+            self.engine,
+            self.settings,
+            topics,
+            images=images,
+            full=full,
+            keys=keys,
+            location=location,
+            timeout=PULL_TIMEOUT_S,
         )
         assert result.status == "done", result
         return result

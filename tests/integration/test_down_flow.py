@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 
 import msgspec
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cajasync.core import topology
-from cajasync.core.identity import TerminalIdentity
-from cajasync.core.settings import Settings
 from cajasync.core.terminal_tables import images as replica_images
 from cajasync.samples.seed import fake_png, seed_catalog
 from inbox.replica_api import Replica
@@ -36,76 +32,16 @@ from tests.integration.down_support import (
     Server,
     State,
     Terminal,
-    delete_terminal_queues,
     differences,
     live,
-    make_server,
-    make_terminal,
-    purge,
     purge_terminal_queue,
-    vhost_for,
 )
-from tests.integration.relay_support import declare_server_topology, rabbitmqctl_missing
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.rabbitmq
 
 PRODUCTS = "productos"
 SNAPSHOT_PRODUCTS = 20_000  # pages keep streaming while the writer changes what they hold
-
-
-@pytest.fixture(scope="module")
-def down_url(broker_url: str) -> Iterator[str]:
-    with vhost_for(broker_url, "down") as url:
-        if url is None:
-            rabbitmqctl_missing("the down-flow tests")
-            return
-        declare_server_topology(url)
-        yield url
-
-
-@pytest.fixture
-def down_settings(settings: Settings, down_url: str) -> Settings:
-    return settings.with_overrides(broker_url=down_url)
-
-
-@pytest.fixture
-def server(server_db_url: str, down_settings: Settings, down_url: str) -> Iterator[Server]:
-    """The server store (not running yet: `server.start()`), its shared queues emptied."""
-    purge(down_url, topology.OPS_QUEUE, topology.REQUESTS_QUEUE, topology.DEAD_QUEUE)
-    server = make_server(server_db_url, down_settings)
-    try:
-        yield server
-        if server.loop is not None and not server.loop.stop_event.is_set():
-            server.finish()
-    finally:
-        if server.loop is not None:
-            server.loop.stop_event.set()
-        server.engine.dispose()
-
-
-@pytest.fixture
-def terminals(
-    tmp_path: Path,
-    down_settings: Settings,
-    down_url: str,
-    new_terminal_id: Callable[[], str],
-) -> Iterator[Callable[[str, str, str], Terminal]]:
-    """Make initialised terminals (location, point of sale, kind); stopped and their queues
-    deleted afterwards."""
-    made: list[Terminal] = []
-
-    def make(location: str, pos: str, kind: str) -> Terminal:
-        terminal_id = new_terminal_id()
-        identity = TerminalIdentity(terminal_id, location, pos, kind)
-        made.append(make_terminal(str(tmp_path / f"{terminal_id}.db"), identity, down_settings))
-        return made[-1]
-
-    yield make
-    for terminal in made:
-        terminal.stop_all()
-        terminal.engine.dispose()
-    delete_terminal_queues(down_url, [terminal.id for terminal in made])
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -231,7 +167,7 @@ def test_a_shop_elsewhere_never_gets_another_locations_stock_pos_books_methods_o
     assert all(key.startswith("L2/") for _t, key in shop_stock)
     assert live(shop.state(), "talonarios")
     assert all(key.startswith("PV2/") for _t, key in live(shop.state(), "talonarios"))
-    assert len(foreign(restaurant)) == 20 + 28 + 5 + 7  # stock, tables/rooms, books, methods
+    assert len(foreign(restaurant)) == 20 + 20 + 5 + 7  # stock, tables (no rooms), books, methods
 
     restaurant_run, shop_run = restaurant.run(), shop.run()
     with server.engine.begin() as connection:

@@ -297,8 +297,12 @@ def test_full_snapshot_sends_live_records_in_pages_then_the_high_water(
     assert [c.key for c in changes] == [f"P{n:06d}" for n in range(2500) if n != 7]
     assert changes[3].record == msgspec.structs.replace(product(3), version=2)
     assert (changes[3].seq, changes[3].version, changes[3].stream) == (2502, 2, "productos:all")
+    whole = ["productos:all", f"productos:term.{request.terminal}"]  # both sent whole
     assert done == SnapshotDone(
-        request_id=request.request_id, high_water={"productos:all": 2502}, records=2499
+        request_id=request.request_id,
+        high_water={"productos:all": 2502},
+        records=2499,
+        whole=whole,
     )
 
 
