@@ -12,7 +12,7 @@ from rich.table import Table
 
 from bench import common
 
-BENCHES = ("write_path", "relay", "e2e", "bootstrap", "propagation", "images")
+BENCHES = ("write_path", "relay", "e2e", "bootstrap", "propagation", "images", "diff")
 QUICK: dict[str, dict[str, Any]] = {
     "write_path": {"count": 200},
     "relay": {"count": 5_000, "naive_count": 500, "rounds": 1},
@@ -20,6 +20,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "bootstrap": {"products": 5_000},
     "propagation": {"terminals": 4, "rate": 50, "seconds": 4},
     "images": {"products": 500, "changed_ratio": 0.02},
+    "diff": {"products": 5_000, "rounds": 1},
 }
 
 
