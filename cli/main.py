@@ -11,6 +11,7 @@ from cajasync import __version__
 from cajasync.broker.rabbitmq import quiet_driver_logs
 from cajasync.errors import CajasyncError
 from cli.catalog import catalog
+from cli.dead import dead
 from cli.demo import demo
 from cli.pending import pending
 from cli.pull import pull
@@ -39,6 +40,7 @@ cli.add_command(demo)
 cli.add_command(pull)
 cli.add_command(replica)
 cli.add_command(catalog)
+cli.add_command(dead)
 
 
 def main() -> None:
