@@ -58,11 +58,10 @@ def _first_float(raw: Any, typed: object, path: str) -> tuple[str, float] | None
     if isinstance(raw, float):
         return (path, raw) if isinstance(typed, Decimal) else None
     if isinstance(typed, msgspec.Struct) and isinstance(raw, dict):
-        for field in msgspec.structs.fields(typed):
-            if field.encode_name in raw:
-                inner = _first_float(
-                    raw[field.encode_name], getattr(typed, field.name), f"{path}.{field.name}"
-                )
+        names = zip(typed.__struct_fields__, typed.__struct_encode_fields__, strict=True)
+        for name, wire_name in names:
+            if wire_name in raw:
+                inner = _first_float(raw[wire_name], getattr(typed, name), f"{path}.{name}")
                 if inner is not None:
                     return inner
     elif isinstance(typed, list | tuple) and isinstance(raw, list | tuple):
