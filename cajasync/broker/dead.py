@@ -14,8 +14,9 @@ Where it came from, why and when are read from our headers (`x-cajasync-queue`,
 `x-cajasync-reason`, `x-cajasync-dead-at`, set by `Outbound.dead_letter`), else from
 RabbitMQ's own `x-death` (a delivery limit reached), else from the routing key.
 
-A replay republishes the message to the exchange it was first published to, with its
-routing key (server ingest checks it against the envelope) and its properties (`user_id`
+A replay republishes the message to the queue it came from: a server queue's through
+`cajasync.up` with its routing key (server ingest checks it against the envelope), any
+other straight through the default exchange; with its properties (`user_id`
 included: RabbitMQ accepts it only from that user or one tagged `impersonator`), mandatory
 and confirmed, so it lands in the queue it came from; only then is the dead letter acked.
 A kill -9 between the two leaves a duplicate, never a loss, and the server deduplicates
@@ -197,8 +198,7 @@ def _settle(
 
 def _republish(channel: Any, item: _Held) -> None:
     letter = item.letter
-    assert letter.queue is not None
-    exchange = _source_exchange(item.properties.headers or {}, letter.queue)
+    exchange, routing_key = _destination(letter)
     original = item.properties
     headers = {k: v for k, v in (original.headers or {}).items() if k not in DEATH_HEADERS}
     properties = pika.BasicProperties(
@@ -216,11 +216,12 @@ def _republish(channel: Any, item: _Held) -> None:
         app_id=original.app_id,
     )
     try:
-        channel.basic_publish(exchange, letter.routing_key, item.body, properties, mandatory=True)
+        channel.basic_publish(exchange, routing_key, item.body, properties, mandatory=True)
     except pika.exceptions.UnroutableError as exc:
         raise CajasyncError(
-            f"dead letter {letter.id}: nothing is bound to {letter.routing_key} on "
-            f"{exchange} (run `cajasync server init`); it stays in {topology.DEAD_QUEUE}"
+            f"dead letter {letter.id}: nothing is bound to {routing_key} on "
+            f"{exchange or 'the default exchange'} (run `cajasync server init`); "
+            f"it stays in {topology.DEAD_QUEUE}"
         ) from exc
     except pika.exceptions.ChannelClosedByBroker as exc:
         hint = (
@@ -358,15 +359,16 @@ def _queue_of(routing_key: str) -> str | None:
     return None
 
 
-def _source_exchange(headers: dict[str, Any], queue: str) -> str:
-    """The exchange a dead letter was first published to (RabbitMQ's `x-death` says so;
-    ours come from queues fed by `cajasync.up`, or by `cajasync.down` for a till's)."""
-    exchange = _text(_first_death(headers).get("exchange"))
-    if exchange:
-        return exchange
-    if queue.startswith(topology.terminal_queue("")):
-        return topology.DOWN_EXCHANGE
-    return topology.UP_EXCHANGE
+def _destination(letter: DeadLetter) -> tuple[str, str]:
+    """Where a replay publishes (exchange, routing key). The server's queues are fed by
+    `cajasync.up` and their consumers check the routing key against the message, so the
+    original routing key goes back through that exchange (its bindings lead only to the
+    queue it came from). Any other queue (a till's, whose change events a topic key would
+    fan out to every till of the scope) gets it straight, through the default exchange."""
+    assert letter.queue is not None
+    if letter.queue in (topology.OPS_QUEUE, topology.REQUESTS_QUEUE):
+        return topology.UP_EXCHANGE, letter.routing_key
+    return "", letter.queue
 
 
 def _dead_at(headers: dict[str, Any], death: dict[str, Any]) -> dt.datetime | None:
