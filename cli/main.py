@@ -12,6 +12,7 @@ from cajasync.broker.rabbitmq import quiet_driver_logs
 from cajasync.errors import CajasyncError
 from cli.catalog import catalog
 from cli.compare import compare
+from cli.dead import dead
 from cli.demo import demo
 from cli.diff import diff
 from cli.pending import pending
@@ -48,6 +49,7 @@ cli.add_command(diff)
 cli.add_command(tools)
 cli.add_command(ventas)
 server.add_command(server_ventas)
+cli.add_command(dead)
 
 
 def main() -> None:

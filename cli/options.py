@@ -22,6 +22,16 @@ def broker_option(func: F) -> F:
     )(func)
 
 
+def management_option(func: F) -> F:
+    return click.option(
+        "--management-url",
+        envvar="CAJASYNC_MANAGEMENT_URL",
+        default="http://localhost:15672",
+        show_default=True,
+        help="RabbitMQ management API (policies, rates). [env CAJASYNC_MANAGEMENT_URL]",
+    )(func)
+
+
 def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
 

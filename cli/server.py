@@ -12,6 +12,7 @@ from cli.filters import period_of, period_options, timezone_option
 from cli.options import (
     broker_option,
     json_option,
+    management_option,
     server_db_option,
     settings_for,
     until_idle_option,
@@ -29,12 +30,21 @@ def server() -> None:
 @server_db_option
 @broker_option
 @click.option("--no-broker", is_flag=True, help="Only migrate the database.")
-def init(db: str, broker_url: str, no_broker: bool) -> None:
-    """Create or migrate the server store and declare the broker topology (idempotent)."""
+@management_option
+@click.option(
+    "--no-policies",
+    is_flag=True,
+    help="Declare the topology but set no policy (a broker without the management API).",
+)
+def init(db: str, broker_url: str, no_broker: bool, management_url: str, no_policies: bool) -> None:
+    """Create or migrate the server store, declare the broker topology and set the
+    dead-letter policy of the server's queues through the management API (idempotent)."""
     from cajasync.processes.server_init import init_server
 
-    init_server(db, settings_for(broker_url), declare=not no_broker)
-    console.print(f"server store ready at {db}" + ("" if no_broker else "; topology declared"))
+    settings = settings_for(broker_url, management_url=management_url)
+    init_server(db, settings, declare=not no_broker, policies=not no_policies)
+    done = "" if no_broker else "; topology declared" + ("" if no_policies else ", policies set")
+    console.print(f"server store ready at {db}{done}")
 
 
 @server.command("run")

@@ -71,6 +71,7 @@ from schemas.feed import (
     SnapshotPage,
     split_stream,
 )
+from schemas.floats import float_problem
 from schemas.record_rules import record_problem
 from schemas.records import Record, for_terminal, image_of
 from schemas.unions import Request
@@ -283,6 +284,16 @@ def _raw_row(change: RawChange, now: float, terminal_kind: str | None) -> Replic
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         log.error(
             "dropping %s %s v%d: not a record (%s)", change.topic, change.key, change.version, exc
+        )
+        return None
+    problem = float_problem(bytes(raw), record)
+    if problem is not None:
+        log.error(
+            "refusing %s %r v%d from the server: %s; the replica keeps what it had",
+            change.topic,
+            change.key,
+            change.version,
+            problem,
         )
         return None
     full = Change(

@@ -48,6 +48,7 @@ from cajasync.core.store_faults import translated
 from cajasync.errors import CatalogError
 from schemas.codec import encode
 from schemas.feed import Change, split_stream, stream_name
+from schemas.floats import python_float_problem
 from schemas.record_rules import record_problem
 from schemas.records import KINDS_BY_TOPIC, Record, image_of
 from schemas.topics import DOWN_TOPIC_SCOPES, down_topic
@@ -156,7 +157,11 @@ def check_records(records: Sequence[Record]) -> None:
 
 def _problem(record: Record) -> str | None:
     """The record's problems, as a terminal would see it: decoded from its encoding (a Struct
-    built in Python is not checked against its types and constraints until then)."""
+    built in Python is not checked against its types and constraints until then, and a
+    float in a Decimal field would decode silently: it is refused first)."""
+    problem = python_float_problem(record)
+    if problem is not None:
+        return problem
     try:
         decoded = _record_decoder.decode(encode(record))
     except msgspec.ValidationError as exc:

@@ -8,6 +8,7 @@ import msgspec
 
 from cajasync.errors import InvalidMessage
 from schemas.envelope import OpEnvelope
+from schemas.floats import float_problem
 from schemas.limits import MAX_OP_BYTES
 from schemas.unions import DownMessage, Request, TerminalInbox
 
@@ -39,16 +40,23 @@ def encode(message: Any) -> bytes:
 def decode_op(body: bytes) -> OpEnvelope:
     """Decode an up operation; a bad body raises InvalidMessage with the decoder's reason.
 
-    A body over MAX_OP_BYTES is refused before decoding: its size is the reason.
+    A body over MAX_OP_BYTES is refused before decoding: its size is the reason. A float
+    where the schema has a Decimal is refused naming its field (`schemas/floats.py`).
     """
     if len(body) > MAX_OP_BYTES:
         raise InvalidMessage(
             f"operation of {len(body):,} bytes is over the limit of {MAX_OP_BYTES:,} bytes"
         )
     try:
-        return _up_decoder.decode(body)
+        envelope = _up_decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise InvalidMessage(f"undecodable operation: {exc}") from exc
+    problem = float_problem(body, envelope)
+    if problem is not None:
+        raise InvalidMessage(
+            f"terminal {envelope.terminal} seq {envelope.seq} op {envelope.op_id}: {problem}"
+        )
+    return envelope
 
 
 def decode_down(body: bytes) -> DownMessage:
@@ -60,11 +68,17 @@ def decode_down(body: bytes) -> DownMessage:
 
 
 def decode_terminal_inbox(body: bytes) -> TerminalInbox:
-    """Decode what a terminal's queue holds, snapshot pages with their records still encoded."""
+    """Decode what a terminal's queue holds, snapshot pages with their records still encoded
+    (the replica checks those one by one). A float where the schema has a Decimal (a record
+    of a change event) refuses the message, naming the field."""
     try:
-        return _terminal_decoder.decode(body)
+        message = _terminal_decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise InvalidMessage(f"undecodable server message: {exc}") from exc
+    problem = float_problem(body, message)
+    if problem is not None:
+        raise InvalidMessage(f"server message refused: {problem}")
+    return message
 
 
 def decode_request(body: bytes) -> Request:

@@ -19,6 +19,7 @@ import msgspec
 from cajasync.errors import InvalidMessage
 from schemas.codec import encode
 from schemas.envelope import OpEnvelope
+from schemas.floats import python_number_problem
 from schemas.limits import MAX_AMOUNT, MAX_INT, MAX_OPERATION_BYTES, MAX_SIZE, MONEY_PLACES
 from schemas.money import finite_problem, money_problem
 from schemas.ops import (
@@ -47,6 +48,9 @@ def validate_operation(op: Operation) -> None:
     """Raise InvalidMessage naming the first rule `op` breaks (and its field), if any."""
     subject = describe(op)
     if not _numbers_ok(op):  # the fast pass found a bad number: name it (the slow pass)
+        for path, value in _non_decimals(op, ""):
+            problem = python_number_problem(value)
+            raise InvalidMessage(f"{subject} {path.lstrip('.')}: {problem}")
         for path, value, money in _decimals(op, "", money=False):
             _check_number(f"{subject} {path.lstrip('.')}", value, money=money)
     try:
@@ -122,7 +126,28 @@ _CENT = Decimal(1).scaleb(-MONEY_PLACES)
 
 
 def _numbers_ok(struct: msgspec.Struct) -> bool:
-    """Whether every Decimal inside `struct` passes `_check_number`."""
+    """Whether every Decimal inside `struct` passes `_check_number` (False when a Decimal
+    field holds something else: a float or an int given in Python)."""
+    try:
+        return _planned_numbers_ok(struct)
+    except (AttributeError, TypeError):  # not a Decimal: `_non_decimals` names it
+        return False
+
+
+def _non_decimals(struct: msgspec.Struct, path: str) -> Iterator[tuple[str, object]]:
+    """Every value of a Decimal field inside `struct` that is not a Decimal, with its path."""
+    for name, kind in _plan(type(struct)):
+        value = getattr(struct, name)
+        if kind in (_MONEY, _DECIMAL) and not isinstance(value, Decimal):
+            yield f"{path}.{name}", value
+        elif kind == _STRUCT and isinstance(value, msgspec.Struct):
+            yield from _non_decimals(value, f"{path}.{name}")
+        elif kind == _STRUCTS and isinstance(value, list):
+            for index, item in enumerate(value):
+                yield from _non_decimals(item, f"{path}.{name}[{index}]")
+
+
+def _planned_numbers_ok(struct: msgspec.Struct) -> bool:
     for name, kind in _plan(type(struct)):
         value = getattr(struct, name)
         if kind == _MONEY:
@@ -136,10 +161,10 @@ def _numbers_ok(struct: msgspec.Struct) -> bool:
             if not value.is_finite():
                 return False
         elif kind == _STRUCT:
-            if value is not None and not _numbers_ok(value):
+            if value is not None and not _planned_numbers_ok(value):
                 return False
         elif kind == _STRUCTS:
-            if not all(_numbers_ok(item) for item in value):
+            if not all(_planned_numbers_ok(item) for item in value):
                 return False
         elif any(True for _ in _decimals(value, "", money=False)):  # a shape not planned
             return False

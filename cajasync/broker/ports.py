@@ -32,6 +32,9 @@ CONTENT_TYPE: Final = "application/msgpack"
 PERSISTENT: Final = 2
 REASON_HEADER: Final = "x-cajasync-reason"
 ROUTING_KEY_HEADER: Final = "x-cajasync-routing-key"
+QUEUE_HEADER: Final = "x-cajasync-queue"  # the queue a dead letter was taken from
+USER_HEADER: Final = "x-cajasync-user-id"  # its user_id (a publish may only carry its own)
+DEAD_AT_HEADER: Final = "x-cajasync-dead-at"  # when our code dead-lettered it (ISO 8601, UTC)
 NO_ROUTE: Final = 312
 
 

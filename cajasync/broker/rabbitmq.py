@@ -8,6 +8,7 @@ A message field pika cannot decode becomes a marker before it can drop a connect
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -24,9 +25,12 @@ from pika.adapters.blocking_connection import BlockingChannel
 from cajasync.broker import pika_fields
 from cajasync.broker.ports import (
     CONTENT_TYPE,
+    DEAD_AT_HEADER,
     PERSISTENT,
+    QUEUE_HEADER,
     REASON_HEADER,
     ROUTING_KEY_HEADER,
+    USER_HEADER,
     Delivery,
 )
 from cajasync.broker.replies import PikaReplies
@@ -206,12 +210,13 @@ class PikaOutbound:
     Receipts and replay requests go out on the consuming channel (a lost one is recovered by
     the terminal resending, which earns a duplicate receipt). Dead letters go out on a
     second channel in confirm mode, so a poison message is on `cajasync.dead` before it is
-    acked.
+    acked. Its headers say why, where it was taken from and when (`cajasync dead` reads them).
     """
 
-    def __init__(self, channel: BlockingChannel, dead: BlockingChannel) -> None:
+    def __init__(self, channel: BlockingChannel, dead: BlockingChannel, queue: str = "") -> None:
         self._channel = channel
         self._dead = dead
+        self._queue = queue
         self._down = pika.BasicProperties(delivery_mode=PERSISTENT, content_type=CONTENT_TYPE)
 
     def ack(self, last_tag: int) -> None:
@@ -229,6 +234,9 @@ class PikaOutbound:
             **message.headers,
             REASON_HEADER: reason,
             ROUTING_KEY_HEADER: message.routing_key,
+            QUEUE_HEADER: self._queue,
+            USER_HEADER: message.user_id or "",
+            DEAD_AT_HEADER: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         properties = pika.BasicProperties(
             delivery_mode=PERSISTENT,
@@ -260,7 +268,7 @@ class PikaConsumeSession:
         self._channel.basic_qos(prefetch_count=prefetch)
         dead = connection.channel()
         dead.confirm_delivery()
-        self.out = PikaOutbound(self._channel, dead)
+        self.out = PikaOutbound(self._channel, dead, queue)
         self.sleep = serviced_sleep(connection, stop)
 
     def deliveries(self, *, timeout: float) -> Iterator[Delivery | None]:

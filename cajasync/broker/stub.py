@@ -45,8 +45,10 @@ from cajasync.broker.asking import REPLY_TO, no_answer, refused
 from cajasync.broker.ports import (
     CONTENT_TYPE,
     NO_ROUTE,
+    QUEUE_HEADER,
     REASON_HEADER,
     ROUTING_KEY_HEADER,
+    USER_HEADER,
     Delivery,
     Event,
     LinkHandler,
@@ -404,6 +406,8 @@ class StubOutbound:
             **message.headers,
             REASON_HEADER: reason,
             ROUTING_KEY_HEADER: message.routing_key,
+            QUEUE_HEADER: self._session.queue,
+            USER_HEADER: message.user_id or "",
         }
         dead = Message(
             DEAD_EXCHANGE,
@@ -459,6 +463,7 @@ class StubConsumeSession:
         generation: int,
     ) -> None:
         self.broker = broker
+        self.queue = queue
         self.consumer = Consumer(broker, queue, prefetch)
         self.out = StubOutbound(self)
         self._stop = stop

@@ -21,6 +21,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from cajasync.broker.management import apply_policies
 from cajasync.broker.rabbitmq import blocking_channel
 from cajasync.core import topology
 from cajasync.core.db import make_engine
@@ -111,7 +112,11 @@ def run_demo(
     for old in directory.glob("*.db*"):
         old.unlink()
     server_url = f"sqlite:///{directory / 'server.db'}"
-    init_server(server_url, settings)
+    init_server(server_url, settings, policies=False)
+    try:  # the demo runs without the management API too: the policies are for operators
+        apply_policies(settings)
+    except BrokerUnavailable as exc:
+        log.warning("no dead-letter policy on cajasync.requests: %s", exc)
     server_engine = make_engine(server_url)
     backoffice.seed(server_engine)
     stop = threading.Event()

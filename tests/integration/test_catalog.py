@@ -382,6 +382,12 @@ def test_a_record_built_with_the_wrong_python_types_is_checked_as_a_terminal_dec
     engine: Engine,
 ) -> None:
     level = StockLevel(key="L1/1", product="1", quantity=float("nan"))  # type: ignore[arg-type]
+    with (
+        engine.begin() as connection,
+        pytest.raises(CatalogError, match="quantity: nan is a float"),
+    ):
+        catalog.upsert(connection, level, scope="loc.L1")
+    level = StockLevel(key="L1/1", product="1", quantity=Decimal("NaN"))
     with engine.begin() as connection, pytest.raises(CatalogError, match="quantity: NaN is not"):
         catalog.upsert(connection, level, scope="loc.L1")
 
