@@ -169,7 +169,7 @@ def diff(
         entries = [(op.op_id, op.version) for op in ops.values()]
     with askers(settings, identity) as asking:
         side = ServerSide(asking, identity, slug, period, timeout=timeout)
-        found = reconcile(EntrySet(entries), side)
+        found = reconcile(EntrySet(entries, background=True), side)  # hashed while asking
     states = {} if ops is None else {key: ops[key].state for key in found.missing_remote}
     return DiffResult(
         topic=slug,
