@@ -34,6 +34,7 @@ from schemas.feed import (
     split_stream,
 )
 from schemas.records import Combo
+from schemas.status import TerminalStatus
 
 PAGE_SIZE = 1000  # records per SnapshotPage
 EVENT_SIZE = 500  # changes per catch-up ChangeEvent
@@ -109,8 +110,15 @@ class HighWaterPlan:
     request: HighWaterRequest
 
 
+@dataclass(frozen=True, slots=True)
+class StatusPlan:
+    """A till's status: kept as its latest (inbox/status.py), answered by nothing."""
+
+    request: TerminalStatus
+
+
 CatalogPlan = SnapshotPlan | CatchUpPlan | ImagePlan
-Plan = CatalogPlan | HighWaterPlan
+Plan = CatalogPlan | HighWaterPlan | StatusPlan
 
 
 def plan(body: bytes, routing_key: str, user_id: str | None) -> Plan:
@@ -132,6 +140,8 @@ def plan(body: bytes, routing_key: str, user_id: str | None) -> Plan:
             return ImagePlan(request, list(dict.fromkeys(request.hashes)))
         case HighWaterRequest():
             return HighWaterPlan(request)
+        case TerminalStatus():
+            return StatusPlan(request)
 
 
 def plan_snapshot(request: SnapshotRequest) -> SnapshotPlan:

@@ -18,6 +18,7 @@ inbox store instead, which registers the till's new incarnation in the same tran
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -44,6 +45,7 @@ from inbox.answers import (
     ImagePlan,
     Plan,
     SnapshotPlan,
+    StatusPlan,
     Tally,
     high_water_reply,
     plan,
@@ -51,6 +53,7 @@ from inbox.answers import (
 )
 from inbox.catalog_reads import read_snapshot, reading_engine
 from inbox.server_store.sql import SqlServerStore
+from inbox.status import record_status
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,7 @@ class RequestStats:
     catch_ups: int = 0
     image_requests: int = 0
     high_water: int = 0  # high-water requests answered (new incarnations registered)
+    statuses: int = 0  # till statuses kept (answered by nothing)
     dead_lettered: int = 0
     undeliverable: int = 0  # answered requests whose terminal has no queue
     replies_sent: int = 0  # confirmed and delivered to a terminal's queue
@@ -85,6 +89,8 @@ class RequestStats:
                 self.image_requests += 1
             case HighWaterPlan():
                 self.high_water += 1
+            case StatusPlan():
+                self.statuses += 1
         self.records_sent += tally.records
         self.changes_sent += tally.changes
         self.images_sent += tally.images
@@ -126,7 +132,8 @@ class RequestHandler:
     ) -> None:
         self.stats = RequestStats()
         self._engine = engine
-        self._store = SqlServerStore(writer or engine)  # registers incarnations
+        self._writer = writer or engine
+        self._store = SqlServerStore(self._writer)  # registers incarnations
         self._settings = settings
         self._stop = stop
         self._until_idle = until_idle
@@ -200,6 +207,10 @@ class RequestHandler:
         terminal = checked.request.terminal
         tally = Tally()
         sent = 0
+        if isinstance(checked, StatusPlan):  # kept, not answered
+            record_status(self._writer, checked.request, now=dt.datetime.now(dt.UTC))
+            self.stats.count(checked, tally)
+            return
         if isinstance(checked, HighWaterPlan):
             sent = int(answers.send(terminal, high_water_reply(checked, self._store)))
         else:

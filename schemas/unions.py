@@ -16,6 +16,7 @@ from schemas.feed import (
     SnapshotPage,
     SnapshotRequest,
 )
+from schemas.status import TerminalStatus
 
 # What a terminal's queue `cajasync.t.<terminal>` receives (tag field: `kind`).
 DownMessage = (
@@ -30,7 +31,8 @@ DownMessage = (
 )
 
 # What `cajasync.requests` receives from terminals (tag field: `kind`).
-Request = SnapshotRequest | CatchUpRequest | ImageRequest | HighWaterRequest
+# A TerminalStatus is answered by nothing: the server keeps the latest (inbox/status.py).
+Request = SnapshotRequest | CatchUpRequest | ImageRequest | HighWaterRequest | TerminalStatus
 
 # The same, as the terminal relay decodes it: snapshot pages keep their records encoded.
 # A HighWaterMark is not among them: only `terminal init` / `recover` wait for one

@@ -30,10 +30,12 @@ from cajasync.broker.links import Link
 from cajasync.broker.ports import TerminalSession, TerminalSessions
 from cajasync.core.identity import TerminalIdentity, load_identity
 from cajasync.core.settings import Settings
+from cajasync.processes.till_status import StatusReporter
 from inbox.terminal_consumer import RECEIPT_PREFETCH, ConsumerStats, Taken, TerminalConsumer
 from outbox.claims import OutRow
 from outbox.relay import Counts, Handler, Relay, Until
 from outbox.terminal_source import TerminalSource
+from schemas.status import TerminalStatus
 from schemas.unions import Request
 
 
@@ -83,6 +85,10 @@ class TerminalService:
         self.consumer = TerminalConsumer(
             self.identity, settings, self, on_replay=self.source.rewind
         )
+        # a running till reports its status (processes/till_status.py); a drain does not
+        self.status = (
+            StatusReporter(engine, self.identity, settings, self._send_status) if consume else None
+        )
         self.relay: Relay[int, OutRow, TerminalSession] = Relay(
             self.source,
             engine,
@@ -91,6 +97,7 @@ class TerminalService:
             until=until,
             stop=stop,
             companion=self.consumer if consume else None,
+            on_ready=self._on_ready,
             on_progress=self._report,
         )
         self._reported = self.stats()
@@ -106,7 +113,16 @@ class TerminalService:
         prefetch = RECEIPT_PREFETCH if self.consume else None
         return self._connect(self.settings, self.identity, _Events(self), prefetch=prefetch)
 
+    def _on_ready(self, _relay: object) -> None:
+        if self.status is not None:
+            self.status.reset()  # a new session: the server hears of it at its first tick
+
+    def _send_status(self, status: TerminalStatus) -> bool:
+        return self.relay.publish_unsettled(lambda link: link.publish_request(status))
+
     def _report(self) -> None:
+        if self.status is not None:
+            self.status.tick()
         stats = self.stats()
         if self.on_progress is not None and stats != self._reported:
             self._reported = stats
