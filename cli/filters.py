@@ -1,8 +1,10 @@
 """Filter options with one meaning on every command: `--since`, `--until`, `--topic`,
-`--state`, `--terminal` (dates as in cajasync/core/periods.py)."""
+`--state`, `--terminal` (dates as in cajasync/core/periods.py), and durations
+(`--silent-for 10m`)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -37,3 +39,42 @@ def period_of(since: str | None, until: str | None, timezone: str | None) -> Per
         return Period.parse(since, until, zone(timezone))
     except Exception as exc:  # ConfigError: shown as a usage error naming the option
         raise click.UsageError(str(exc)) from None
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Duration(click.ParamType[dt.timedelta]):
+    """A length of time: `90`, `90s`, `10m`, `2h`, `1d` (seconds without a unit)."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> dt.timedelta:
+        if isinstance(value, dt.timedelta):
+            return value
+        text = str(value).strip().lower()
+        unit = text[-1:] if text[-1:] in _UNITS else "s"
+        number = text[:-1] if text[-1:] in _UNITS else text
+        try:
+            seconds = float(number) * _UNITS[unit]
+        except ValueError:
+            self.fail(f"{value!r} is not a duration (e.g. 30s, 10m, 2h, 1d)", param, ctx)
+        if not seconds >= 0 or seconds == float("inf"):
+            self.fail(f"{value!r} is not a duration (e.g. 30s, 10m, 2h, 1d)", param, ctx)
+        return dt.timedelta(seconds=seconds)
+
+
+def age(seconds: float | None) -> str | None:
+    """`42s`, `5m 03s`, `2h 10m`, `3d 4h` (None stays None: shown as a dash)."""
+    if seconds is None:
+        return None
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d {whole % 86400 // 3600}h"

@@ -30,6 +30,7 @@ from cajasync.broker.links import Link
 from cajasync.broker.ports import TerminalSession, TerminalSessions
 from cajasync.core.identity import TerminalIdentity, load_identity
 from cajasync.core.settings import Settings
+from cajasync.processes.metrics import TerminalGauges, exposed, terminal_counters
 from cajasync.processes.till_status import StatusReporter
 from inbox.terminal_consumer import RECEIPT_PREFETCH, ConsumerStats, Taken, TerminalConsumer
 from outbox.claims import OutRow
@@ -101,6 +102,7 @@ class TerminalService:
             on_progress=self._report,
         )
         self._reported = self.stats()
+        self._count = terminal_counters()
 
     def run(self) -> RelayStats:
         self.relay.run()
@@ -124,6 +126,7 @@ class TerminalService:
         if self.status is not None:
             self.status.tick()
         stats = self.stats()
+        self._count(stats)
         if self.on_progress is not None and stats != self._reported:
             self._reported = stats
             self.on_progress(stats.copy())
@@ -206,10 +209,12 @@ def run_terminal(
     stop: threading.Event | None = None,
     on_progress: Callable[[RelayStats], None] | None = None,
     connect: TerminalSessions = Link,
+    metrics_port: int | None = None,
 ) -> RelayStats:
     """Relay ops up, apply receipts, replay requests and the down feed (change events,
     snapshots, images) until `stop` is set or, with `until_idle`, nothing was published or
-    received for that many seconds.
+    received for that many seconds. With `metrics_port`, Prometheus metrics are served
+    there meanwhile (processes/metrics.py).
 
     An unreachable broker is retried with back-off for as long as `stop` is unset;
     with `until_idle`, BrokerUnavailable is raised once it stays away that long.
@@ -224,7 +229,8 @@ def run_terminal(
         on_progress=on_progress,
         connect=connect,
     )
-    return service.run()
+    with exposed(metrics_port, [TerminalGauges(engine, service.identity.terminal)]):
+        return service.run()
 
 
 def drain(

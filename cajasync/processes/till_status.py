@@ -130,3 +130,12 @@ class StatusReporter:
 
 def _utc(moment: dt.datetime) -> dt.datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+def till_status(engine: Engine) -> TerminalStatus:
+    """The status of the till whose database `engine` opens (`cajasync terminal status`)."""
+    from cajasync.core.identity import load_identity
+
+    with terminal_connection(engine, "reading the terminal's identity", write=False) as c:
+        identity = load_identity(c)
+    return read_status(engine, identity)
