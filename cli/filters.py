@@ -1,5 +1,6 @@
 """Filter options with one meaning on every command: `--since`, `--until`, `--topic`,
-`--state`, `--terminal` (dates as in cajasync/core/periods.py)."""
+`--state`, `--terminal` (dates as in cajasync/core/periods.py), and durations
+(`--silent-for 10m`)."""
 
 from __future__ import annotations
 
@@ -74,3 +75,42 @@ def customer_number_options(func: F) -> F:
         "--number", type=click.IntRange(min=0), help="Ticket number (Z number for cierres-z)."
     )(func)
     return click.option("--customer", metavar="CODE", help="Customer code (ventas only).")(func)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Duration(click.ParamType[dt.timedelta]):
+    """A length of time: `90`, `90s`, `10m`, `2h`, `1d` (seconds without a unit)."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> dt.timedelta:
+        if isinstance(value, dt.timedelta):
+            return value
+        text = str(value).strip().lower()
+        unit = text[-1:] if text[-1:] in _UNITS else "s"
+        number = text[:-1] if text[-1:] in _UNITS else text
+        try:
+            seconds = float(number) * _UNITS[unit]
+        except ValueError:
+            self.fail(f"{value!r} is not a duration (e.g. 30s, 10m, 2h, 1d)", param, ctx)
+        if not seconds >= 0 or seconds == float("inf"):
+            self.fail(f"{value!r} is not a duration (e.g. 30s, 10m, 2h, 1d)", param, ctx)
+        return dt.timedelta(seconds=seconds)
+
+
+def age(seconds: float | None) -> str | None:
+    """`42s`, `5m 03s`, `2h 10m`, `3d 4h` (None stays None: shown as a dash)."""
+    if seconds is None:
+        return None
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d {whole % 86400 // 3600}h"

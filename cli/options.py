@@ -64,5 +64,16 @@ def until_idle_option(func: F) -> F:
     )(func)
 
 
+def metrics_port_option(func: F) -> F:
+    return click.option(
+        "--metrics-port",
+        envvar="CAJASYNC_METRICS_PORT",
+        type=click.IntRange(1, 65535),
+        default=None,
+        metavar="PORT",
+        help="Serve Prometheus metrics on this port (/metrics). [env CAJASYNC_METRICS_PORT]",
+    )(func)
+
+
 def settings_for(broker_url: str, **overrides: Any) -> Settings:
     return load_settings(broker_url=broker_url, **overrides)

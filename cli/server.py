@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import click
 
 from cajasync.core.db import opened
 from cajasync.core.server_tables import Z_STATES
-from cli.filters import period_of, period_options, timezone_option
+from cli.filters import Duration, age, period_of, period_options, timezone_option
 from cli.options import (
     broker_option,
     json_option,
     management_option,
+    metrics_port_option,
     server_db_option,
     settings_for,
     until_idle_option,
@@ -51,7 +53,8 @@ def init(db: str, broker_url: str, no_broker: bool, management_url: str, no_poli
 @server_db_option
 @broker_option
 @until_idle_option
-def run(db: str, broker_url: str, until_idle: float | None) -> None:
+@metrics_port_option
+def run(db: str, broker_url: str, until_idle: float | None, metrics_port: int | None) -> None:
     """Ingest operations (receipts, gap replays), answer snapshot / catch-up / image
     requests, and publish the catalog's change log to the terminals."""
     from cajasync.processes.server import serve
@@ -63,7 +66,14 @@ def run(db: str, broker_url: str, until_idle: float | None) -> None:
         opened(db, "server", waiting=settings, stop=stop) as engine,
         live_stats("server") as on_progress,
     ):
-        stats = serve(engine, settings, until_idle=until_idle, stop=stop, on_progress=on_progress)
+        stats = serve(
+            engine,
+            settings,
+            until_idle=until_idle,
+            stop=stop,
+            on_progress=on_progress,
+            metrics_port=metrics_port,
+        )
     console.print(f"server stopped: {stats}")
 
 
@@ -187,3 +197,56 @@ def z_report(
             for row in rows
         ],
     )
+
+
+@server.command("terminals")
+@server_db_option
+@click.option(
+    "--behind", is_flag=True, help="Only tills with operations pending or changes not applied."
+)
+@click.option(
+    "--silent-for",
+    type=Duration(),
+    default=None,
+    metavar="DURATION",
+    help="Only tills not heard of for this long (30s, 10m, 2h, 1d); also what counts as "
+    "silent (default 10m).",
+)
+@json_option
+def terminals(db: str, behind: bool, silent_for: dt.timedelta | None, as_json: bool) -> None:
+    """Every till the server knows: last contact, operations pending and the oldest's age,
+    changes not yet applied per topic (down lag), cajasync version. A till that never
+    connected shows as such."""
+    from inbox.status import DEFAULT_SILENT_AFTER, OK, fleet
+
+    with opened(db, "server") as engine:
+        tills = fleet(engine, silent_after=silent_for or DEFAULT_SILENT_AFTER)
+    if silent_for is not None:
+        tills = [till for till in tills if till.state != OK]
+    if behind:
+        tills = [till for till in tills if till.behind]
+    if as_json:
+        emit_json({"terminals": [till.as_dict() for till in tills]})
+        return
+    table(
+        f"Terminals ({len(tills)})",
+        ["terminal", "state", "last contact", "version", "pending", "oldest pending", "down lag"],
+        [
+            [
+                till.terminal,
+                till.state,
+                None if till.silent_s is None else f"{age(till.silent_s)} ago",
+                till.version,
+                till.pending_total,
+                age(till.oldest_pending_age_s),
+                _lag_cell(till.lag),
+            ]
+            for till in tills
+        ],
+    )
+
+
+def _lag_cell(lag: dict[str, int]) -> str:
+    """`productos 3, stock 1`, or 0 when every followed stream is up to date."""
+    behind = [f"{topic} {n}" for topic, n in sorted(lag.items()) if n]
+    return ", ".join(behind) if behind else "0"

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from cajasync.core.db import opened
 from cajasync.core.identity import TerminalIdentity
-from cli.options import F, broker_option, settings_for, terminal_db_option, until_idle_option
-from cli.output import console
+from cli.filters import age
+from cli.options import (
+    F,
+    broker_option,
+    json_option,
+    metrics_port_option,
+    settings_for,
+    terminal_db_option,
+    until_idle_option,
+)
+from cli.output import console, emit_json, table
 from cli.progress import live_stats, stop_on_signals
 from schemas.topics import TERMINAL_KINDS
 
@@ -126,14 +137,20 @@ def recover(db: str, terminal_id: str, broker_url: str, timeout: float) -> None:
 @terminal_db_option
 @broker_option
 @until_idle_option
-def run(db: str, broker_url: str, until_idle: float | None) -> None:
+@metrics_port_option
+def run(db: str, broker_url: str, until_idle: float | None, metrics_port: int | None) -> None:
     """Relay pending operations up, apply receipts, answer replay requests."""
     from cajasync.processes.terminal import run_terminal
 
     settings = settings_for(broker_url)
     with opened(db, "terminal") as engine, live_stats("terminal") as on_progress:
         stats = run_terminal(
-            engine, settings, until_idle=until_idle, stop=stop_on_signals(), on_progress=on_progress
+            engine,
+            settings,
+            until_idle=until_idle,
+            stop=stop_on_signals(),
+            on_progress=on_progress,
+            metrics_port=metrics_port,
         )
     console.print(f"terminal stopped: {stats}")
 
@@ -181,3 +198,35 @@ def simulate_cmd(
         )
     recorded = ", ".join(f"{n} {topic}" for topic, n in sorted(result.recorded.items()))
     console.print(f"recorded {recorded} ({result.voided} sales voided as new versions)")
+
+
+@terminal.command("status")
+@terminal_db_option
+@json_option
+def status_cmd(db: str, as_json: bool) -> None:
+    """What this till would report to the server: operations pending by state and the
+    oldest's age, each down stream's position, the last pull, the cajasync version
+    (local only; `cajasync server terminals` shows the server's view)."""
+    from cajasync.processes.till_status import till_status
+
+    with opened(db, "terminal") as engine:
+        status = till_status(engine)
+    if as_json:
+        emit_json(status)
+        return
+    now = dt.datetime.now(dt.UTC)
+    oldest = status.oldest_pending
+    pull = status.last_pull_at
+    say(f"terminal {status.terminal} (cajasync {status.version})")
+    table(
+        "Pending operations",
+        ["state", "operations"],
+        [[state, n] for state, n in sorted(status.pending.items())] or [["—", 0]],
+    )
+    oldest_age = "—" if oldest is None else f"{age((now - oldest).total_seconds())} old"
+    say(
+        f"oldest pending: {oldest_age}; "
+        f"last pull: {pull.isoformat(timespec='seconds') if pull else 'never'}"
+        + (f" ({status.last_pull_status})" if status.last_pull_status else "")
+    )
+    table("Down streams", ["stream", "position"], sorted(status.streams.items()))

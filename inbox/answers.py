@@ -38,6 +38,7 @@ from schemas.feed import (
 )
 from schemas.questions import CountsQuestion, DigestQuestion, EntriesQuestion, HeldQuestion
 from schemas.records import Combo, Record, for_terminal
+from schemas.status import TerminalStatus
 from schemas.topics import TABLE_TOPICS
 
 PAGE_SIZE = 1000  # records per SnapshotPage
@@ -127,8 +128,15 @@ class ReplayReportPlan:
     request: ReplayReport
 
 
+@dataclass(frozen=True, slots=True)
+class StatusPlan:
+    """A till's status: kept as its latest (inbox/status.py), answered by nothing."""
+
+    request: TerminalStatus
+
+
 CatalogPlan = SnapshotPlan | CatchUpPlan | ImagePlan
-Plan = CatalogPlan | HighWaterPlan | ReplayReportPlan | QuestionPlan
+Plan = CatalogPlan | HighWaterPlan | ReplayReportPlan | QuestionPlan | StatusPlan
 
 
 def plan(body: bytes, routing_key: str, user_id: str | None) -> Plan:
@@ -154,6 +162,8 @@ def plan(body: bytes, routing_key: str, user_id: str | None) -> Plan:
             return ReplayReportPlan(request)
         case CountsQuestion() | HeldQuestion() | DigestQuestion() | EntriesQuestion():
             return plan_question(request)
+        case TerminalStatus():
+            return StatusPlan(request)
 
 
 def plan_snapshot(request: SnapshotRequest) -> SnapshotPlan:

@@ -38,6 +38,7 @@ from sqlalchemy.engine import Engine
 from cajasync.broker.consumer import Batching, Consumer
 from cajasync.broker.ports import Broker, ConsumeSession, Delivery, Outbound
 from cajasync.broker.rabbitmq import RabbitBroker
+from cajasync.core import metrics
 from cajasync.core.settings import Settings
 from cajasync.core.store_faults import store_retry
 from cajasync.core.topology import OPS_QUEUE, declare_server
@@ -128,6 +129,18 @@ def dead_letters(deliveries: list[Delivery], verdicts: list[Verdict]) -> list[tu
         for delivery, verdict in zip(deliveries, verdicts, strict=True)
         if verdict.dead_letter
     ]
+
+
+def _measure(deliveries: list[Delivery], verdicts: list[Verdict], seconds: float) -> None:
+    """The batch in the process's metrics (cajasync/core/metrics.py), topics by routing key."""
+    topics = [_topic(delivery.routing_key) for delivery in deliveries]
+    dead = [topic for topic, verdict in zip(topics, verdicts, strict=True) if verdict.dead_letter]
+    metrics.ingested(topics, [verdict.outcome for verdict in verdicts], dead, seconds)
+
+
+def _topic(routing_key: str) -> str | None:
+    parts = routing_key.split(".")
+    return parts[2] if len(parts) == 3 else None
 
 
 def server_stats(engine: Engine) -> dict[str, list[dict[str, Any]]]:
@@ -270,6 +283,7 @@ class Ingest:
     def _flush(self, out: Outbound, deliveries: list[Delivery]) -> None:
         """Apply a batch, answer its terminals, then ack it; nack it if the store fails
         for good (or is away when ingest is stopped)."""
+        started = time.monotonic()
         batch = [classify(delivery) for delivery in deliveries]
         try:
             applied = apply_isolating(self._apply, batch)
@@ -288,6 +302,7 @@ class Ingest:
         self.stats.receipts_sent += send_receipts(out, verdicts)
         out.ack(deliveries[-1].delivery_tag)
         self.stats.count(verdicts)
+        _measure(deliveries, verdicts, time.monotonic() - started)
         self._last_flush = time.monotonic()
         self._progress()
 

@@ -24,6 +24,7 @@ reply-to address is dead-lettered; one dead-lettered for any other reason also g
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -51,6 +52,7 @@ from inbox.answers import (
     Plan,
     ReplayReportPlan,
     SnapshotPlan,
+    StatusPlan,
     Tally,
     high_water_reply,
     plan,
@@ -59,6 +61,7 @@ from inbox.answers import (
 from inbox.catalog_reads import read_snapshot, reading_engine
 from inbox.questions import EntryCache, QuestionPlan, question_answers
 from inbox.server_store.sql import SqlServerStore
+from inbox.status import record_status
 from inbox.zreconcile import record_replay_report
 from schemas.codec import encode
 from schemas.questions import Refused
@@ -80,6 +83,7 @@ class RequestStats:
     high_water: int = 0  # high-water requests answered (new incarnations registered)
     replay_reports: int = 0  # tills saying which sales of a Z they have none for
     questions: int = 0  # counts, held, digest and entries questions answered
+    statuses: int = 0  # till statuses kept (answered by nothing)
     dead_lettered: int = 0
     undeliverable: int = 0  # answered requests whose terminal has no queue
     replies_sent: int = 0  # confirmed and delivered to a terminal's queue
@@ -100,6 +104,8 @@ class RequestStats:
                 self.high_water += 1
             case QuestionPlan():
                 self.questions += 1
+            case StatusPlan():
+                self.statuses += 1
         self.records_sent += tally.records
         self.changes_sent += tally.changes
         self.images_sent += tally.images
@@ -226,6 +232,10 @@ class RequestHandler:
             return
         tally = Tally()
         sent = 0
+        if isinstance(checked, StatusPlan):  # kept, not answered
+            record_status(self._writer, checked.request, now=dt.datetime.now(dt.UTC))
+            self.stats.count(checked, tally)
+            return
         if isinstance(checked, QuestionPlan):
             assert delivery.reply_to is not None
             assert delivery.correlation_id is not None

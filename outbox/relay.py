@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
@@ -33,6 +34,7 @@ from sqlalchemy.engine import Engine
 
 from cajasync.broker.confirms import Window
 from cajasync.broker.rabbitmq import reconnect_policy
+from cajasync.core import metrics
 from cajasync.core.settings import Settings
 from cajasync.core.store_faults import Outage
 from cajasync.errors import BrokerUnavailable, StoreUnavailable
@@ -171,6 +173,7 @@ class Relay(Generic[K, M, L]):
         self.on_ready_hook, self.on_progress = on_ready, on_progress
         self.outage = Outage(settings, what=source.name) if tolerate_outages else None
         self.window = source.window
+        self._label = "feed" if "feed" in source.name else "terminal"  # metrics label
         self.counts = Counts()
         self.link: L | None = None
         self.done = False
@@ -255,6 +258,7 @@ class Relay(Generic[K, M, L]):
         self.found_nothing = False
         self.backlog = False  # the last claim filled the window: more may be waiting
         self._kicked = False
+        self._published: deque[tuple[int, float]] = deque()  # (tag, when) awaiting confirm
 
     # -- Handler: broker events -----------------------------------------------------------
 
@@ -270,6 +274,7 @@ class Relay(Generic[K, M, L]):
 
     def on_confirm(self, tag: int, *, multiple: bool, ok: bool) -> None:
         self.note_waiting()
+        self._measure(tag, multiple=multiple)
         for key in self.window.settle(tag, multiple=multiple):
             reason = self.returned.pop(key, None)
             if reason is not None:
@@ -285,6 +290,20 @@ class Relay(Generic[K, M, L]):
         eager = self.source.write_every_s == 0
         if (eager or self.backlog) and self.window.space * 4 >= self.window.size:
             self.kick()  # fill now; else settle at the next periodic tick
+
+    def _measure(self, tag: int, *, multiple: bool) -> None:
+        """Publish-to-confirm times of the publishes this confirm covers (metrics)."""
+        now, times = time.monotonic(), []
+        published = self._published
+        while published and (published[0][0] <= tag if multiple else published[0][0] == tag):
+            times.append(now - published.popleft()[1])
+        if not multiple and not times:  # confirmed out of order: rare
+            for entry in published:
+                if entry[0] == tag:
+                    published.remove(entry)
+                    times.append(now - entry[1])
+                    break
+        metrics.relay_confirmed(self._label, times)
 
     def on_return(self, key: K, reason: str) -> None:
         """The broker returned the publish of `key` (its confirm follows)."""
@@ -436,7 +455,7 @@ class Relay(Generic[K, M, L]):
         claimed = 0
         for message in messages:
             keys = self.source.keys(message)
-            self.window.add(*keys)
+            self._published.append((self.window.add(*keys), time.monotonic()))
             self.source.publish(self.link, message)
             claimed += len(keys)
         self.counts.published += claimed

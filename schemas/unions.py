@@ -17,6 +17,7 @@ from schemas.feed import (
     SnapshotRequest,
 )
 from schemas.questions import CountsQuestion, DigestQuestion, EntriesQuestion, HeldQuestion
+from schemas.status import TerminalStatus
 
 # What a terminal's queue `cajasync.t.<terminal>` receives (tag field: `kind`).
 DownMessage = (
@@ -32,7 +33,8 @@ DownMessage = (
 )
 
 # What `cajasync.requests` receives from terminals (tag field: `kind`). Questions
-# (schemas/questions.py) are answered to the asker's reply-to address, not to its queue.
+# (schemas/questions.py) are answered to the asker's reply-to address, not to its queue;
+# a TerminalStatus is answered by nothing: the server keeps the latest (inbox/status.py).
 Request = (
     SnapshotRequest
     | CatchUpRequest
@@ -43,6 +45,7 @@ Request = (
     | DigestQuestion
     | EntriesQuestion
     | ReplayReport
+    | TerminalStatus
 )
 
 # The same, as the terminal relay decodes it: snapshot pages keep their records encoded.

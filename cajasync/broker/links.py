@@ -81,6 +81,7 @@ class Link(PikaSession[LinkHandler]):
             message_id=message_id,
             user_id=self._user,
             headers=headers,
+            timestamp=int(time.time()),  # `cajasync queues` shows the age of the oldest
         )
         doing = f"publishing seq {headers.get('seq')} of terminal {self._identity.terminal}"
         with broker_errors(self._url, doing):
@@ -219,6 +220,7 @@ def request_properties(user: str, terminal: str, kind: str) -> pika.BasicPropert
         content_type=CONTENT_TYPE,
         user_id=user,
         headers={"terminal": terminal, "request": kind},
+        timestamp=int(time.time()),
     )
 
 

@@ -1,11 +1,20 @@
-"""Queue depths for operators: the management API when reachable, else rabbitmqctl, else AMQP."""
+"""Queue depths for operators: the management API when reachable, else rabbitmqctl, else AMQP.
+
+The age of a queue's oldest message is its head message's `timestamp` (operations,
+requests and stream heads carry one): the management API and rabbitmqctl report it for
+classic queues; for quorum queues (every cajasync queue) a broker on this machine is asked
+with `rabbitmq-queues peek`, which reads the head without delivering it. Otherwise, or
+for an empty queue, the age is unknown (None).
+"""
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -29,6 +38,10 @@ class QueueInfo(msgspec.Struct, frozen=True, kw_only=True):
     deliver_rate: float | None = None
     ack_rate: float | None = None
     source: str = "management"
+    age_s: float | None = None  # seconds since the oldest ready message was published
+
+
+_PEEKED_TIMESTAMP = re.compile(r'<<"timestamp">>\},\{<<"values">>,(\d+)\}')
 
 
 def queue_overview(settings: Settings, terminals: Sequence[str] = ()) -> list[QueueInfo]:
@@ -57,7 +70,8 @@ def _from_management(settings: Settings) -> list[QueueInfo] | None:
             queues = json.load(response)
     except (urllib.error.URLError, OSError, ValueError):
         return None
-    return [_from_api(q) for q in queues if q["name"].startswith("cajasync.")]
+    found = [_from_api(q) for q in queues if q["name"].startswith("cajasync.")]
+    return _with_ages(settings, found)
 
 
 def _rate(stats: dict[str, Any], key: str) -> float | None:
@@ -75,31 +89,73 @@ def _from_api(queue: dict[str, Any]) -> QueueInfo:
         publish_rate=_rate(stats, "publish"),
         deliver_rate=_rate(stats, "deliver_get"),
         ack_rate=_rate(stats, "ack"),
+        age_s=_age(queue.get("head_message_timestamp")),
     )
 
 
-def _from_rabbitmqctl(settings: Settings) -> list[QueueInfo] | None:
+def _age(timestamp: object) -> float | None:
+    """Seconds since `timestamp` (epoch seconds), None when there is none."""
+    if not isinstance(timestamp, int | float) or isinstance(timestamp, bool) or timestamp <= 0:
+        return None
+    return max(0.0, round(time.time() - timestamp, 1))
+
+
+def _with_ages(settings: Settings, queues: list[QueueInfo]) -> list[QueueInfo]:
+    """Ages of the queues holding ready messages but no reported head timestamp, peeked
+    when the broker runs on this machine (quorum queues)."""
+    if not _local(settings) or not shutil.which("rabbitmq-queues"):
+        return queues
+    return [
+        msgspec.structs.replace(q, age_s=_peek_age(settings, q.name))
+        if q.age_s is None and q.ready > 0
+        else q
+        for q in queues
+    ]
+
+
+def _peek_age(settings: Settings, queue: str) -> float | None:
+    """The age of a quorum queue's head message, read without delivering it (the Erlang
+    formatter: the JSON one fails on binary payloads)."""
+    command = ["rabbitmq-queues", "peek", "-q", "--vhost", _vhost(settings), queue, "1"]
+    try:
+        done = subprocess.run(
+            [*command, "--formatter", "erlang"], capture_output=True, text=True, timeout=10
+        )
+    except (subprocess.SubprocessError, OSError):
+        return None
+    found = _PEEKED_TIMESTAMP.search(done.stdout)
+    return _age(int(found.group(1))) if found else None
+
+
+def _local(settings: Settings) -> bool:
     host = urlsplit(settings.broker_url).hostname or "localhost"
-    if host not in ("localhost", "127.0.0.1", "::1") or not shutil.which("rabbitmqctl"):
+    return host in ("localhost", "127.0.0.1", "::1")
+
+
+def _from_rabbitmqctl(settings: Settings) -> list[QueueInfo] | None:
+    if not _local(settings) or not shutil.which("rabbitmqctl"):
         return None
     command = ["rabbitmqctl", "list_queues", "-q", "-p", _vhost(settings), "--formatter", "json"]
     command += ["name", "messages_ready", "messages_unacknowledged", "consumers"]
+    command += ["head_message_timestamp"]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=15, check=True)
         rows = json.loads(done.stdout or "[]")
     except (subprocess.SubprocessError, OSError, ValueError):
         return None
-    return [
+    found = [
         QueueInfo(
             name=row["name"],
             ready=int(row["messages_ready"]),
             unacked=int(row["messages_unacknowledged"]),
             consumers=int(row["consumers"]),
             source="rabbitmqctl",
+            age_s=_age(row.get("head_message_timestamp")),
         )
         for row in rows
         if row["name"].startswith("cajasync.")
     ]
+    return _with_ages(settings, found)
 
 
 def _from_amqp(settings: Settings, terminals: Sequence[str]) -> list[QueueInfo]:

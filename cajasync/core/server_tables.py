@@ -193,6 +193,21 @@ gaps = sa.Table(
 )
 
 
+# Per terminal, the latest status it reported (schemas/status.py: pending counts, stream
+# positions, last pull, version), kept whole in `body`; a status older than the one held
+# (by `sent_at`) changes nothing. inbox/status.py reads it for `server terminals`.
+terminal_status = sa.Table(
+    "server_terminal_status",
+    metadata,
+    sa.Column("terminal", sa.String(32), primary_key=True),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),  # the till's clock
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),  # the server's
+    sa.Column("version", sa.String(32), nullable=False, server_default=""),
+    sa.Column("pending", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("oldest_pending", sa.DateTime(timezone=True)),
+    sa.Column("body", sa.LargeBinary, nullable=False),  # msgpack TerminalStatus
+)
+
 # --- the catalog ---
 # The server's catalog (current master data), its change log, and image store.
 

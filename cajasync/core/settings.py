@@ -45,6 +45,8 @@ class Settings:
     store_give_up_s: float = 300.0
     # feed relay: every stream's head seq, so a till notices a lost last change (0: off)
     head_interval_s: float = 30.0
+    # terminal run: a status to the server this often, and when pending counts change (0: off)
+    status_interval_s: float = 60.0
     # backoff for reconnects
     retry_initial_s: float = 0.5
     retry_max_s: float = 10.0
@@ -72,7 +74,7 @@ POSITIVE_SECONDS: Final = (
     "lost_after_s",
     "z_replay_wait_s",
 )
-NON_NEGATIVE_SECONDS: Final = ("gap_grace_s", "head_interval_s")  # head_interval_s 0: off
+NON_NEGATIVE_SECONDS: Final = ("gap_grace_s", "head_interval_s", "status_interval_s")  # 0: off
 URL_SCHEMES: Final = {"broker_url": ("amqp", "amqps"), "management_url": ("http", "https")}
 
 

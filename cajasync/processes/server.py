@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from cajasync.core.settings import Settings
+from cajasync.processes.metrics import ServerGauges, exposed, server_counters
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,26 @@ def serve(
     stop: threading.Event | None = None,
     until_idle: float | None = None,
     on_progress: Callable[[ServerStats], None] | None = None,
+    metrics_port: int | None = None,
 ) -> ServerStats:
     """Run ingest, the request handler and the feed relay until stopped (or all idle).
 
     If one loop fails, the others are stopped and its error is raised. A database that is
-    away does not fail them: each waits for it, up to `settings.store_give_up_s`.
+    away does not fail them: each waits for it, up to `settings.store_give_up_s`. With
+    `metrics_port`, Prometheus metrics are served there meanwhile (processes/metrics.py).
     """
+    with exposed(metrics_port, [ServerGauges(engine)]):
+        return _serve(engine, settings, stop=stop, until_idle=until_idle, on_progress=on_progress)
+
+
+def _serve(
+    engine: Engine,
+    settings: Settings,
+    *,
+    stop: threading.Event | None,
+    until_idle: float | None,
+    on_progress: Callable[[ServerStats], None] | None,
+) -> ServerStats:
     from inbox.ingest import run_ingest
     from inbox.requests import run_requests
     from outbox.feed_relay import run_feed_relay
@@ -47,10 +62,13 @@ def serve(
     stop = stop or threading.Event()
     stats = ServerStats()
     errors: list[BaseException] = []
+    count_ingest = server_counters()
 
     def report(name: str) -> Callable[[Any], None]:
         def update(loop_stats: Any) -> None:
             stats.loops[name] = loop_stats
+            if name == "ingest":
+                count_ingest(loop_stats)
             if on_progress is not None:
                 on_progress(stats)
 

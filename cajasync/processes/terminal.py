@@ -30,10 +30,13 @@ from cajasync.broker.links import Link
 from cajasync.broker.ports import TerminalSession, TerminalSessions
 from cajasync.core.identity import TerminalIdentity, load_identity
 from cajasync.core.settings import Settings
+from cajasync.processes.metrics import TerminalGauges, exposed, terminal_counters
+from cajasync.processes.till_status import StatusReporter
 from inbox.terminal_consumer import RECEIPT_PREFETCH, ConsumerStats, Taken, TerminalConsumer
 from outbox.claims import OutRow
 from outbox.relay import Counts, Handler, Relay, Until
 from outbox.terminal_source import TerminalSource
+from schemas.status import TerminalStatus
 from schemas.unions import Request
 
 
@@ -83,6 +86,10 @@ class TerminalService:
         self.consumer = TerminalConsumer(
             self.identity, settings, self, on_replay=self.source.rewind
         )
+        # a running till reports its status (processes/till_status.py); a drain does not
+        self.status = (
+            StatusReporter(engine, self.identity, settings, self._send_status) if consume else None
+        )
         self.relay: Relay[int, OutRow, TerminalSession] = Relay(
             self.source,
             engine,
@@ -91,9 +98,11 @@ class TerminalService:
             until=until,
             stop=stop,
             companion=self.consumer if consume else None,
+            on_ready=self._on_ready,
             on_progress=self._report,
         )
         self._reported = self.stats()
+        self._count = terminal_counters()
 
     def run(self) -> RelayStats:
         self.relay.run()
@@ -106,8 +115,18 @@ class TerminalService:
         prefetch = RECEIPT_PREFETCH if self.consume else None
         return self._connect(self.settings, self.identity, _Events(self), prefetch=prefetch)
 
+    def _on_ready(self, _relay: object) -> None:
+        if self.status is not None:
+            self.status.reset()  # a new session: the server hears of it at its first tick
+
+    def _send_status(self, status: TerminalStatus) -> bool:
+        return self.relay.publish_unsettled(lambda link: link.publish_request(status))
+
     def _report(self) -> None:
+        if self.status is not None:
+            self.status.tick()
         stats = self.stats()
+        self._count(stats)
         if self.on_progress is not None and stats != self._reported:
             self._reported = stats
             self.on_progress(stats.copy())
@@ -190,10 +209,12 @@ def run_terminal(
     stop: threading.Event | None = None,
     on_progress: Callable[[RelayStats], None] | None = None,
     connect: TerminalSessions = Link,
+    metrics_port: int | None = None,
 ) -> RelayStats:
     """Relay ops up, apply receipts, replay requests and the down feed (change events,
     snapshots, images) until `stop` is set or, with `until_idle`, nothing was published or
-    received for that many seconds.
+    received for that many seconds. With `metrics_port`, Prometheus metrics are served
+    there meanwhile (processes/metrics.py).
 
     An unreachable broker is retried with back-off for as long as `stop` is unset;
     with `until_idle`, BrokerUnavailable is raised once it stays away that long.
@@ -208,7 +229,8 @@ def run_terminal(
         on_progress=on_progress,
         connect=connect,
     )
-    return service.run()
+    with exposed(metrics_port, [TerminalGauges(engine, service.identity.terminal)]):
+        return service.run()
 
 
 def drain(
