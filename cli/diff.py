@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 from rich.filesize import decimal
@@ -11,6 +12,9 @@ from cajasync.core.db import opened
 from cli.filters import period_options, terminal_period, timezone_option
 from cli.options import broker_option, json_option, settings_for, terminal_db_option
 from cli.output import console, emit_json, table
+
+if TYPE_CHECKING:
+    from cajasync.processes.diff import DiffResult
 
 
 @click.command("diff")
@@ -57,23 +61,61 @@ def diff(
             f"{result.server_count} on the server",
             highlight=False,
         )
-        table(
-            "missing on the server",
-            ["key", "state on the terminal"],
-            [[key, result.states.get(key)] for key in result.missing_on_server],
-        )
-        table("missing on the terminal", ["key"], [[key] for key in result.missing_on_terminal])
-        table(
-            "version differs",
-            ["key", "terminal", "server"],
-            [[row.key, row.terminal, row.server] for row in result.version_differs],
-        )
+        if result.equal:
+            console.print("nothing differs: every key is on both sides in the same version")
+        if result.missing_on_server:
+            table(
+                f"missing on the server ({len(result.missing_on_server)})",
+                ["key", "state on the terminal"],
+                [[key, result.states.get(key)] for key in result.missing_on_server],
+            )
+        if result.missing_on_terminal:
+            table(
+                f"missing on the terminal ({len(result.missing_on_terminal)})",
+                ["key"],
+                [[key] for key in result.missing_on_terminal],
+            )
+        if result.version_differs:
+            table(
+                f"version differs ({len(result.version_differs)})",
+                ["key", "terminal", "server"],
+                [[row.key, row.terminal, row.server] for row in result.version_differs],
+            )
+        if not result.equal:
+            console.print(_advice(result), highlight=False)
         console.print(
-            f"bytes moved {decimal(result.bytes_moved)} in {result.rounds} rounds, "
+            f"{decimal(result.bytes_moved)} moved in {result.rounds} round(s), "
             f"{result.seconds:.2f}s",
             highlight=False,
         )
     sys.exit(0 if result.equal else 1)
+
+
+def _advice(result: DiffResult) -> str:
+    """What to do about the differences, in the seed's words."""
+    if result.direction == "up":
+        unsent = [k for k in result.missing_on_server if result.states.get(k) != "purged"]
+        parts = []
+        if unsent:
+            parts.append(
+                f"{len(unsent)} operation(s) the server lacks: send them again with "
+                "`cajasync pending replay OP_ID...`, then `cajasync terminal run`"
+            )
+        if result.missing_on_terminal:
+            parts.append(
+                f"{len(result.missing_on_terminal)} on the server only: loaded on the server "
+                "by hand, or recorded by another copy of this till"
+            )
+        return "; ".join(parts) or "differences are purged operations only"
+    parts = []
+    if result.missing_on_terminal or result.version_differs:
+        parts.append(f"`cajasync pull --db ... {result.topic}` brings what this till lacks")
+    if result.missing_on_server:
+        parts.append(
+            f"`cajasync tools prune {result.topic} --db ... --yes` removes what the server no "
+            "longer has"
+        )
+    return "; ".join(parts)
 
 
 def _builtins(result: object) -> dict[str, object]:

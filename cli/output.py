@@ -24,7 +24,7 @@ def emit_json(data: Any) -> None:
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Print a table; numbers right-aligned, None as an em dash."""
-    out = Table(title=title, title_justify="left", header_style="bold")
+    out = Table(title=title, title_justify="left", header_style="bold", min_width=len(title))
     numeric = [
         bool(rows) and all(isinstance(r[i], int | float) for r in rows) for i in range(len(columns))
     ]
