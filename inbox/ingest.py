@@ -42,6 +42,7 @@ from inbox.classify import classify
 from inbox.gaps import GapTracker
 from inbox.ingest_receipts import ask_replay, send_receipts
 from inbox.isolate import apply_isolating
+from inbox.registry import Lookup, admit
 from inbox.server_store import incarnations
 from inbox.server_store.base import Gap, GapState, Incoming, ServerStore, Verdict
 from inbox.server_store.sql import SqlServerStore
@@ -108,6 +109,7 @@ def run_ingest(
         stop=stop,
         on_progress=on_progress,
         broker=broker,
+        registry=Lookup(engine, allow_shared=settings.allow_shared_user),
     )
     return ingest.run()
 
@@ -189,8 +191,10 @@ class Ingest:
         stop: threading.Event | None = None,
         on_progress: Callable[[IngestStats], None] | None = None,
         broker: Broker | None = None,
+        registry: Lookup | None = None,
     ) -> None:
         self.stats = IngestStats()
+        self._registry = registry
         self._store = store
         self._settings = settings
         self._until_idle = until_idle
@@ -245,6 +249,8 @@ class Ingest:
         for good (or is away when ingest is stopped)."""
         batch = [classify(delivery) for delivery in deliveries]
         try:
+            if self._registry is not None:  # who is let in: inbox/registry.py
+                batch = self._retry(admit, self._registry, deliveries, batch)
             applied = apply_isolating(self._apply, batch)
         except StoreError as exc:
             out.nack(deliveries[-1].delivery_tag)

@@ -50,6 +50,7 @@ from inbox.answers import (
     replies,
 )
 from inbox.catalog_reads import read_snapshot, reading_engine
+from inbox.registry import Lookup
 from inbox.server_store.sql import SqlServerStore
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ class RequestHandler:
         self.stats = RequestStats()
         self._engine = engine
         self._store = SqlServerStore(writer or engine)  # registers incarnations
+        self._registry = Lookup(writer or engine, allow_shared=settings.allow_shared_user)
         self._settings = settings
         self._stop = stop
         self._until_idle = until_idle
@@ -176,7 +178,9 @@ class RequestHandler:
         """Answer one request, or dead-letter it; then ack it."""
         self.stats.received += 1
         try:
-            checked = plan(delivery.body, delivery.routing_key, delivery.user_id)
+            checked = self._retry(
+                plan, delivery.body, delivery.routing_key, delivery.user_id, self._registry
+            )
         except InvalidMessage as exc:
             out.dead_letter(delivery, exc.reason)
             self.stats.dead_lettered += 1

@@ -1,0 +1,205 @@
+"""The RabbitMQ management HTTP API: broker users of terminals, their permissions, their
+connections (the plugin `.ci/services` and compose.yaml enable; Settings.management_url).
+
+Each terminal gets a broker user named after its id (RabbitMQ checks a message's `user_id`
+against it, so the server knows which till really sent it), allowed to:
+
+* configure and read only its own queue `cajasync.t.<terminal>` (declare, consume), never
+  bind it: binding needs read on `cajasync.down`, which it lacks, so only the server (the
+  registry) decides which change scopes reach a till;
+* write only to `cajasync.up`, and there (topic permissions) only routing keys
+  `op.<terminal>.<topic>` and `req.<terminal>.<kind>`;
+* answers come back by `t.<terminal>` into its queue, or by direct reply-to
+  (`amq.rabbitmq.reply-to`, which needs no permission).
+
+The API is called with the credentials of the server's broker URL (an administrator).
+urllib errors stop here: callers see BrokerUnavailable naming the API and what to do.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from cajasync.core.settings import Settings
+from cajasync.core.topology import UP_EXCHANGE, terminal_queue
+from cajasync.errors import BrokerUnavailable, ConfigError
+
+TIMEOUT_S: Final = 10.0
+HOW_TO_ENABLE = (
+    "enable it with `rabbitmq-plugins enable rabbitmq_management` (compose.yaml and "
+    ".ci/services do) or point CAJASYNC_MANAGEMENT_URL at it"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Permissions:
+    """What one terminal's broker user may do (regular expressions, RabbitMQ syntax)."""
+
+    configure: str
+    write: str
+    read: str
+    topic_write: str  # routing keys it may publish to `cajasync.up`
+    topic_read: str
+
+
+def terminal_permissions(terminal: str) -> Permissions:
+    """Its own queue, `cajasync.up` with its own routing keys, nothing else."""
+    queue = re.escape(terminal_queue(terminal))
+    own = re.escape(terminal)
+    return Permissions(
+        configure=f"^{queue}$",
+        write=f"^{re.escape(UP_EXCHANGE)}$",
+        read=f"^{queue}$",
+        topic_write=rf"^(op|req)\.{own}\.[^.]+$",
+        topic_read="^$",
+    )
+
+
+def vhost_of(broker_url: str) -> str:
+    """The virtual host of a broker URL (`/` when the URL names none)."""
+    path = urlsplit(broker_url).path
+    return unquote(path[1:]) if len(path) > 1 else "/"
+
+
+def terminal_url(broker_url: str, terminal: str, password: str) -> str:
+    """The broker URL a till uses: the server's host, port, vhost and query (TLS), with the
+    terminal's own user and password."""
+    parts = urlsplit(broker_url)
+    host = parts.hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    netloc = f"{quote(terminal, safe='')}:{quote(password, safe='')}@{host}{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path or "/%2F", parts.query, ""))
+
+
+class Management:
+    """The management API at `settings.management_url`, as the broker URL's user."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.base = settings.management_url.rstrip("/")
+        self.vhost = vhost_of(settings.broker_url)
+        parts = urlsplit(settings.broker_url)
+        user, password = unquote(parts.username or "guest"), unquote(parts.password or "guest")
+        self._auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    # -- users ---------------------------------------------------------------------------
+
+    def user_exists(self, user: str) -> bool:
+        return self._call("GET", f"/api/users/{_q(user)}", missing_ok=True) is not None
+
+    def user_vhosts(self, user: str) -> list[str]:
+        """The virtual hosts where `user` has permissions."""
+        rows = self._call("GET", f"/api/users/{_q(user)}/permissions", missing_ok=True) or []
+        return [str(row["vhost"]) for row in rows]
+
+    def put_user(self, user: str, password: str) -> None:
+        """Create `user` (no tags: it cannot log into the management UI) or set its password."""
+        self._call("PUT", f"/api/users/{_q(user)}", {"password": password, "tags": ""})
+
+    def delete_user(self, user: str) -> None:
+        """Delete `user` (nothing when it is already gone)."""
+        self._call("DELETE", f"/api/users/{_q(user)}", missing_ok=True)
+
+    def grant(self, user: str, permissions: Permissions) -> None:
+        """Set `user`'s permissions on this vhost, and its topic permissions on cajasync.up."""
+        where = f"{_q(self.vhost)}/{_q(user)}"
+        self._call(
+            "PUT",
+            f"/api/permissions/{where}",
+            {
+                "configure": permissions.configure,
+                "write": permissions.write,
+                "read": permissions.read,
+            },
+        )
+        self._call(
+            "PUT",
+            f"/api/topic-permissions/{where}",
+            {
+                "exchange": UP_EXCHANGE,
+                "write": permissions.topic_write,
+                "read": permissions.topic_read,
+            },
+        )
+
+    # -- queues --------------------------------------------------------------------------
+
+    def bound_keys(self, queue: str, exchange: str) -> list[str]:
+        """Routing keys `queue` is bound to `exchange` by (empty when the queue is missing)."""
+        path = f"/api/queues/{_q(self.vhost)}/{_q(queue)}/bindings"
+        rows = self._call("GET", path, missing_ok=True) or []
+        return [str(row["routing_key"]) for row in rows if row.get("source") == exchange]
+
+    # -- connections ---------------------------------------------------------------------
+
+    def close_connections(self, user: str, reason: str) -> int:
+        """Close every connection of `user` on this vhost; how many there were."""
+        rows = self._call("GET", f"/api/vhosts/{_q(self.vhost)}/connections") or []
+        closed = 0
+        for row in rows:
+            if row.get("user") != user:
+                continue
+            self._call(
+                "DELETE",
+                f"/api/connections/{_q(str(row['name']))}",
+                headers={"X-Reason": reason},
+                missing_ok=True,
+            )
+            closed += 1
+        return closed
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        missing_ok: bool = False,
+    ) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(  # noqa: S310 - operator-configured URL
+            self.base + path, data=data, method=method
+        )
+        request.add_header("Authorization", self._auth)
+        request.add_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        doing = f"{method} {path}"
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:  # noqa: S310
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404 and missing_ok:
+                return None
+            if exc.code in (401, 403):
+                raise ConfigError(
+                    f"the RabbitMQ management API at {self.base} refused the broker URL's user "
+                    f"({exc.code}) for {doing}: managing terminal users needs an administrator"
+                ) from exc
+            detail = exc.read().decode(errors="replace")[:200]
+            raise BrokerUnavailable(
+                f"the RabbitMQ management API at {self.base} answered {exc.code} to {doing}: "
+                f"{detail}"
+            ) from exc
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise BrokerUnavailable(
+                f"the RabbitMQ management API at {self.base} is unreachable ({reason}); "
+                f"{HOW_TO_ENABLE}"
+            ) from exc
+        return json.loads(raw) if raw.strip() else None
+
+
+def _q(part: str) -> str:
+    return quote(part, safe="")
