@@ -138,6 +138,12 @@ class Management:
         rows = self._call("GET", path, missing_ok=True) or []
         return [str(row["routing_key"]) for row in rows if row.get("source") == exchange]
 
+    def exchange_arguments(self, exchange: str) -> dict[str, Any]:
+        """The arguments `exchange` was declared with (empty when it is missing)."""
+        path = f"/api/exchanges/{_q(self.vhost)}/{_q(exchange)}"
+        found = self._call("GET", path, missing_ok=True) or {}
+        return dict(found.get("arguments") or {})
+
     # -- connections ---------------------------------------------------------------------
 
     def close_connections(self, user: str, reason: str) -> int:

@@ -144,7 +144,8 @@ INEQUIVALENT = re.compile(r"current is '([^']*)'")
 def claim_exchange(url: str, exchange: str, holder: str, *, doing: str) -> str | None:
     """Declare `exchange` naming `holder` (its alternate-exchange argument, which RabbitMQ
     compares on every declaration): None when it names `holder` (now or already), else the
-    holder it names. Atomic on the broker: of two holders, the first declaration wins."""
+    holder it names ("" when the broker's reply, cut at 255 bytes, lost it). Atomic on the
+    broker: of two holders, the first declaration wins."""
     arguments = {"alternate-exchange": holder}
     with blocking_channel(url, doing=doing) as channel:
         try:
@@ -152,8 +153,8 @@ def claim_exchange(url: str, exchange: str, holder: str, *, doing: str) -> str |
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code != 406:
                 raise
-            found = INEQUIVALENT.search(exc.reply_text)
-            return found.group(1) if found else "another holder"
+            found = INEQUIVALENT.search(exc.reply_text)  # cut at 255 bytes: maybe not there
+            return found.group(1) if found else ""
     return None
 
 

@@ -12,11 +12,11 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from cajasync.broker.management import vhost_of
+from cajasync.broker.management import Management, vhost_of
 from cajasync.broker.rabbitmq import claim_exchange, reconnect_policy
 from cajasync.core.settings import Settings
 from cajasync.core.topology import STORE_EXCHANGE
-from cajasync.errors import ConfigError
+from cajasync.errors import CajasyncError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +108,19 @@ def claim_vhost(engine: Engine, settings: Settings, *, stop: threading.Event | N
     policy = reconnect_policy(settings, what="claiming the vhost", stop=stop)
     other = policy(claim_exchange, settings.broker_url, STORE_EXCHANGE, holder, doing=doing)
     if other is not None:
-        served = other.removeprefix(f"{STORE_EXCHANGE}.")
+        served = (other or _holder(settings) or "?").removeprefix(f"{STORE_EXCHANGE}.")
         raise ConfigError(
             f"vhost {vhost!r} is already served by store {served}, not this store ({mine}): "
             f"point CAJASYNC_BROKER_URL at another vhost, or delete exchange {STORE_EXCHANGE} "
             "once that store is retired"
         )
     return mine
+
+
+def _holder(settings: Settings) -> str | None:
+    """Which store the vhost's claim names, asked of the management API (None: unknown)."""
+    try:
+        found = Management(settings).exchange_arguments(STORE_EXCHANGE).get("alternate-exchange")
+    except CajasyncError:
+        return None
+    return None if found is None else str(found)
