@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from cajasync.broker.management import Management
+from cajasync.broker.ports import REASON_HEADER
 from cajasync.broker.rabbitmq import blocking_channel
 from cajasync.core import topology
 from cajasync.core.db import make_engine, upgrade
@@ -27,7 +28,7 @@ from cajasync.processes.pull import pull
 from cajasync.processes.server import claim_vhost, serve
 from cajasync.processes.terminal import run_terminal
 from cajasync.processes.terminal_init import init_terminal
-from inbox.ingest import server_stats
+from inbox.ingest import run_ingest, server_stats
 from inbox.registry import registered
 from outbox import catalog
 from schemas.records import Product, StockLevel
@@ -252,3 +253,24 @@ def _acked(engine: Engine) -> int:
     with engine.connect() as connection:
         query = sa.select(sa.func.count()).where(outbox.c.state == ACKED).select_from(outbox)
         return int(connection.execute(query).scalar_one())
+
+
+def test_a_strict_server_dead_letters_a_registered_tills_operation_sent_as_guest(
+    server: Engine, strict: Settings, new_till: Callable[[], str], tmp_path: Path
+) -> None:
+    terminal = new_till()
+    add(server, strict, terminal)
+    guest = strict.with_overrides(allow_shared_user=True)  # the till itself: shared user
+    engine = init_terminal(
+        str(tmp_path / "till.db"), TerminalIdentity(terminal, "L1", "PV1", "retail"), guest
+    )
+    try:
+        record_sales(engine, 1)
+        run_terminal(engine, guest, until_idle=0.5)
+    finally:
+        engine.dispose()
+    stats = run_ingest(server, strict, until_idle=1.0)
+    assert (stats.applied, stats.dead_lettered) == (0, 1)
+    with blocking_channel(strict.broker_url) as channel:
+        _method, properties, _body = channel.basic_get(topology.DEAD_QUEUE, auto_ack=True)
+    assert "shared broker user" in properties.headers[REASON_HEADER]
