@@ -142,7 +142,8 @@ class Lookup:
 
     def check_request(self, terminal: str, user_id: str | None) -> Registration | None:
         """The terminal's registration; InvalidMessage with the reason when refused."""
-        registration = self.registered(terminal)
+        doing = f"answering terminal {terminal}: reading the terminal registry"
+        registration = registrations(self._engine, [terminal], doing=doing).get(terminal)
         reason = refusal(
             terminal, user_id, registration, allow_shared=self.allow_shared, in_flight_ok=False
         )
@@ -208,7 +209,12 @@ def registered(engine: Engine, terminal: str) -> Registration | None:
     return registrations(engine, [terminal]).get(terminal)
 
 
-def registrations(engine: Engine, names: Iterable[str] | None = None) -> dict[str, Registration]:
+def registrations(
+    engine: Engine,
+    names: Iterable[str] | None = None,
+    *,
+    doing: str = "reading the terminal registry",
+) -> dict[str, Registration]:
     """Registrations by terminal: of `names`, or every one when None."""
     query = sa.select(terminals).order_by(terminals.c.terminal)
     if names is not None:
@@ -216,7 +222,7 @@ def registrations(engine: Engine, names: Iterable[str] | None = None) -> dict[st
         if not wanted:
             return {}
         query = query.where(terminals.c.terminal.in_(wanted))
-    with server_transaction(engine, WHAT, "reading the terminal registry") as connection:
+    with server_transaction(engine, WHAT, doing) as connection:
         rows = connection.execute(query).all()
     return {row.terminal: _registration(row) for row in rows}
 
