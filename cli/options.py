@@ -77,3 +77,16 @@ def metrics_port_option(func: F) -> F:
 
 def settings_for(broker_url: str, **overrides: Any) -> Settings:
     return load_settings(broker_url=broker_url, **overrides)
+
+
+def terminal_settings(db: str, broker_url: str, **overrides: Any) -> Settings:
+    """Settings of a terminal command: the broker URL kept beside its database
+    (`terminal init --credentials`) unless --broker-url or CAJASYNC_BROKER_URL says another."""
+    from click.core import ParameterSource
+
+    from cajasync.core.credentials import stored_broker_url
+
+    source = click.get_current_context().get_parameter_source("broker_url")
+    if source in (None, ParameterSource.DEFAULT):
+        broker_url = stored_broker_url(db) or broker_url
+    return settings_for(broker_url, **overrides)

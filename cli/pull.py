@@ -10,7 +10,7 @@ from rich.filesize import decimal
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from cajasync.core.db import opened
-from cli.options import broker_option, json_option, settings_for, terminal_db_option
+from cli.options import broker_option, json_option, terminal_db_option, terminal_settings
 from cli.output import console, emit_json
 
 
@@ -70,7 +70,7 @@ def pull(
     with opened(db, "terminal") as engine, _progress(quiet=as_json) as on_progress:
         result = run_pull(
             engine,
-            settings_for(broker_url),
+            terminal_settings(db, broker_url),
             None if pull_all else list(topics),
             images=images,
             full=full,

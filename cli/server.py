@@ -21,11 +21,15 @@ from cli.options import (
 )
 from cli.output import console, emit_json, table
 from cli.progress import live_stats, stop_on_signals
+from cli.server_terminals import terminals as terminal_registry
 
 
 @click.group()
 def server() -> None:
     """Run and inspect the server inbox."""
+
+
+server.add_command(terminal_registry)
 
 
 @server.command("init")
@@ -53,13 +57,29 @@ def init(db: str, broker_url: str, no_broker: bool, management_url: str, no_poli
 @server_db_option
 @broker_option
 @until_idle_option
+@click.option(
+    "--allow-shared-user",
+    is_flag=True,
+    envvar="CAJASYNC_ALLOW_SHARED_USER",
+    help="Accept tills publishing as the shared broker user (guest) and unregistered tills "
+    "(they say where they are themselves). Without it, only registered tills with their own "
+    "broker user are served.",
+)
 @metrics_port_option
-def run(db: str, broker_url: str, until_idle: float | None, metrics_port: int | None) -> None:
+def run(
+    db: str,
+    broker_url: str,
+    until_idle: float | None,
+    allow_shared_user: bool,
+    metrics_port: int | None,
+) -> None:
     """Ingest operations (receipts, gap replays), answer snapshot / catch-up / image
-    requests, and publish the catalog's change log to the terminals."""
+    requests, and publish the catalog's change log to the terminals.
+
+    The vhost is claimed for this store: a vhost another store serves is refused."""
     from cajasync.processes.server import serve
 
-    settings = settings_for(broker_url)
+    settings = settings_for(broker_url, allow_shared_user=allow_shared_user)
     stop = stop_on_signals()
     # a database that is not up yet is waited for, as the loops wait out an outage
     with (
@@ -73,6 +93,7 @@ def run(db: str, broker_url: str, until_idle: float | None, metrics_port: int | 
             stop=stop,
             on_progress=on_progress,
             metrics_port=metrics_port,
+            claim=True,
         )
     console.print(f"server stopped: {stats}")
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+from cajasync.core.credentials import read_credentials, save_credentials
 from cajasync.core.db import opened
 from cajasync.core.identity import TerminalIdentity
 from cli.filters import age
@@ -15,8 +17,8 @@ from cli.options import (
     broker_option,
     json_option,
     metrics_port_option,
-    settings_for,
     terminal_db_option,
+    terminal_settings,
     until_idle_option,
 )
 from cli.output import console, emit_json, table
@@ -62,6 +64,14 @@ def terminal() -> None:
     help="Do not ask the server where this id's seqs continue (start at 1): only for an id "
     "the server has never seen.",
 )
+@click.option(
+    "--credentials",
+    "credentials",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The file `cajasync server terminal add --credentials-file` wrote: this till's own "
+    "broker URL, kept beside its database (mode 0600) for every terminal command.",
+)
 @timeout_option
 def init(
     db: str,
@@ -71,6 +81,7 @@ def init(
     kind: str,
     broker_url: str,
     offline: bool,
+    credentials: Path | None,
     timeout: float,
 ) -> None:
     """Create the outbox in the terminal database and declare its broker queue (idempotent).
@@ -82,8 +93,11 @@ def init(
     from cajasync.processes.recover import start_terminal
 
     identity = TerminalIdentity(terminal_id, location, pos, kind)
+    if credentials is not None:
+        kept = save_credentials(db, read_credentials(credentials, terminal_id))
+        say(f"terminal {terminal_id}: its own broker URL is kept in {kept} (mode 0600)")
     started = start_terminal(
-        db, identity, settings_for(broker_url), offline=offline, timeout=timeout
+        db, identity, terminal_settings(db, broker_url), offline=offline, timeout=timeout
     )
     if started.offline and not started.existing:
         say(
@@ -113,7 +127,7 @@ def recover(db: str, terminal_id: str, broker_url: str, timeout: float) -> None:
     seq the server holds for another operation, register a new incarnation."""
     from cajasync.processes.recover import recover_terminal
 
-    done = recover_terminal(db, terminal_id, settings_for(broker_url), timeout=timeout)
+    done = recover_terminal(db, terminal_id, terminal_settings(db, broker_url), timeout=timeout)
     mark = done.mark
     say(
         f"terminal {terminal_id}: the server holds up to seq {mark.max_seq} (contiguous "
@@ -142,7 +156,7 @@ def run(db: str, broker_url: str, until_idle: float | None, metrics_port: int | 
     """Relay pending operations up, apply receipts, answer replay requests."""
     from cajasync.processes.terminal import run_terminal
 
-    settings = settings_for(broker_url)
+    settings = terminal_settings(db, broker_url)
     with opened(db, "terminal") as engine, live_stats("terminal") as on_progress:
         stats = run_terminal(
             engine,

@@ -22,6 +22,7 @@ from cajasync.errors import InvalidMessage
 from inbox.catalog_reads import RecordRow
 from inbox.entitlement import Requester, check_sender, check_stream, check_topic, streams_for
 from inbox.questions import QuestionPlan, plan_question
+from inbox.registry import Lookup, as_registered
 from inbox.reply_wire import StoredChange, event_body, page_body, stored_change
 from inbox.server_store.incarnations import IncarnationStore
 from schemas.codec import decode_request, encode
@@ -139,11 +140,26 @@ CatalogPlan = SnapshotPlan | CatchUpPlan | ImagePlan
 Plan = CatalogPlan | HighWaterPlan | ReplayReportPlan | QuestionPlan | StatusPlan
 
 
-def plan(body: bytes, routing_key: str, user_id: str | None) -> Plan:
+def plan(
+    body: bytes, routing_key: str, user_id: str | None, registry: Lookup | None = None
+) -> Plan:
     """Decode and check a request; InvalidMessage (with the reason) when it must not be
-    answered."""
+    answered. With a `registry`, a terminal not let in is refused and a registered one's
+    location, pos and kind are the registry's, whatever the request says."""
     request = decode_request(body)
     check_sender(routing_key, user_id, request.terminal)
+    if registry is not None:
+        registration = registry.check_request(request.terminal, user_id)
+        if isinstance(
+            request,
+            SnapshotRequest
+            | CatchUpRequest
+            | CountsQuestion
+            | HeldQuestion
+            | DigestQuestion
+            | EntriesQuestion,
+        ):  # what it receives and is compared against follows from where the registry says
+            request = as_registered(request, registration)
     match request:
         case SnapshotRequest():
             return plan_snapshot(request)

@@ -31,9 +31,9 @@ header is trusted for a terminal, nor for a seq unless the broker authenticated 
 from __future__ import annotations
 
 import uuid
-from typing import Final
 
 from cajasync.broker.ports import Delivery
+from cajasync.core.topology import SHARED_USERS
 from cajasync.errors import InvalidMessage
 from inbox.server_store.base import (
     MAX_INT,
@@ -52,9 +52,6 @@ from schemas.envelope import OpEnvelope
 from schemas.ops import topic_of
 from schemas.topics import UP_TOPICS
 from schemas.validation import validate
-
-SHARED_USERS: Final = frozenset({"guest"})
-"""Broker users shared by several terminals: their `user_id` says nothing about the sender."""
 
 
 def classify(delivery: Delivery) -> Incoming:

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import msgspec
 
+from cajasync.core.topology import SHARED_USERS
 from cajasync.errors import InvalidMessage
-from inbox.classify import SHARED_USERS
 from schemas.feed import CatchUpRequest, SnapshotRequest, Stream, split_stream
 from schemas.topics import DOWN_TOPIC_SCOPES, TABLE_KINDS, TABLE_TOPICS
 

@@ -47,6 +47,7 @@ from inbox.classify import classify
 from inbox.gaps import GapTracker
 from inbox.ingest_receipts import ask_replay, send_receipts
 from inbox.isolate import apply_isolating
+from inbox.registry import Lookup, admit
 from inbox.server_store import incarnations
 from inbox.server_store.base import Gap, GapState, Incoming, ServerStore, Verdict
 from inbox.server_store.sql import SqlServerStore
@@ -118,6 +119,7 @@ def run_ingest(
         on_progress=on_progress,
         broker=broker,
         closes=ZReconciler(engine, settings),
+        registry=Lookup(engine, allow_shared=settings.allow_shared_user),
     )
     return ingest.run()
 
@@ -224,11 +226,13 @@ class Ingest:
         on_progress: Callable[[IngestStats], None] | None = None,
         broker: Broker | None = None,
         closes: ZReconciler | None = None,
+        registry: Lookup | None = None,
     ) -> None:
         """`closes`: Z close reconciliation (inbox/zreconcile.py) after every batch; None
         (a store without SQL tables) leaves it out."""
         self.stats = IngestStats()
         self._closes = closes
+        self._registry = registry
         self._store = store
         self._settings = settings
         self._until_idle = until_idle
@@ -286,6 +290,8 @@ class Ingest:
         started = time.monotonic()
         batch = [classify(delivery) for delivery in deliveries]
         try:
+            if self._registry is not None:  # who is let in: inbox/registry.py
+                batch = self._retry(admit, self._registry, deliveries, batch)
             applied = apply_isolating(self._apply, batch)
         except StoreError as exc:
             out.nack(deliveries[-1].delivery_tag)

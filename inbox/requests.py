@@ -60,6 +60,7 @@ from inbox.answers import (
 )
 from inbox.catalog_reads import read_snapshot, reading_engine
 from inbox.questions import EntryCache, QuestionPlan, question_answers
+from inbox.registry import Lookup
 from inbox.server_store.sql import SqlServerStore
 from inbox.status import record_status
 from inbox.zreconcile import record_replay_report
@@ -149,6 +150,7 @@ class RequestHandler:
         self._engine = engine
         self._writer = writer or engine
         self._store = SqlServerStore(self._writer)  # registers incarnations
+        self._registry = Lookup(self._writer, allow_shared=settings.allow_shared_user)
         self._settings = settings
         self._stop = stop
         self._until_idle = until_idle
@@ -199,7 +201,9 @@ class RequestHandler:
         """Answer one request, or dead-letter it; then ack it."""
         self.stats.received += 1
         try:
-            checked = plan(delivery.body, delivery.routing_key, delivery.user_id)
+            checked = self._retry(
+                plan, delivery.body, delivery.routing_key, delivery.user_id, self._registry
+            )
             if isinstance(checked, QuestionPlan) and not (
                 delivery.reply_to and delivery.correlation_id
             ):

@@ -143,6 +143,7 @@ def clean_broker(broker_url: str) -> Iterator[str]:
         topology.declare_server(channel)
         for queue in (topology.OPS_QUEUE, topology.REQUESTS_QUEUE, topology.DEAD_QUEUE):
             channel.queue_purge(queue)
+        channel.exchange_delete(topology.STORE_EXCHANGE)  # each test's store claims anew
         connection.close()
 
     purge()

@@ -36,7 +36,9 @@ from cajasync.core.identity import TerminalIdentity
 from cajasync.core.settings import Settings
 from cajasync.core.topology import (
     DOWN_EXCHANGE,
+    SHARED_USERS,
     UP_EXCHANGE,
+    declare_own_queue,
     declare_terminal,
     request_routing_key,
     terminal_queue,
@@ -117,7 +119,12 @@ class Link(PikaSession[LinkHandler]):
     def _declare(self, channel: pika.channel.Channel, then: Callable[[], None]) -> None:
         channel.add_on_return_callback(self._on_return)
         identity = self._identity
-        declare_terminal(channel, identity.terminal, identity.location, identity.pos, identity.kind)
+        if self._user in SHARED_USERS:
+            declare_terminal(
+                channel, identity.terminal, identity.location, identity.pos, identity.kind
+            )
+        else:  # its own broker user may not bind: the server bound its queue by the registry
+            declare_own_queue(channel, identity.terminal)
         # RPCs queue behind each other: QosOk means every declaration above succeeded.
         channel.basic_qos(prefetch_count=self._prefetch or 0, callback=lambda _f: then())
 

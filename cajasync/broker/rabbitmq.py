@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,9 +36,9 @@ from cajasync.broker.ports import (
     Delivery,
 )
 from cajasync.broker.replies import PikaReplies
-from cajasync.core.settings import Settings
+from cajasync.core.settings import Settings, load_settings
 from cajasync.core.topology import DEAD_EXCHANGE, DOWN_EXCHANGE
-from cajasync.errors import BrokerUnavailable
+from cajasync.errors import BrokerUnavailable, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +56,41 @@ PIKA_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def parameters(url: str, *, heartbeat: int = 30) -> pika.URLParameters:
-    """Connection parameters for `url`, with a heartbeat and short connect timeouts.
+def parameters(
+    url: str, *, heartbeat: int = 30, settings: Settings | None = None
+) -> pika.URLParameters:
+    """Connection parameters for `url`, with a heartbeat and short connect timeouts; an
+    `amqps://` URL gets the TLS context of `tls_options` (from `settings`, else from the
+    CAJASYNC_TLS_* variables).
 
     Every cajasync connection starts here, so this is where pika's field decoding is
     guarded (`cajasync.broker.pika_fields`): a header pika cannot decode must not drop a consumer.
     """
     pika_fields.install()
     params = pika.URLParameters(url)
+    if urlsplit(url).scheme == "amqps":
+        params.ssl_options = tls_options(url, settings or load_settings(broker_url=url))
     params.heartbeat = heartbeat
     params.blocked_connection_timeout = 60
     params.socket_timeout = 5
     params.connection_attempts = 1
     return params
+
+
+def tls_options(url: str, settings: Settings) -> pika.SSLOptions:
+    """TLS for an amqps:// URL: the broker's certificate checked against the system's CAs or
+    `tls_ca_file`, its name against the URL's host; a client certificate when one is set."""
+    host = urlsplit(url).hostname or "localhost"
+    try:
+        context = ssl.create_default_context(cafile=settings.tls_ca_file or None)
+        if settings.tls_cert_file:
+            context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"TLS files for {describe(url)} cannot be used (CAJASYNC_TLS_CA_FILE, "
+            f"CAJASYNC_TLS_CERT_FILE, CAJASYNC_TLS_KEY_FILE): {exc}"
+        ) from exc
+    return pika.SSLOptions(context, server_hostname=host)
 
 
 def quiet_driver_logs() -> None:
@@ -77,7 +101,8 @@ def quiet_driver_logs() -> None:
 def describe(url: str) -> str:
     """`host:port` of a broker URL, without credentials, for messages."""
     parts = urlsplit(url)
-    return f"{parts.hostname or 'localhost'}:{parts.port or 5672}"
+    default = 5671 if parts.scheme == "amqps" else 5672
+    return f"{parts.hostname or 'localhost'}:{parts.port or default}"
 
 
 def username(url: str) -> str:
@@ -115,6 +140,26 @@ def blocking_channel(url: str, *, doing: str = "talking to the broker") -> Itera
             yield connection.channel()
     finally:
         close_quietly(connection)
+
+
+INEQUIVALENT = re.compile(r"current is '([^']*)'")
+
+
+def claim_exchange(url: str, exchange: str, holder: str, *, doing: str) -> str | None:
+    """Declare `exchange` naming `holder` (its alternate-exchange argument, which RabbitMQ
+    compares on every declaration): None when it names `holder` (now or already), else the
+    holder it names ("" when the broker's reply, cut at 255 bytes, lost it). Atomic on the
+    broker: of two holders, the first declaration wins."""
+    arguments = {"alternate-exchange": holder}
+    with blocking_channel(url, doing=doing) as channel:
+        try:
+            channel.exchange_declare(exchange, "fanout", durable=True, arguments=arguments)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 406:
+                raise
+            found = INEQUIVALENT.search(exc.reply_text)  # cut at 255 bytes: maybe not there
+            return found.group(1) if found else ""
+    return None
 
 
 def close_quietly(connection: Any) -> None:

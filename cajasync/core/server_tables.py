@@ -208,6 +208,38 @@ terminal_status = sa.Table(
     sa.Column("body", sa.LargeBinary, nullable=False),  # msgpack TerminalStatus
 )
 
+# --- the registry (migration s0010) ---
+# This store's own id, one row, generated when the store is created (or upgraded to s0010):
+# the server announces it on its vhost so a process of another store refuses to start there
+# (cajasync/processes/vhost_claim.py).
+store_identity = sa.Table(
+    "server_store",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),  # always 1
+    sa.Column("store_id", sa.String(36), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+ACTIVE: Final = "active"
+REVOKED: Final = "revoked"
+
+# The terminals this server knows: where each one is (its scopes and kind come from here,
+# not from what its requests say) and whether it may still send. inbox/registry.py.
+terminals = sa.Table(
+    "server_terminals",
+    metadata,
+    sa.Column("terminal", sa.String(32), primary_key=True),
+    sa.Column("location", sa.String(32), nullable=False),
+    sa.Column("pos", sa.String(32), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(10), nullable=False),  # active | revoked
+    sa.Column("broker_user", sa.String(64)),  # its own broker user; NULL: none created
+    sa.Column("added_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+    sa.Column("rotated_at", sa.DateTime(timezone=True)),
+)
+
 # --- the catalog ---
 # The server's catalog (current master data), its change log, and image store.
 

@@ -26,6 +26,13 @@ class Settings:
 
     broker_url: str = DEFAULT_BROKER_URL
     management_url: str = "http://localhost:15672"
+    # amqps:// only: a CA file to verify the broker, a client certificate and its key (PEM)
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # the server accepts messages published as the shared broker user (guest) and from
+    # unregistered terminals; `cajasync server run` sets it False unless --allow-shared-user
+    allow_shared_user: bool = True
     # relay
     publish_window: int = 1000
     claim_batch: int = 2000
@@ -74,7 +81,9 @@ POSITIVE_SECONDS: Final = (
     "lost_after_s",
     "z_replay_wait_s",
 )
+TLS_FILES: Final = ("tls_ca_file", "tls_cert_file", "tls_key_file")
 NON_NEGATIVE_SECONDS: Final = ("gap_grace_s", "head_interval_s", "status_interval_s")  # 0: off
+BOOLEANS: Final = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 URL_SCHEMES: Final = {"broker_url": ("amqp", "amqps"), "management_url": ("http", "https")}
 
 
@@ -111,6 +120,17 @@ def check_settings(settings: Settings) -> None:
             raise ConfigError(
                 f"{variable(name)} must be a URL starting {allowed} (it starts {scheme!r})"
             )
+    tls = [name for name in TLS_FILES if getattr(settings, name)]
+    if tls and urlsplit(settings.broker_url).scheme != "amqps":
+        raise ConfigError(
+            f"{variable(tls[0])} is set but CAJASYNC_BROKER_URL is not amqps://: "
+            "TLS options apply to amqps:// URLs only"
+        )
+    if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
+        raise ConfigError(
+            f"{variable('tls_cert_file')} and {variable('tls_key_file')} go together: "
+            "a client certificate needs its key"
+        )
 
 
 def _seconds(value: object) -> bool:
@@ -132,6 +152,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
 
 
 def _parse(key: str, raw: str, kind: object) -> object:
+    if kind in (bool, "bool"):
+        lowered = raw.strip().lower()
+        if lowered not in BOOLEANS:
+            raise ConfigError(f"{key}={raw!r} is not a valid bool (use 1/0, true/false, yes/no)")
+        return BOOLEANS[lowered]
     try:
         if kind in (int, "int"):
             return int(raw)

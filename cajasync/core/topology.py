@@ -13,6 +13,10 @@ OPS_QUEUE: Final = "cajasync.ops"
 REQUESTS_QUEUE: Final = "cajasync.requests"
 DEAD_QUEUE: Final = "cajasync.dead"
 DELIVERY_LIMIT: Final = 5
+STORE_EXCHANGE: Final = "cajasync.store"  # its alternate-exchange argument names the store
+
+SHARED_USERS: Final = frozenset({"guest"})
+"""Broker users shared by several terminals: their `user_id` says nothing about the sender."""
 
 QUORUM: Final[dict[str, Any]] = {"x-queue-type": "quorum"}
 
@@ -82,6 +86,41 @@ def declare_server(channel: Any) -> list[str]:
     channel.queue_declare(REQUESTS_QUEUE, durable=True, arguments=QUORUM)
     channel.queue_bind(REQUESTS_QUEUE, UP_EXCHANGE, routing_key="req.#")
     return [UP_EXCHANGE, DOWN_EXCHANGE, DEAD_EXCHANGE, OPS_QUEUE, REQUESTS_QUEUE, DEAD_QUEUE]
+
+
+def declare_own_queue(channel: Any, terminal: str) -> str:
+    """What a till under its own broker user declares: its queue alone. It may not bind it
+    (cajasync/broker/management.py): the server binds it by the registry."""
+    queue = terminal_queue(terminal)
+    channel.queue_declare(queue, durable=True, arguments=QUORUM)
+    return queue
+
+
+def stale_bindings(
+    terminal: str, bound: list[str], location: str, pos: str, kind: str
+) -> list[str]:
+    """Change routing keys among `bound` that a terminal of this location, pos and kind must
+    no longer receive (left by an earlier location, pos or kind)."""
+    keep = set(change_bindings(terminal, location, pos, kind))
+    return [key for key in bound if key.startswith("chg.") and key not in keep]
+
+
+def rebind_terminal(
+    channel: Any,
+    terminal: str,
+    was: tuple[str, str, str] | None,
+    location: str,
+    pos: str,
+    kind: str,
+) -> str:
+    """Declare the terminal's queue and bindings for where it is now and unbind those it had
+    for where it `was` (location, pos, kind), so nothing stale keeps arriving."""
+    queue = declare_terminal(channel, terminal, location, pos, kind)
+    if was is not None:
+        bound = change_bindings(terminal, *was)
+        for key in stale_bindings(terminal, bound, location, pos, kind):
+            channel.queue_unbind(queue, DOWN_EXCHANGE, routing_key=key)
+    return queue
 
 
 def declare_terminal(channel: Any, terminal: str, location: str, pos: str, kind: str) -> str:

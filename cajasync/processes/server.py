@@ -12,7 +12,11 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from cajasync.broker.management import Management, vhost_of
+from cajasync.broker.rabbitmq import claim_exchange, reconnect_policy
 from cajasync.core.settings import Settings
+from cajasync.core.topology import STORE_EXCHANGE
+from cajasync.errors import CajasyncError, ConfigError
 from cajasync.processes.metrics import ServerGauges, exposed, server_counters
 
 log = logging.getLogger(__name__)
@@ -36,13 +40,19 @@ def serve(
     until_idle: float | None = None,
     on_progress: Callable[[ServerStats], None] | None = None,
     metrics_port: int | None = None,
+    claim: bool = False,
 ) -> ServerStats:
     """Run ingest, the request handler and the feed relay until stopped (or all idle).
 
     If one loop fails, the others are stopped and its error is raised. A database that is
     away does not fail them: each waits for it, up to `settings.store_give_up_s`. With
     `metrics_port`, Prometheus metrics are served there meanwhile (processes/metrics.py).
+    With `claim` (`cajasync server run`), the vhost is claimed for this store first
+    (`claim_vhost`): a vhost another store serves stops it at once.
     """
+    stop = stop or threading.Event()
+    if claim:
+        claim_vhost(engine, settings, stop=stop)
     with exposed(metrics_port, [ServerGauges(engine)]):
         return _serve(engine, settings, stop=stop, until_idle=until_idle, on_progress=on_progress)
 
@@ -51,7 +61,7 @@ def _serve(
     engine: Engine,
     settings: Settings,
     *,
-    stop: threading.Event | None,
+    stop: threading.Event,
     until_idle: float | None,
     on_progress: Callable[[ServerStats], None] | None,
 ) -> ServerStats:
@@ -59,7 +69,6 @@ def _serve(
     from inbox.requests import run_requests
     from outbox.feed_relay import run_feed_relay
 
-    stop = stop or threading.Event()
     stats = ServerStats()
     errors: list[BaseException] = []
     count_ingest = server_counters()
@@ -101,3 +110,35 @@ def _serve(
     if errors:
         raise errors[0]
     return stats
+
+
+def claim_vhost(engine: Engine, settings: Settings, *, stop: threading.Event | None = None) -> str:
+    """Announce this store on the broker vhost (`cajasync.store`, naming the store id) and
+    return its id; ConfigError in one line when another store already serves the vhost.
+    Any number of processes of one store claim it alike. A broker that is away is waited for.
+    """
+    from inbox.registry import store_id
+
+    mine = store_id(engine)
+    vhost = vhost_of(settings.broker_url)
+    holder = f"{STORE_EXCHANGE}.{mine}"
+    doing = f"claiming vhost {vhost} for store {mine}"
+    policy = reconnect_policy(settings, what="claiming the vhost", stop=stop)
+    other = policy(claim_exchange, settings.broker_url, STORE_EXCHANGE, holder, doing=doing)
+    if other is not None:
+        served = (other or _holder(settings) or "?").removeprefix(f"{STORE_EXCHANGE}.")
+        raise ConfigError(
+            f"vhost {vhost!r} is already served by store {served}, not this store ({mine}): "
+            f"point CAJASYNC_BROKER_URL at another vhost, or delete exchange {STORE_EXCHANGE} "
+            "once that store is retired"
+        )
+    return mine
+
+
+def _holder(settings: Settings) -> str | None:
+    """Which store the vhost's claim names, asked of the management API (None: unknown)."""
+    try:
+        found = Management(settings).exchange_arguments(STORE_EXCHANGE).get("alternate-exchange")
+    except CajasyncError:
+        return None
+    return None if found is None else str(found)

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
-from cajasync.broker.rabbitmq import blocking_channel
+from cajasync.broker.rabbitmq import blocking_channel, username
 from cajasync.core.db import make_engine, upgrade
-from cajasync.core.identity import TerminalIdentity, check_identity, save_identity
+from cajasync.core.identity import (
+    TerminalIdentity,
+    check_identity,
+    load_identity,
+    save_identity,
+)
 from cajasync.core.settings import Settings
-from cajasync.core.topology import declare_terminal
+from cajasync.core.topology import SHARED_USERS, declare_own_queue, rebind_terminal
+from cajasync.errors import NotInitialised
 
 
 def init_terminal(
@@ -33,19 +39,39 @@ def init_terminal(
     try:
         upgrade(engine, "terminal")
         with engine.begin() as connection:
+            was = previous_identity(connection)
             save_identity(connection, identity, last_seq=last_seq, incarnation=incarnation)
         if declare:
-            declare_terminal_queue(identity, settings)
+            declare_terminal_queue(identity, settings, was=was)
     except BaseException:
         engine.dispose()
         raise
     return engine
 
 
-def declare_terminal_queue(identity: TerminalIdentity, settings: Settings) -> str:
-    """Declare the exchanges and the terminal's own queue with its bindings; its name."""
+def declare_terminal_queue(
+    identity: TerminalIdentity, settings: Settings, *, was: TerminalIdentity | None = None
+) -> str:
+    """Declare the exchanges and the terminal's own queue with its bindings; its name.
+
+    Under the shared broker user the till binds its queue itself, and a till set up again
+    with another location, pos or kind than it `was` unbinds what it received there. Under
+    its own user it declares its queue alone: the server bound it by the registry
+    (`cajasync server terminal add/move`), whatever the till says it is.
+    """
     doing = f"declaring the queue of terminal {identity.terminal}"
     with blocking_channel(settings.broker_url, doing=doing) as channel:
-        return declare_terminal(
-            channel, identity.terminal, identity.location, identity.pos, identity.kind
+        if username(settings.broker_url) not in SHARED_USERS:
+            return declare_own_queue(channel, identity.terminal)
+        where = None if was is None else (was.location, was.pos, was.kind)
+        return rebind_terminal(
+            channel, identity.terminal, where, identity.location, identity.pos, identity.kind
         )
+
+
+def previous_identity(connection: Connection) -> TerminalIdentity | None:
+    """The identity a database had before this init (None for a new database)."""
+    try:
+        return load_identity(connection)
+    except NotInitialised:
+        return None

@@ -28,7 +28,7 @@ from cajasync.core.db import make_engine
 from cajasync.core.identity import TerminalIdentity
 from cajasync.core.settings import Settings
 from cajasync.core.terminal_tables import ACKED, outbox
-from cajasync.errors import BrokerUnavailable
+from cajasync.errors import BrokerUnavailable, ConfigError
 from cajasync.samples import backoffice as backoffice
 from cajasync.samples.netcut import NetCut
 from cajasync.samples.simulate import PosSimulator
@@ -115,7 +115,7 @@ def run_demo(
     init_server(server_url, settings, policies=False)
     try:  # the demo runs without the management API too: the policies are for operators
         apply_policies(settings)
-    except BrokerUnavailable as exc:
+    except (BrokerUnavailable, ConfigError) as exc:
         log.warning("no dead-letter policy on cajasync.requests: %s", exc)
     server_engine = make_engine(server_url)
     backoffice.seed(server_engine)

@@ -44,4 +44,5 @@ def env(settings: Settings) -> dict[str, str]:
         "CAJASYNC_GAP_GRACE_S": "1",
         "CAJASYNC_RETRY_INITIAL_S": "0.2",
         "CAJASYNC_RETRY_MAX_S": "2",
+        "CAJASYNC_ALLOW_SHARED_USER": "1",  # the tills publish as guest
     }

@@ -83,6 +83,7 @@ def test_terminal_and_server_run_until_idle_leave_nothing_pending(
             server_db_url,
             "--until-idle",
             "4",
+            "--allow-shared-user",  # the till publishes as guest
         ],
         env={**os.environ, **env},
     )

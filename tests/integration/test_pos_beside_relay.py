@@ -96,7 +96,11 @@ def till(tmp_path: Path, settings: Settings, new_terminal_id: Callable[[], str])
 @contextmanager
 def running(tmp_path: Path, settings: Settings, *args: str) -> Iterator[None]:
     """`cajasync ARGS` as its own process, as in a store: the POS shares no GIL with it."""
-    env = {"CAJASYNC_BROKER_URL": settings.broker_url, "CAJASYNC_RESEND_AFTER_S": "5"}
+    env = {
+        "CAJASYNC_BROKER_URL": settings.broker_url,
+        "CAJASYNC_RESEND_AFTER_S": "5",
+        "CAJASYNC_ALLOW_SHARED_USER": "1",  # the till publishes as guest
+    }
     process = spawn(*args, env=env, log=tmp_path / f"{args[0]}.log")
     try:
         yield
