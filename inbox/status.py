@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import msgspec
@@ -22,7 +22,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from cajasync.core.dialect import Dialect
-from cajasync.core.server_tables import incarnations, progress, stream_heads, terminal_status
+from cajasync.core.server_tables import (
+    REVOKED,
+    incarnations,
+    progress,
+    stream_heads,
+    terminal_status,
+)
+from cajasync.core.server_tables import terminals as registry
 from cajasync.core.store_faults import server_transaction
 from inbox.entitlement import Requester, streams_for
 from schemas.codec import encode
@@ -67,7 +74,7 @@ class TillView:
     """One terminal as `server terminals` shows it."""
 
     terminal: str
-    state: str  # ok, silent, never connected
+    state: str  # ok, silent, never connected, revoked
     last_contact: dt.datetime | None
     silent_s: float | None  # seconds since last contact
     version: str | None
@@ -126,10 +133,12 @@ def fleet(
         statuses = latest_statuses(c)
         heads = _heads(c, statuses.values())
         terminals = known_terminals(c) | contacts.keys()
-    return [
+        revoked = revoked_terminals(c)
+    views = [
         till_view(t, contacts.get(t), statuses.get(t), heads, now, silent_after)
         for t in sorted(terminals)
     ]
+    return [replace(view, state=REVOKED) if view.terminal in revoked else view for view in views]
 
 
 def known_terminals(connection: sa.Connection) -> set[str]:
@@ -142,12 +151,15 @@ def known_terminals(connection: sa.Connection) -> set[str]:
 
 
 def registered_terminals(connection: sa.Connection) -> set[str]:
-    """The terminals of the fleet registry, connected or not.
+    """The terminals of the fleet registry (`server terminal add`), connected or not: one
+    that never connected shows as "never connected"."""
+    return set(connection.scalars(sa.select(registry.c.terminal)))
 
-    There is no registry yet (it comes with per-till broker users): none. When it exists,
-    read it here, and a registered till that never connected shows as "never connected".
-    """
-    return set()
+
+def revoked_terminals(connection: sa.Connection) -> set[str]:
+    """Registered terminals whose access was revoked (`server terminal revoke`)."""
+    query = sa.select(registry.c.terminal).where(registry.c.status == REVOKED)
+    return set(connection.scalars(query))
 
 
 def last_contacts(connection: sa.Connection) -> dict[str, dt.datetime]:
