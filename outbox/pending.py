@@ -21,13 +21,13 @@ from sqlalchemy.engine import Engine
 from cajasync.core.periods import Period
 from cajasync.core.store_faults import terminal_connection
 from cajasync.core.terminal_tables import ACKED, outbox, purged, purges
-from cajasync.errors import UnknownOperation
+from cajasync.errors import InvalidMessage, UnknownOperation
 from outbox.outbox_store.base import PendingOp, check_state
 from outbox.outbox_store.sql import SqlOutboxStore
 from outbox.views import ALL_DATES, PURGED, utc
 from schemas.codec import decode_op, to_builtins
 from schemas.ops import WeeklyFileChunk
-from schemas.summaries import ChunkSummary, columns, headline, summary_of_envelope
+from schemas.summaries import ChunkSummary, columns, headline, summary_or_reason
 from schemas.topics import up_topic
 
 
@@ -159,7 +159,7 @@ def outbox_counts(engine: Engine) -> dict[str, dict[str, int]]:
 
 
 def _pending_row(row: Any) -> PendingRow:
-    summary = summary_of_envelope(row.body)
+    summary = summary_or_reason(row.body)
     reference, amount, customer = headline(summary)
     return PendingRow(
         op_id=row.op_id,
@@ -210,8 +210,12 @@ def _purged_version(row: Any) -> VersionView:
 
 
 def readable(body: bytes) -> dict[str, Any]:
-    """The operation in an outbox body as plain data; a weekly chunk's data as its size."""
-    operation = decode_op(body).op
+    """The operation in an outbox body as plain data; a weekly chunk's data as its size; a
+    body that does not decode as its reason and size."""
+    try:
+        operation = decode_op(body).op
+    except InvalidMessage as exc:
+        return {"undecodable": exc.reason, "bytes": len(body)}
     data: dict[str, Any] = to_builtins(operation)
     if isinstance(operation, WeeklyFileChunk):
         data["data"] = f"<{len(operation.data):,} bytes>"

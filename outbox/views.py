@@ -30,7 +30,7 @@ from cajasync.core.periods import Period
 from cajasync.core.store_faults import terminal_connection
 from cajasync.core.terminal_tables import ACKED, PENDING, REJECTED, SENT, STATES, outbox, purged
 from cajasync.errors import BrokerUnavailable, ConfigError, NoAnswer
-from schemas.summaries import ChunkSummary, columns, matches, summary_of_envelope
+from schemas.summaries import ChunkSummary, columns, matches, summary_or_reason
 from schemas.topics import SALES, WEEKLY_FILES, Z_CLOSES, up_topic
 
 PURGED: Final = "purged"
@@ -278,7 +278,7 @@ def _ops_by_body(
     found: list[OpView] = []
     total = 0
     for row in connection.execute(query):
-        summary = summary_of_envelope(row.body)
+        summary = summary_or_reason(row.body)
         if not matches(summary, customer=filters.customer, number=filters.number):
             continue
         total += 1
@@ -304,7 +304,7 @@ def _op_view(slug: str, row: Any, body: bytes | None) -> OpView:
         recorded_at=utc(row.recorded_at),
         attempts=row.attempts,
         last_error=row.last_error,
-        details={} if body is None else columns(summary_of_envelope(body)),
+        details={} if body is None else columns(summary_or_reason(body)),
     )
 
 
@@ -337,9 +337,11 @@ def _file_parts(connection: sa.Connection, period: Period) -> Iterable[_FilePart
     groups: dict[tuple[str, str, str], _FileParts] = {}
     query = _latest_rows(WEEKLY_FILES, period, body=True).order_by(outbox.c.seq)
     for row in connection.execute(query):
-        chunk = summary_of_envelope(row.body)
+        chunk = summary_or_reason(row.body)
         if not isinstance(chunk, ChunkSummary):
-            continue  # a chunk replaced by another kind of operation is no longer a chunk
+            # a chunk replaced by another kind of operation is no longer a chunk; one that
+            # does not decode belongs to no file it can name (`pending list` shows it)
+            continue
         key = (chunk.week, chunk.file_name, chunk.sha256)
         parts = groups.get(key)
         if parts is None:

@@ -76,6 +76,13 @@ class ChunkSummary(msgspec.Struct, frozen=True, kw_only=True, tag_field="topic",
 Summary = SaleSummary | PaymentSummary | ZSummary | ChunkSummary
 
 
+class Undecodable(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored body that does not decode (a bad disk, a bug): listed with its reason, never
+    skipped and never a crash of the listing."""
+
+    reason: str
+
+
 class _Envelope(msgspec.Struct, frozen=True, kw_only=True):
     op: Summary
 
@@ -93,6 +100,14 @@ def summary_of_envelope(body: bytes) -> Summary:
         raise InvalidMessage(f"undecodable operation: {exc}") from exc
 
 
+def summary_or_reason(body: bytes) -> Summary | Undecodable:
+    """`summary_of_envelope`, with an undecodable body as Undecodable instead of an error."""
+    try:
+        return summary_of_envelope(body)
+    except InvalidMessage as exc:
+        return Undecodable(reason=exc.reason)
+
+
 def summary_of_json(payload: str | bytes) -> Summary:
     """The summary of an operation stored as JSON (the server's `payload`)."""
     try:
@@ -101,9 +116,11 @@ def summary_of_json(payload: str | bytes) -> Summary:
         raise InvalidMessage(f"undecodable operation: {exc}") from exc
 
 
-def columns(summary: Summary) -> dict[str, Any]:
+def columns(summary: Summary | Undecodable) -> dict[str, Any]:
     """The business columns of an operation, flat, for tables and JSON."""
     match summary:
+        case Undecodable():
+            return {"undecodable": summary.reason}
         case SaleSummary():
             return {
                 "book": summary.book,
@@ -144,10 +161,12 @@ def columns(summary: Summary) -> dict[str, Any]:
             }
 
 
-def headline(summary: Summary) -> tuple[str, Decimal | None, str | None]:
+def headline(summary: Summary | Undecodable) -> tuple[str, Decimal | None, str | None]:
     """What an operation is in three cells: its reference (ticket `A-12`, `Z 3`, a payee or
     a file name with its chunk), its amount and its customer (or payee)."""
     match summary:
+        case Undecodable():
+            return "<undecodable>", None, None
         case SaleSummary():
             label = f"{summary.book}-{summary.number}"
             if summary.kind == "return":
@@ -164,7 +183,7 @@ def headline(summary: Summary) -> tuple[str, Decimal | None, str | None]:
             return f"{summary.file_name} [{part}]", None, None
 
 
-def matches(summary: Summary, *, customer: str | None, number: int | None) -> bool:
+def matches(summary: Summary | Undecodable, *, customer: str | None, number: int | None) -> bool:
     """True when the operation has this customer and this number (None: any)."""
     if customer is not None and (
         not isinstance(summary, SaleSummary) or summary.customer != customer

@@ -428,7 +428,15 @@ def test_after_a_purge_new_sales_reach_the_server_after_the_purged_ones_with_no_
 
     def store_day() -> None:
         """`server run` and `terminal run`, each until idle."""
-        command = ["server", "run", "--db", server_db_url, "--until-idle", "4"]
+        command = [
+            "server",
+            "run",
+            "--db",
+            server_db_url,
+            "--until-idle",
+            "4",
+            "--allow-shared-user",
+        ]
         server = subprocess.Popen(
             [sys.executable, "-m", "cli.main", *command],
             env={**os.environ, "CAJASYNC_BROKER_URL": clean_broker},

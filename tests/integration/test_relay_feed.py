@@ -108,12 +108,13 @@ class RequestTap:
         channel.queue_bind(self.queue, topology.UP_EXCHANGE, routing_key=f"req.{terminal}.#")
 
     def take(self) -> tuple[Any, Any, Any]:
-        """The next request as (method, properties, decoded request)."""
+        """The next request as (method, properties, decoded request); the till's status
+        reports (answered by nothing) are passed over."""
         found: list[tuple[Any, Any, Any]] = []
 
         def arrived() -> bool:
             method, properties, body = self.channel.basic_get(self.queue, auto_ack=True)
-            if method is not None:
+            if method is not None and not method.routing_key.endswith(".status"):
                 found.append((method, properties, decode_request(body)))
             return bool(found)
 
@@ -121,10 +122,15 @@ class RequestTap:
         return found[0]
 
     def empty(self) -> bool:
-        method, _properties, _body = self.channel.basic_get(self.queue, auto_ack=False)
-        if method is not None:
-            self.channel.basic_nack(method.delivery_tag, requeue=True)
-        return method is None
+        """No request waiting (status reports are taken and passed over)."""
+        while True:
+            method, _properties, _body = self.channel.basic_get(self.queue, auto_ack=False)
+            if method is None:
+                return True
+            if not method.routing_key.endswith(".status"):
+                self.channel.basic_nack(method.delivery_tag, requeue=True)
+                return False
+            self.channel.basic_ack(method.delivery_tag)
 
 
 def product(key: str, version: int = 1, image: str | None = None) -> Product:

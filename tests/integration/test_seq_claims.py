@@ -28,6 +28,7 @@ from cajasync.core.identity import TerminalIdentity
 from cajasync.core.server_tables import progress, received
 from cajasync.core.settings import Settings
 from cajasync.core.terminal_tables import outbox
+from cajasync.processes.fleet import bind_queue
 from cajasync.processes.terminal_init import init_terminal
 from cli.main import cli
 from inbox.server_store import Gap, SqlServerStore
@@ -220,7 +221,9 @@ def test_an_unreadable_row_of_an_authenticated_till_is_rejected_and_holds_its_se
     with broker_user(broker_url, till) as own_url:
         own = settings.with_overrides(broker_url=own_url)  # the till's own broker user
         db = str(tmp_path / "till.db")
-        till_db = init_terminal(db, TerminalIdentity(till, "L1", "PV1", "retail"), own)
+        identity = TerminalIdentity(till, "L1", "PV1", "retail")
+        till_db = init_terminal(db, identity, own)
+        bind_queue(settings, identity)  # as `server terminal add` does: a till's own user cannot
         recorded = record_sales(till_db, 5)
         with till_db.begin() as connection:  # row 3 is garbage on the wire (a bug, a bad disk)
             connection.execute(outbox.update().where(outbox.c.seq == 3).values(body=b"\xc1 bad"))
@@ -240,6 +243,7 @@ def test_an_unreadable_row_of_an_authenticated_till_is_rejected_and_holds_its_se
 
     assert states(till_db) == {1: "acked", 2: "acked", 3: "rejected", 4: "acked", 5: "acked"}
     listed = CliRunner().invoke(cli, ["pending", "list", "--db", db, "--json"])
+    assert listed.exit_code == 0, listed.output
     [row] = json.loads(listed.output)
     assert (row["seq"], row["op_id"], row["state"]) == (3, str(recorded[2].op_id), "rejected")
     assert row["last_error"].startswith("undecodable operation")

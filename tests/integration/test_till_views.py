@@ -18,9 +18,11 @@ from click.testing import CliRunner
 from sqlalchemy.engine import Engine
 
 from cajasync.core.periods import Period
+from cajasync.core.terminal_tables import outbox
 from cajasync.errors import BrokerUnavailable, ConfigError
 from cli.main import cli
 from outbox.pending import pending_page, show_operation
+from outbox.record import record
 from outbox.views import (
     FileView,
     Filters,
@@ -37,6 +39,7 @@ from tests.integration.views_support import (
     Till,
     open_till,
     purge,
+    sale,
     set_state,
     stock_till,
 )
@@ -290,3 +293,24 @@ def test_pending_show_of_an_unknown_id_is_one_line_and_exit_1(till: Till, db: st
     result = cajasync("pending", "show", "--db", db, missing)
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: not in this terminal's outbox: {missing}"
+
+
+def test_an_undecodable_row_is_listed_with_its_reason_not_a_crash(db: str) -> None:
+    """A corrupt outbox body (a bad disk, a bug) is reported by every view, never a crash."""
+    engine = open_till(Path(db), "CAJA-02")
+    with engine.begin() as connection:
+        for number in (1, 2, 3):
+            record(connection, sale(number))
+        connection.execute(outbox.update().where(outbox.c.seq == 2).values(body=b"\xc1 bad"))
+    listed = CliRunner().invoke(cli, ["pending", "list", "--db", db, "--json"])
+    assert listed.exit_code == 0, listed.output
+    [row] = [r for r in json.loads(listed.output) if r["seq"] == 2]
+    assert row["reference"] == "<undecodable>"
+    assert row["details"]["undecodable"].startswith("undecodable operation")
+    shown = CliRunner().invoke(cli, ["pending", "show", "--db", db, row["op_id"], "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert "undecodable operation" in shown.output
+    sales = CliRunner().invoke(cli, ["ventas", "--db", db, "--local", "--json"])
+    assert sales.exit_code == 0, sales.output
+    assert "undecodable operation" in sales.output
+    engine.dispose()
