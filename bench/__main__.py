@@ -12,7 +12,7 @@ from rich.table import Table
 
 from bench import common
 
-BENCHES = ("write_path", "relay", "e2e", "bootstrap", "propagation", "images", "diff")
+BENCHES = ("write_path", "relay", "e2e", "bootstrap", "propagation", "images", "diff", "growth")
 QUICK: dict[str, dict[str, Any]] = {
     "write_path": {"count": 200},
     "relay": {"count": 5_000, "naive_count": 500, "rounds": 1},
@@ -21,6 +21,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "propagation": {"terminals": 4, "rate": 50, "seconds": 4},
     "images": {"products": 500, "changed_ratio": 0.02},
     "diff": {"products": 5_000, "rounds": 1},
+    "growth": {"products": 1_000},
 }
 
 

@@ -9,6 +9,7 @@ import click
 
 from cajasync.core.db import opened
 from cajasync.core.server_tables import Z_STATES
+from cajasync.core.settings import load_settings
 from cli.filters import Duration, age, period_of, period_options, timezone_option
 from cli.options import (
     broker_option,
@@ -271,3 +272,69 @@ def _lag_cell(lag: dict[str, int]) -> str:
     """`productos 3, stock 1`, or 0 when every followed stream is up to date."""
     behind = [f"{topic} {n}" for topic, n in sorted(lag.items()) if n]
     return ", ".join(behind) if behind else "0"
+
+
+@server.command("compact")
+@server_db_option
+@click.option("--dry-run", is_flag=True, help="Only show what would be dropped.")
+@json_option
+def compact(db: str, dry_run: bool, as_json: bool) -> None:
+    """Drop the change-log entries every till has passed (its reported position), keeping
+    the latest CAJASYNC_CHANGELOG_KEEP changes of each stream and those younger than
+    CAJASYNC_CHANGELOG_KEEP_S. A till further behind gets a refresh of the stream instead
+    of a catch-up, by itself. `server run` does this every CAJASYNC_COMPACT_INTERVAL_S."""
+    from outbox.compaction import compact as compact_log
+    from outbox.compaction import retention_of
+
+    settings = load_settings()
+    with opened(db, "server") as engine:
+        report = compact_log(engine, retention_of(settings), dry_run=dry_run)
+    if as_json:
+        emit_json(report.as_json())
+        return
+    verb = "would drop" if dry_run else "dropped"
+    table(
+        f"Change log: {report.rows_before} change(s), {verb} {report.dropped}",
+        ["stream", "head", "compacted to", "new floor", verb, "floor set by"],
+        [
+            [s.stream, s.head, s.before, s.floor, s.dropped, s.held_by]
+            for s in report.streams
+            if s.floor > s.before or dry_run
+        ],
+    )
+
+
+@server.command("archive")
+@server_db_option
+@click.option(
+    "--before",
+    required=True,
+    metavar="YYYY-MM",
+    help="Archive the operations recorded before this month (a month already over).",
+)
+@click.option("--yes", is_flag=True, help="Move them (without it, only show what would move).")
+@json_option
+def archive(db: str, before: str, yes: bool, as_json: bool) -> None:
+    """Move the operations of past months from server_operations to
+    server_operations_archive, a month at a time; their dedup rows stay, so a late
+    duplicate is still recognised. Chunks of weekly files not complete and the operations
+    of a till whose Z close is still waiting stay live."""
+    from inbox.archive import archive as archive_operations
+    from inbox.archive import month_start
+
+    start = month_start(before)
+    with opened(db, "server") as engine:
+        report = archive_operations(engine, start, dry_run=not yes)
+    if as_json:
+        emit_json(report.as_json())
+        return
+    verb = "moved" if yes else "would move"
+    table(
+        f"Operations recorded before {report.before}: {verb} {report.moved}",
+        ["month", verb],
+        [[month, count] for month, count in report.months.items()],
+    )
+    if report.kept:
+        console.print(f"{report.kept} kept live (weekly file incomplete or Z close waiting)")
+    if not yes and report.moved:
+        console.print("nothing moved; run again with --yes")

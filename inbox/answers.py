@@ -12,6 +12,7 @@ to the asker's reply-to address.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -28,6 +29,7 @@ from inbox.server_store.incarnations import IncarnationStore
 from schemas.codec import decode_request, encode
 from schemas.envelope import ReplayReport
 from schemas.feed import (
+    CATCH_UP_REFRESH,
     CatchUpRequest,
     HighWaterRequest,
     ImageData,
@@ -57,6 +59,9 @@ class CatalogReader(Protocol):
 
     def heads(self, streams: Sequence[str]) -> dict[str, int]:
         """Head seq of each existing stream among `streams`."""
+
+    def compacted_to(self, stream: str) -> int:
+        """The seq `stream`'s change log was compacted to (0: never)."""
 
     def current(self, stream: str, *, after_key: str | None, limit: int) -> list[RecordRow]:
         """Live records of `stream` after `after_key`, by key."""
@@ -97,6 +102,7 @@ class SnapshotPlan:
     since: dict[str, int]
     combo_streams: list[str]  # product streams to look combo items up in (empty: none)
     keys: list[str] = field(default_factory=list)
+    compacted: list[str] = field(default_factory=list)  # a refresh answering their catch-up
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +265,7 @@ def snapshot_replies(plan: SnapshotPlan, reader: CatalogReader, tally: Tally) ->
         images=images,
         whole=whole,
         missing_keys=[key for key in plan.keys if key not in sent.keys],
+        compacted=plan.compacted,
     )
     tally.records += sent.records
     yield encode(done)
@@ -361,7 +368,11 @@ def _fits(body: bytes, terminal_kind: str) -> bool:
 def catch_up_replies(
     request: CatchUpRequest, reader: CatalogReader, tally: Tally
 ) -> Iterator[bytes]:
-    """The change log of one stream from `from_seq` to its head, in ChangeEvents."""
+    """The change log of one stream from `from_seq` to its head, in ChangeEvents; or, when
+    the log was compacted past `from_seq`, a refresh of the stream instead."""
+    if request.from_seq <= reader.compacted_to(request.stream):
+        yield from snapshot_replies(refresh_instead(request), reader, tally)
+        return
     head = reader.heads([request.stream]).get(request.stream, 0)
     next_seq = request.from_seq
     while next_seq <= head:
@@ -371,6 +382,25 @@ def catch_up_replies(
         tally.changes += len(batch)
         yield event_body([body for _seq, body in batch])
         next_seq = batch[-1][0] + 1
+
+
+def refresh_instead(request: CatchUpRequest) -> SnapshotPlan:
+    """A refresh of the catch-up's stream from the till's position (`from_seq - 1`): the
+    records changed since (tombstones included) in pages, then a SnapshotDone whose
+    high-water moves the till's position to the head. A till of any version applies it
+    (an unknown request id only leaves its pull log alone), so it needs to ask nothing."""
+    topic = split_stream(request.stream)[0]
+    snapshot = SnapshotRequest(
+        terminal=request.terminal,
+        location=request.location,
+        pos=request.pos,
+        terminal_kind=request.terminal_kind,
+        request_id=f"{CATCH_UP_REFRESH}{uuid.uuid4()}",
+        topics=[topic],
+        since={request.stream: request.from_seq - 1},
+    )
+    since = {request.stream: request.from_seq - 1}
+    return SnapshotPlan(snapshot, [request.stream], since, [], compacted=[request.stream])
 
 
 def image_replies(plan: ImagePlan, reader: CatalogReader, tally: Tally) -> Iterator[bytes]:

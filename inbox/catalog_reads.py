@@ -55,6 +55,11 @@ class SqlCatalogReader:
             found.update({row.stream: row.seq for row in self._connection.execute(query)})
         return found
 
+    def compacted_to(self, stream: str) -> int:
+        """The seq `stream`'s change log was compacted to: changes at or below it are gone."""
+        query = sa.select(stream_heads.c.compacted_to).where(stream_heads.c.stream == stream)
+        return int(self._connection.execute(query).scalar() or 0)
+
     def current(self, stream: str, *, after_key: str | None, limit: int) -> list[RecordRow]:
         """Live (not deleted) records of `stream` with keys after `after_key`, by key."""
         query = _records(stream).where(catalog_records.c.deleted.is_(False))

@@ -36,6 +36,10 @@ The rules:
   past the snapshot's high-water wrote (their seq is above it).
 * A pull naming keys (or another location's stock) is no refresh of its topics: its
   high-water is empty, so no position moves, and it does not count as having pulled them.
+* A catch-up the server can no longer answer from its change log (compacted past the
+  position: outbox/compaction.py) comes back as a refresh of the stream: pages of the
+  records changed since the position and a `SnapshotDone` naming the stream `compacted`,
+  whose high-water moves the position to the head like any refresh's. Nothing to ask.
 * Images are stored once by content address, only when their sha256 checks out. On a till
   that keeps images (a pull with images finished once), a live change referring to an
   image it lacks asks for it at once (an ImageRequest outside any pull).
@@ -59,6 +63,7 @@ from cajasync.core.identity import TerminalIdentity
 from cajasync.core.terminal_tables import images, pulls, replica, streams
 from schemas.codec import encode
 from schemas.feed import (
+    CATCH_UP_REFRESH,
     CatchUpRequest,
     Change,
     ChangeEvent,
@@ -627,6 +632,15 @@ def _finish_snapshot(
 ) -> list[Request]:
     """Raise positions to the high-water; then the images the terminal lacks, if asked for."""
     current = positions(connection, done.high_water)
+    for stream in done.compacted:
+        log.info(
+            "terminal %s: %s refreshed from seq %d to %d (the server's change log no longer "
+            "reaches back that far)",
+            identity.terminal,
+            stream,
+            current.get(stream, 0),
+            done.high_water.get(stream, 0),
+        )
     after: dict[str, int] = {}
     for stream, high_water in done.high_water.items():
         position = current.get(stream, 0)
@@ -685,7 +699,13 @@ def _complete_records(
 def _list(
     connection: sa.Connection, request_id: str, changes: Sequence[RawChange | Change]
 ) -> None:
-    """Stamp the keys a snapshot page lists with its pull (a whole stream keeps them)."""
+    """Stamp the keys a snapshot page lists with its pull (a whole stream keeps them).
+
+    A refresh answering a catch-up (the server's change log was compacted) is no pull and
+    sends no stream whole: it stamps nothing, so a pull streaming meanwhile keeps its marks.
+    """
+    if request_id.startswith(CATCH_UP_REFRESH):
+        return
     by_topic: dict[str, list[str]] = {}
     for change in changes:
         by_topic.setdefault(change.topic, []).append(change.key)

@@ -121,6 +121,13 @@ class SnapshotDone(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", 
     # them that the pages did not list, unless a live change newer than the high-water wrote it.
     whole: list[str] = []
     missing_keys: list[str] = []  # keys asked for (SnapshotRequest.keys) the server lacks
+    # Streams whose catch-up this refresh answers: their change log was compacted past the
+    # position asked (outbox/compaction.py), so the records changed since it came instead.
+    # A till that predates the field applies the pages and high-water all the same.
+    compacted: list[str] = []
+
+
+CATCH_UP_REFRESH = "catch-up-"  # request_id prefix of a refresh answering a catch-up
 
 
 class ImageData(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="image"):

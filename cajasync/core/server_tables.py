@@ -260,12 +260,15 @@ catalog_records = sa.Table(
     sa.Index("ix_catalog_records_stream_seq", "topic", "scope", "seq"),
 )
 
-# Head seq of every stream (topic:scope).
+# Head seq of every stream (topic:scope), and the seq its change log was compacted to:
+# changes at or below `compacted_to` are gone (outbox/compaction.py), so a catch-up from
+# there is answered with a refresh of the stream (inbox/answers.py). s0011.
 stream_heads = sa.Table(
     "catalog_streams",
     metadata,
     sa.Column("stream", sa.String(80), primary_key=True),
     sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("compacted_to", sa.Integer, nullable=False, server_default="0"),
 )
 
 # Every change, in stream order: what the server relay publishes to cajasync.down.
@@ -335,6 +338,30 @@ z_closes = sa.Table(
     sa.Index("ix_server_z_closes_state_next", "state", "next_check_at"),
     sa.Index("ix_server_z_closes_period_end", "period_end"),
 )
+
+# Operations of past months moved out of `server_operations` by `cajasync server archive`
+# (inbox/archive.py, s0011): the same columns, one row per (op_id, version) archived, and
+# when. Their `inbox_received` rows stay, so a late duplicate is still deduplicated; a
+# newer version of an archived operation arriving later goes to `server_operations`.
+operations_archive = sa.Table(
+    "server_operations_archive",
+    metadata,
+    sa.Column("op_id", sa.String(36), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("terminal", sa.String(32), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("topic", sa.String(32), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("amount", Amount()),
+    sa.Column("voided", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("archived_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_server_operations_archive_recorded", "recorded_at"),
+)
+
+# Archiving picks operations by recording time (s0011).
+sa.Index("ix_server_operations_recorded_at", operations.c.recorded_at)
 
 # A Z's sales are looked up by terminal, topic and recording time (s0008).
 sa.Index(

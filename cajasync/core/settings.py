@@ -52,6 +52,13 @@ class Settings:
     store_give_up_s: float = 300.0
     # feed relay: every stream's head seq, so a till notices a lost last change (0: off)
     head_interval_s: float = 30.0
+    # server run: compact the change log this often (0: off; outbox/compaction.py), keeping
+    # the latest `changelog_keep` changes of each stream, those younger than
+    # `changelog_keep_s`, and what every till that reported within `changelog_hold_s` holds
+    compact_interval_s: float = 3600.0
+    changelog_keep: int = 1000
+    changelog_keep_s: float = 7 * 86_400.0
+    changelog_hold_s: float = 35 * 86_400.0
     # terminal run: a status to the server this often, and when pending counts change (0: off)
     status_interval_s: float = 60.0
     # backoff for reconnects
@@ -82,7 +89,15 @@ POSITIVE_SECONDS: Final = (
     "z_replay_wait_s",
 )
 TLS_FILES: Final = ("tls_ca_file", "tls_cert_file", "tls_key_file")
-NON_NEGATIVE_SECONDS: Final = ("gap_grace_s", "head_interval_s", "status_interval_s")  # 0: off
+NON_NEGATIVE_SECONDS: Final = (  # 0: off, or none kept
+    "gap_grace_s",
+    "head_interval_s",
+    "status_interval_s",
+    "compact_interval_s",
+    "changelog_keep_s",
+    "changelog_hold_s",
+)
+NON_NEGATIVE_INTS: Final = ("changelog_keep",)
 BOOLEANS: Final = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 URL_SCHEMES: Final = {"broker_url": ("amqp", "amqps"), "management_url": ("http", "https")}
 
@@ -98,6 +113,10 @@ def check_settings(settings: Settings) -> None:
         value = getattr(settings, name)
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{variable(name)}={value!r} is out of range: it must be 1 or more")
+    for name in NON_NEGATIVE_INTS:
+        value = getattr(settings, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{variable(name)}={value!r} is out of range: it must be 0 or more")
     for name in POSITIVE_SECONDS + NON_NEGATIVE_SECONDS:
         value = getattr(settings, name)
         positive = name in POSITIVE_SECONDS

@@ -1,6 +1,7 @@
 """The server's three loops as one service: ingest (ops up), requests (snapshots, catch-up,
 images) and the feed relay (change log down). Each has its own broker connection and
-database connections; they share one stop event."""
+database connections; they share one stop event. Beside them, every
+CAJASYNC_COMPACT_INTERVAL_S, the change log is compacted (outbox/compaction.py)."""
 
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ def _serve(
 ) -> ServerStats:
     from inbox.ingest import run_ingest
     from inbox.requests import run_requests
+    from outbox.compaction import run_compaction
     from outbox.feed_relay import run_feed_relay
 
     stats = ServerStats()
@@ -102,11 +104,24 @@ def _serve(
         threading.Thread(target=loop, args=(name, body), name=f"cajasync-{name}", daemon=True)
         for name, body in loops.items()
     ]
+    finished = threading.Event()  # the three loops ended: so does compaction
+    if settings.compact_interval_s > 0:
+
+        def compaction() -> int:
+            return run_compaction(engine, settings, stop=stop, finished=finished)
+
+        name = "cajasync-compaction"
+        threads.append(
+            threading.Thread(target=loop, args=("compaction", compaction), name=name, daemon=True)
+        )
     for thread in threads:
         thread.start()
-    for thread in threads:
+    for thread in threads[:3]:
         while thread.is_alive():
             thread.join(timeout=0.5)
+    finished.set()
+    for thread in threads[3:]:
+        thread.join()
     if errors:
         raise errors[0]
     return stats

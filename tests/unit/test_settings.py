@@ -98,6 +98,11 @@ def test_settings_made_in_code_or_by_overrides_are_checked_too() -> None:
         dataclasses.replace(Settings(), prefetch=0)
 
 
+def test_a_negative_change_log_retention_is_refused_naming_its_variable() -> None:
+    with pytest.raises(ConfigError, match="CAJASYNC_CHANGELOG_KEEP=-1"):
+        Settings().with_overrides(changelog_keep=-1)
+
+
 def test_an_override_replaces_the_environment_before_the_check() -> None:
     settings = load_settings({"CAJASYNC_PUBLISH_WINDOW": "0"}, publish_window=50)
     assert settings.publish_window == 50
@@ -106,7 +111,12 @@ def test_an_override_replaces_the_environment_before_the_check() -> None:
 def test_every_numeric_setting_has_a_range() -> None:
     from cajasync.core import settings as module
 
-    ranged = {*module.AT_LEAST_ONE, *module.POSITIVE_SECONDS, *module.NON_NEGATIVE_SECONDS}
+    ranged = {
+        *module.AT_LEAST_ONE,
+        *module.POSITIVE_SECONDS,
+        *module.NON_NEGATIVE_SECONDS,
+        *module.NON_NEGATIVE_INTS,
+    }
     numeric = {
         f.name for f in dataclasses.fields(Settings) if f.type in (int, float, "int", "float")
     }
