@@ -106,8 +106,6 @@ class TerminalService:
 
     def run(self) -> RelayStats:
         self.relay.run()
-        if self.status is not None:
-            self.status.final()
         return self.stats()
 
     def stats(self) -> RelayStats:

@@ -19,13 +19,12 @@ from typing import Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cajasync.broker.links import send_request
 from cajasync.core.db import reading
 from cajasync.core.identity import TerminalIdentity
 from cajasync.core.settings import Settings
 from cajasync.core.store_faults import terminal_connection
 from cajasync.core.terminal_tables import ACKED, outbox, pulls, streams
-from cajasync.errors import CajasyncError, StoreError
+from cajasync.errors import StoreError
 from schemas.status import TerminalStatus
 
 log = logging.getLogger(__name__)
@@ -95,7 +94,6 @@ class StatusReporter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._engine, self._identity, self._send, self._clock = engine, identity, send, clock
-        self._settings = settings
         self._interval = settings.status_interval_s
         self._sent_at: float | None = None  # monotonic time of the last status sent
         self._checked_at: float | None = None
@@ -124,19 +122,6 @@ class StatusReporter:
         if self._send(status):
             self._sent_at, self._sent_pending = now, dict(status.pending)
             self.sent += 1
-
-    def final(self) -> None:
-        """The till stops: one last status on a connection of its own (the session is
-        closed), so the fleet view does not keep the pending counts of the last tick.
-        Best effort: a broker away at the stop leaves the last status sent."""
-        if self._interval == 0 or self.sent == 0:
-            return
-        try:
-            send_request(self._settings, self._identity, read_status(self._engine, self._identity))
-        except (CajasyncError, sa.exc.SQLAlchemyError) as exc:
-            log.info("terminal %s: last status not sent: %s", self._identity.terminal, exc)
-            return
-        self.sent += 1
 
     def reset(self) -> None:
         """A new session: send at its first tick (the server hears at once of a reconnect)."""
