@@ -75,9 +75,10 @@ def _one(terminals: int, per_terminal: int, servers: int) -> tuple[float, dict[s
             fleet.close()
         applied = _applied(server_url)
     cpu = {
-        name: round((after[name] - before.get(name, 0.0)) / elapsed, 2)
+        name: round(
+            sum(t - before[name].get(pid, 0.0) for pid, t in after[name].items()) / elapsed, 2
+        )
         for name in pids
-        if after[name] >= before.get(name, 0.0)
     }
     return total / elapsed, cpu, applied
 
@@ -95,13 +96,13 @@ def _pids(name: str) -> list[int]:
     return found
 
 
-def _cpu(pids: list[int]) -> float:
-    """CPU seconds (user + system) the processes used so far; gone ones count 0."""
-    total = 0
+def _cpu(pids: list[int]) -> dict[int, float]:
+    """CPU seconds (user + system) each process used so far; gone ones are left out."""
+    used = {}
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total / TICKS
+        used[pid] = (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (14, 15)
+    return used
