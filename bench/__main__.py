@@ -12,11 +12,22 @@ from rich.table import Table
 
 from bench import common
 
-BENCHES = ("write_path", "relay", "e2e", "bootstrap", "propagation", "images", "diff", "growth")
+BENCHES = (
+    "write_path",
+    "relay",
+    "e2e",
+    "servers",
+    "bootstrap",
+    "propagation",
+    "images",
+    "diff",
+    "growth",
+)
 QUICK: dict[str, dict[str, Any]] = {
     "write_path": {"count": 200},
     "relay": {"count": 5_000, "naive_count": 500, "rounds": 1},
     "e2e": {"terminals": 4, "per_terminal": 500},
+    "servers": {"terminals": 4, "per_terminal": 500},
     "bootstrap": {"products": 5_000},
     "propagation": {"terminals": 4, "rate": 50, "seconds": 4},
     "images": {"products": 500, "changed_ratio": 0.02},

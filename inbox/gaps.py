@@ -36,6 +36,14 @@ class GapTracker:
         self._cap = max(cap, grace)
         self._states: dict[GapId, GapState] = {}
 
+    @property
+    def grace(self) -> float:
+        return self._grace
+
+    @property
+    def cap(self) -> float:
+        return self._cap
+
     def interval(self, asked: int) -> float:
         """How long after its last request a gap asked `asked` times (1 or more) is asked again."""
         step = max(self._grace, MIN_STEP_S)

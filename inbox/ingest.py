@@ -18,6 +18,13 @@ saved in the store for `server stats`. Seqs still missing at or below where a re
 recovered till restarted are recorded lost after `lost_after_s` (inbox/server_store/lost.py), so
 contiguity moves past them and they are not asked for any more.
 
+With several server processes on one store, only the one holding the store's lease
+(`cajasync.core.lease.StoreLease`) asks for gaps, records lost seqs and sweeps the waiting
+Z closes: every process sees every terminal's gaps in the store, and N of them would ask
+each till N times and overwrite each other's saved gap states. A gap is often seqs another
+process holds in its prefetch window: `gap_grace_s` must outlast that wait (prefetch over
+one process's rate: well under a second here, 5 s by default).
+
 Z closes are reconciled with the sales held (inbox/zreconcile.py): after every batch, before
 its receipts, for the terminals whose Z closes or sales it brought; and every second for the
 waiting Zs due (a replay of missing sales to ask again, a deadline passed).
@@ -39,6 +46,7 @@ from cajasync.broker.consumer import Batching, Consumer
 from cajasync.broker.ports import Broker, ConsumeSession, Delivery, Outbound
 from cajasync.broker.rabbitmq import RabbitBroker
 from cajasync.core import metrics
+from cajasync.core.lease import StoreLease
 from cajasync.core.settings import Settings
 from cajasync.core.store_faults import store_retry
 from cajasync.core.topology import OPS_QUEUE, declare_server
@@ -109,8 +117,10 @@ def run_ingest(
     stop: threading.Event | None = None,
     on_progress: Callable[[IngestStats], None] | None = None,
     broker: Broker | None = None,
+    lease: StoreLease | None = None,
 ) -> IngestStats:
-    """Ingest until `stop` is set, or until nothing arrived for `until_idle` seconds."""
+    """Ingest until `stop` is set, or until nothing arrived for `until_idle` seconds.
+    With `lease`, gaps, lost seqs and Z sweeps are looked after only while it is held."""
     ingest = Ingest(
         SqlServerStore(engine),
         settings,
@@ -120,6 +130,7 @@ def run_ingest(
         broker=broker,
         closes=ZReconciler(engine, settings),
         registry=Lookup(engine, allow_shared=settings.allow_shared_user),
+        lease=lease,
     )
     return ingest.run()
 
@@ -227,12 +238,15 @@ class Ingest:
         broker: Broker | None = None,
         closes: ZReconciler | None = None,
         registry: Lookup | None = None,
+        lease: StoreLease | None = None,
     ) -> None:
         """`closes`: Z close reconciliation (inbox/zreconcile.py) after every batch; None
-        (a store without SQL tables) leaves it out."""
+        (a store without SQL tables) leaves it out. `lease`: the store's, when several
+        processes serve it (gaps, lost seqs and Z sweeps only while held); None: always."""
         self.stats = IngestStats()
         self._closes = closes
         self._registry = registry
+        self._lease = lease
         self._store = store
         self._settings = settings
         self._until_idle = until_idle
@@ -275,11 +289,21 @@ class Ingest:
         now = time.monotonic()
         quiet = self._loop.quiet()
         unchecked = self._last_gap_check < self._last_flush
-        if now - self._last_gap_check >= GAP_CHECK_S or (quiet and unchecked):
+        due = now - self._last_gap_check >= GAP_CHECK_S or (quiet and unchecked)
+        if due and self._leading():
             self._check_gaps(out, now)
-        if self._closes is not None and now - self._last_sweep >= SWEEP_S:
+        if self._closes is not None and now - self._last_sweep >= SWEEP_S and self._leading():
             self._sweep_closes(self._closes, out, now)
         return quiet and not holding and not self._tracker.waiting()
+
+    def _leading(self) -> bool:
+        """Whether this process looks after gaps and Z sweeps (it holds the store's lease);
+        one that takes the lease over resumes the gap states the last holder saved."""
+        held = self._lease is None or self._lease.held()
+        if not held and self._saved_gaps is not None:  # stale: resume when taken again
+            self._saved_gaps = None
+            self._tracker = GapTracker(self._tracker.grace, self._tracker.cap)
+        return held
 
     def _stopping(self) -> bool:
         return self._loop.stopping()

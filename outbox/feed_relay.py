@@ -47,6 +47,7 @@ from sqlalchemy.engine import Engine
 from cajasync.broker.confirms import Window
 from cajasync.broker.links import FeedLink
 from cajasync.broker.ports import Event, FeedSession, FeedSessions
+from cajasync.core.lease import StoreLease
 from cajasync.core.server_tables import change_log, stream_heads
 from cajasync.core.settings import Settings
 from cajasync.core.store_faults import translated
@@ -200,8 +201,8 @@ class ChangeLogSource:
     name = "feed relay"
     write_every_s = 0.0  # confirms are marked every tick
 
-    def __init__(self, engine: Engine, settings: Settings) -> None:
-        self.engine, self.settings = engine, settings
+    def __init__(self, engine: Engine, settings: Settings, lease: StoreLease | None = None) -> None:
+        self.engine, self.settings, self.lease = engine, settings, lease
         self.window: Window[int] = Window(settings.publish_window)
         self.events = 0
         self.hold_until = 0.0
@@ -214,6 +215,8 @@ class ChangeLogSource:
         """Events of unpublished changes not in flight; None while held back after a nack."""
         if time.monotonic() < self.hold_until:
             return None
+        if self.lease is not None and not self.lease.held():
+            return []  # another server process publishes the change log
         with _store_errors("claiming changes"), self.engine.connect() as connection:
             rows = claim_unpublished(connection, self.window.size)
         return events_of([row for row in rows if row.id not in self.window][:space])
@@ -262,8 +265,8 @@ class StreamHeads:
     """Every `settings.head_interval_s` of a session, the heads of every fully published
     stream, one message per scope (see the module's docstring)."""
 
-    def __init__(self, engine: Engine, settings: Settings) -> None:
-        self.engine, self.settings = engine, settings
+    def __init__(self, engine: Engine, settings: Settings, lease: StoreLease | None = None) -> None:
+        self.engine, self.settings, self.lease = engine, settings, lease
         self.published = 0
 
     def start(self, relay: Relay[int, Event, FeedSession]) -> None:
@@ -276,6 +279,8 @@ class StreamHeads:
         if relay.link is None or relay.done:
             return
         self.start(relay)
+        if self.lease is not None and not self.lease.held():
+            return  # the holder's relay publishes them
         try:
             with _store_errors("reading stream heads"), self.engine.connect() as connection:
                 heads = published_heads(connection)
@@ -300,15 +305,18 @@ def run_feed_relay(
     until_idle: float | None = None,
     on_progress: Callable[[FeedStats], None] | None = None,
     connect: FeedSessions = FeedLink,
+    lease: StoreLease | None = None,
 ) -> FeedStats:
     """Publish the change log to `cajasync.down` until `stop` is set or, with `until_idle`,
     nothing was left to publish for that many seconds.
 
     An unreachable broker is retried with back-off for as long as `stop` is unset; with
     `until_idle`, BrokerUnavailable is raised once it stays away that long. `connect`
-    builds the broker session (a stub broker's in tests).
+    builds the broker session (a stub broker's in tests). With `lease` (several server
+    processes on one store), changes and heads are published only while it is held.
     """
-    source, heads = ChangeLogSource(engine, settings), StreamHeads(engine, settings)
+    source = ChangeLogSource(engine, settings, lease)
+    heads = StreamHeads(engine, settings, lease)
     reported = FeedStats()
 
     def stats() -> FeedStats:

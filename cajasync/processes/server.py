@@ -1,7 +1,9 @@
 """The server's three loops as one service: ingest (ops up), requests (snapshots, catch-up,
 images) and the feed relay (change log down). Each has its own broker connection and
-database connections; they share one stop event. Beside them, every
-CAJASYNC_COMPACT_INTERVAL_S, the change log is compacted (outbox/compaction.py)."""
+database connections; they share one stop event, and the store's lease
+(cajasync/core/lease.py): of several processes on one store, only its holder publishes the
+change log and asks tills for gaps. Beside them, every CAJASYNC_COMPACT_INTERVAL_S, the
+change log is compacted (outbox/compaction.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from cajasync.broker.management import Management, vhost_of
 from cajasync.broker.rabbitmq import claim_exchange, reconnect_policy
+from cajasync.core.lease import StoreLease
 from cajasync.core.settings import Settings
 from cajasync.core.topology import STORE_EXCHANGE
 from cajasync.errors import CajasyncError, ConfigError
@@ -73,6 +76,7 @@ def _serve(
 
     stats = ServerStats()
     errors: list[BaseException] = []
+    lease = StoreLease(engine)  # one process of the store publishes the feed, asks for gaps
     count_ingest = server_counters()
 
     def report(name: str) -> Callable[[Any], None]:
@@ -95,10 +99,17 @@ def _serve(
 
     loops = {
         "ingest": lambda: run_ingest(
-            engine, settings, until_idle=until_idle, stop=stop, on_progress=report("ingest")
+            engine,
+            settings,
+            until_idle=until_idle,
+            stop=stop,
+            on_progress=report("ingest"),
+            lease=lease,
         ),
         "requests": lambda: run_requests(engine, settings, until_idle=until_idle, stop=stop),
-        "feed": lambda: run_feed_relay(engine, settings, until_idle=until_idle, stop=stop),
+        "feed": lambda: run_feed_relay(
+            engine, settings, until_idle=until_idle, stop=stop, lease=lease
+        ),
     }
     threads = [
         threading.Thread(target=loop, args=(name, body), name=f"cajasync-{name}", daemon=True)
@@ -116,12 +127,15 @@ def _serve(
         )
     for thread in threads:
         thread.start()
-    for thread in threads[:3]:
-        while thread.is_alive():
-            thread.join(timeout=0.5)
-    finished.set()
-    for thread in threads[3:]:
-        thread.join()
+    try:
+        for thread in threads[:3]:
+            while thread.is_alive():
+                thread.join(timeout=0.5)
+        finished.set()
+        for thread in threads[3:]:
+            thread.join()
+    finally:
+        lease.release()
     if errors:
         raise errors[0]
     return stats
