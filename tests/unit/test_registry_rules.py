@@ -81,7 +81,7 @@ def test_a_tills_broker_url_keeps_the_servers_host_vhost_and_tls() -> None:
 def test_amqps_connection_parameters_carry_the_tls_context() -> None:
     ca = ssl.get_default_verify_paths().cafile or ssl.get_default_verify_paths().openssl_cafile
     settings = load_settings({}, broker_url="amqps://T001:pw@mq.shop:5671/%2F", tls_ca_file=ca)
-    params = parameters(settings.broker_url, settings=settings)
+    (params,) = parameters(settings.broker_url, settings=settings)
     assert params.ssl_options is not None
     assert isinstance(params.ssl_options.context, ssl.SSLContext)
     assert params.ssl_options.context.verify_mode == ssl.CERT_REQUIRED
