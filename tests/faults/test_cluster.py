@@ -254,6 +254,11 @@ def test_losing_the_node_that_leads_each_queue_loses_nothing_and_applies_nothing
         assert server_counts(pg_url, terminal) == (OPERATIONS, OPERATIONS)  # once each
         assert server_op_versions(pg_url, terminal) == terminal_op_ids(path)  # op by op
     assert changes.made >= 20
+    print(  # the figures for the README and the issue (pytest -s)
+        f"cluster: stopped c{first} (leading cajasync.ops), then c{second} (leading "
+        f"{terminal_queue}); {TILLS} tills x {OPERATIONS} acked, server held "
+        f"{_held(pg_url, tills)} once each, {changes.made} price changes, replicas equal"
+    )
     assert _replica_gaps(server_engine, tills) == {}
     server_engine.dispose()
 
