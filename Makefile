@@ -1,7 +1,7 @@
 # make demo   set everything up and run a live store day against the local broker
 # make test   lint (ruff, mypy, import layering), then the whole test suite (what CI runs)
 # make bench  run the benchmarks (results table + bench/results/*.json)
-# make test-cluster  the broker-failover test on a three-node cluster (.ci/cluster; ~3.5 min)
+# make test-cluster  the broker-failover test on a three-node cluster (.ci/cluster; 2-3.5 min)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
