@@ -1,11 +1,12 @@
 # make demo   set everything up and run a live store day against the local broker
 # make test   lint (ruff, mypy, import layering), then the whole test suite (what CI runs)
 # make bench  run the benchmarks (results table + bench/results/*.json)
+# make test-cluster  the broker-failover test on a three-node cluster (.ci/cluster; 2-3.5 min)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench services clean
+.PHONY: setup demo test test-cluster lint bench services clean
 
 setup: $(VENV)/.installed
 
@@ -30,6 +31,9 @@ lint: setup
 
 test: setup services lint
 	$(BIN)/pytest
+
+test-cluster: setup services
+	CAJASYNC_TEST_CLUSTER=1 $(BIN)/pytest tests/faults/test_cluster.py
 
 bench: setup services
 	$(BIN)/python -m bench $(BENCH_ARGS)

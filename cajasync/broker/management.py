@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from cajasync.core.settings import Settings
+from cajasync.core.settings import Settings, first_url, url_list
 from cajasync.core.topology import DEAD_EXCHANGE, DELIVERY_LIMIT, UP_EXCHANGE, terminal_queue
 from cajasync.errors import BrokerUnavailable, ConfigError
 
@@ -77,14 +77,18 @@ def terminal_permissions(terminal: str) -> Permissions:
 
 
 def vhost_of(broker_url: str) -> str:
-    """The virtual host of a broker URL (`/` when the URL names none)."""
-    path = urlsplit(broker_url).path
+    """The virtual host of a broker URL, the first of a list (`/` when it names none)."""
+    path = urlsplit(first_url(broker_url)).path
     return unquote(path[1:]) if len(path) > 1 else "/"
 
 
 def terminal_url(broker_url: str, terminal: str, password: str) -> str:
     """The broker URL a till uses: the server's host, port, vhost and query (TLS), with the
-    terminal's own user and password."""
+    terminal's own user and password; for a cluster's list, one such URL per node."""
+    return ",".join(_with_user(one, terminal, password) for one in url_list(broker_url))
+
+
+def _with_user(broker_url: str, terminal: str, password: str) -> str:
     parts = urlsplit(broker_url)
     host = parts.hostname or "localhost"
     if ":" in host:
@@ -98,9 +102,11 @@ class Management:
     """The management API at `settings.management_url`, as the broker URL's user."""
 
     def __init__(self, settings: Settings) -> None:
-        self.base = settings.management_url.rstrip("/")
+        # one per node of a cluster: a request goes to the first that answers
+        self.bases = [url.rstrip("/") for url in url_list(settings.management_url)]
+        self.base = self.bases[0]
         self.vhost = vhost_of(settings.broker_url)
-        parts = urlsplit(settings.broker_url)
+        parts = urlsplit(first_url(settings.broker_url))
         user, password = unquote(parts.username or "guest"), unquote(parts.password or "guest")
         self._auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
@@ -206,9 +212,29 @@ class Management:
         headers: dict[str, str] | None = None,
         missing_ok: bool = False,
     ) -> Any:
+        unreachable: list[str] = []
+        for base in self.bases:
+            try:
+                return self._call_one(base, method, path, body, headers, missing_ok)
+            except _Unreachable as exc:
+                unreachable.append(f"{base} ({exc.reason})")
+        raise BrokerUnavailable(
+            f"the RabbitMQ management API at {', '.join(unreachable)} is unreachable; "
+            f"{HOW_TO_ENABLE}"
+        )
+
+    def _call_one(
+        self,
+        base: str,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        headers: dict[str, str] | None,
+        missing_ok: bool,
+    ) -> Any:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(  # noqa: S310 - operator-configured URL
-            self.base + path, data=data, method=method
+            base + path, data=data, method=method
         )
         request.add_header("Authorization", self._auth)
         request.add_header("Content-Type", "application/json")
@@ -223,22 +249,25 @@ class Management:
                 return None
             if exc.code in (401, 403):
                 raise ConfigError(
-                    f"the RabbitMQ management API at {self.base} refused the broker URL's user "
+                    f"the RabbitMQ management API at {base} refused the broker URL's user "
                     f"({exc.code}) for {doing}: managing terminal users needs the "
                     "administrator tag, setting policies the policymaker tag"
                 ) from exc
             detail = exc.read().decode(errors="replace")[:200]
             raise BrokerUnavailable(
-                f"the RabbitMQ management API at {self.base} answered {exc.code} to {doing}: "
-                f"{detail}"
+                f"the RabbitMQ management API at {base} answered {exc.code} to {doing}: {detail}"
             ) from exc
         except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise BrokerUnavailable(
-                f"the RabbitMQ management API at {self.base} is unreachable ({reason}); "
-                f"{HOW_TO_ENABLE}"
-            ) from exc
+            raise _Unreachable(getattr(exc, "reason", exc)) from exc
         return json.loads(raw) if raw.strip() else None
+
+
+class _Unreachable(Exception):
+    """Raised when one management API URL does not answer (the next one is tried)."""
+
+    def __init__(self, reason: object) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
 
 
 def _q(part: str) -> str:

@@ -26,7 +26,7 @@ import pika.exceptions
 
 from cajasync.broker.rabbitmq import blocking_channel, broker_errors
 from cajasync.core import topology
-from cajasync.core.settings import Settings
+from cajasync.core.settings import Settings, first_url, url_list
 
 
 class QueueInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,24 +54,26 @@ def queue_overview(settings: Settings, terminals: Sequence[str] = ()) -> list[Qu
 
 
 def _vhost(settings: Settings) -> str:
-    path = urlsplit(settings.broker_url).path
+    path = urlsplit(first_url(settings.broker_url)).path
     return unquote(path[1:]) if len(path) > 1 else "/"
 
 
 def _from_management(settings: Settings) -> list[QueueInfo] | None:
-    parts = urlsplit(settings.broker_url)
+    parts = urlsplit(first_url(settings.broker_url))
     user, password = unquote(parts.username or "guest"), unquote(parts.password or "guest")
-    url = f"{settings.management_url.rstrip('/')}/api/queues/{quote(_vhost(settings), safe='')}"
-    request = urllib.request.Request(url)  # noqa: S310 - operator-configured URL
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310
-            queues = json.load(response)
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
-    found = [_from_api(q) for q in queues if q["name"].startswith("cajasync.")]
-    return _with_ages(settings, found)
+    for base in url_list(settings.management_url):  # a cluster: the first node that answers
+        url = f"{base.rstrip('/')}/api/queues/{quote(_vhost(settings), safe='')}"
+        request = urllib.request.Request(url)  # noqa: S310 - operator-configured URL
+        request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310
+                queues = json.load(response)
+        except (urllib.error.URLError, OSError, ValueError):
+            continue
+        found = [_from_api(q) for q in queues if q["name"].startswith("cajasync.")]
+        return _with_ages(settings, found)
+    return None
 
 
 def _rate(stats: dict[str, Any], key: str) -> float | None:
@@ -128,7 +130,7 @@ def _peek_age(settings: Settings, queue: str) -> float | None:
 
 
 def _local(settings: Settings) -> bool:
-    host = urlsplit(settings.broker_url).hostname or "localhost"
+    host = urlsplit(first_url(settings.broker_url)).hostname or "localhost"
     return host in ("localhost", "127.0.0.1", "::1")
 
 

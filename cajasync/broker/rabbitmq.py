@@ -36,7 +36,7 @@ from cajasync.broker.ports import (
     Delivery,
 )
 from cajasync.broker.replies import PikaReplies
-from cajasync.core.settings import Settings, load_settings
+from cajasync.core.settings import Settings, first_url, load_settings, url_list
 from cajasync.core.topology import DEAD_EXCHANGE, DOWN_EXCHANGE
 from cajasync.errors import BrokerUnavailable, ConfigError
 
@@ -58,23 +58,29 @@ PIKA_ERRORS: tuple[type[BaseException], ...] = (
 
 def parameters(
     url: str, *, heartbeat: int = 30, settings: Settings | None = None
-) -> pika.URLParameters:
-    """Connection parameters for `url`, with a heartbeat and short connect timeouts; an
-    `amqps://` URL gets the TLS context of `tls_options` (from `settings`, else from the
-    CAJASYNC_TLS_* variables).
+) -> list[pika.URLParameters]:
+    """Connection parameters for each broker URL of `url` (one, or every node of a cluster:
+    `cajasync.core.settings.url_list`), in order, with a heartbeat and short connect
+    timeouts; an `amqps://` URL gets the TLS context of `tls_options` (from `settings`, else
+    from the CAJASYNC_TLS_* variables).
 
-    Every cajasync connection starts here, so this is where pika's field decoding is
-    guarded (`cajasync.broker.pika_fields`): a header pika cannot decode must not drop a consumer.
+    Every cajasync connection starts here (`connect` and `PikaSession` try the list in
+    order, so a connection fails over to the next node), so this is also where pika's field
+    decoding is guarded (`cajasync.broker.pika_fields`): a header pika cannot decode must
+    not drop a consumer.
     """
     pika_fields.install()
-    params = pika.URLParameters(url)
-    if urlsplit(url).scheme == "amqps":
-        params.ssl_options = tls_options(url, settings or load_settings(broker_url=url))
-    params.heartbeat = heartbeat
-    params.blocked_connection_timeout = 60
-    params.socket_timeout = 5
-    params.connection_attempts = 1
-    return params
+    found = []
+    for one in url_list(url):
+        params = pika.URLParameters(one)
+        if urlsplit(one).scheme == "amqps":
+            params.ssl_options = tls_options(one, settings or load_settings(broker_url=url))
+        params.heartbeat = heartbeat
+        params.blocked_connection_timeout = 60
+        params.socket_timeout = 5
+        params.connection_attempts = 1
+        found.append(params)
+    return found
 
 
 def tls_options(url: str, settings: Settings) -> pika.SSLOptions:
@@ -99,15 +105,19 @@ def quiet_driver_logs() -> None:
 
 
 def describe(url: str) -> str:
-    """`host:port` of a broker URL, without credentials, for messages."""
-    parts = urlsplit(url)
-    default = 5671 if parts.scheme == "amqps" else 5672
-    return f"{parts.hostname or 'localhost'}:{parts.port or default}"
+    """`host:port` of a broker URL (of each, for a list), without credentials, for messages."""
+    found = []
+    for one in url_list(url) or (url,):
+        parts = urlsplit(one)
+        default = 5671 if parts.scheme == "amqps" else 5672
+        found.append(f"{parts.hostname or 'localhost'}:{parts.port or default}")
+    return ", ".join(found)
 
 
 def username(url: str) -> str:
-    """The broker user of a URL (what RabbitMQ checks `user_id` against)."""
-    return urlsplit(url).username or "guest"
+    """The broker user of a URL, the first of a list (what RabbitMQ checks `user_id`
+    against; every node of a cluster shares its users)."""
+    return urlsplit(first_url(url)).username or "guest"
 
 
 @contextmanager
@@ -126,7 +136,8 @@ def broker_errors(url: str, doing: str) -> Iterator[None]:
 
 
 def connect(url: str, *, doing: str = "connecting") -> pika.BlockingConnection:
-    """A blocking connection, or BrokerUnavailable."""
+    """A blocking connection to the first broker URL of `url` that answers, or
+    BrokerUnavailable."""
     with broker_errors(url, doing):
         return pika.BlockingConnection(parameters(url))
 

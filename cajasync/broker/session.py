@@ -50,15 +50,29 @@ class PikaSession(ABC, Generic[H]):
         self._connection: pika.SelectConnection | None = None
         self._channel: pika.channel.Channel | None = None
         self._closing = False
+        self._opened = False
+        self._where = describe(url)  # the node this session is on, once it opened
         self._error: BaseException | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def run(self) -> None:
-        """Connect and serve until `close()`; BrokerUnavailable if it cannot open or drops."""
+        """Connect to the first broker URL that opens (a cluster's nodes, in order) and
+        serve until `close()`; BrokerUnavailable if none opens or the session drops."""
+        self._opened = False
+        for params in parameters(self._url):
+            self._error = None
+            self._serve(params)
+            if self._opened or self._closing:
+                break
+            log.debug("RabbitMQ at %s:%s did not open: %s", params.host, params.port, self._error)
+        if self._error is not None:
+            raise self._error
+
+    def _serve(self, params: pika.URLParameters) -> None:
         with broker_errors(self._url, self._connecting):
             self._connection = pika.SelectConnection(
-                parameters(self._url),
+                params,
                 on_open_callback=self._on_open,
                 on_open_error_callback=self._on_open_error,
                 on_close_callback=self._on_closed,
@@ -69,8 +83,6 @@ class PikaSession(ABC, Generic[H]):
             ioloop.start()
         finally:
             ioloop.close()  # its wake-up socket pair
-        if self._error is not None:
-            raise self._error
 
     def close(self) -> None:
         """Close the session on request; `run()` then returns."""
@@ -115,6 +127,10 @@ class PikaSession(ABC, Generic[H]):
             connection.ioloop.call_later(OPENING_WATCH_S, self._watch_opening)
 
     def _on_open(self, connection: pika.connection.Connection) -> None:
+        self._opened = True
+        params = connection.params
+        if params is not None:
+            self._where = f"{params.host}:{params.port}"
         connection.channel(on_open_callback=self._on_channel_open)
 
     def _on_open_error(self, _c: pika.connection.Connection, error: BaseException | str) -> None:
@@ -165,7 +181,7 @@ class PikaSession(ABC, Generic[H]):
 
     def _stop_if_still_closing(self) -> None:
         if self._connection is not None and not self._connection.is_closed:
-            log.warning("RabbitMQ at %s did not answer the close; leaving", describe(self._url))
+            log.warning("RabbitMQ at %s did not answer the close; leaving", self._where)
             self._stop_ioloop()
 
     def _stop_ioloop(self) -> None:
@@ -182,12 +198,12 @@ class PikaSession(ABC, Generic[H]):
         """The BrokerUnavailable for a pika error reported through a callback."""
         if isinstance(error, pika.exceptions.ChannelClosedByBroker):
             return BrokerUnavailable(
-                f"RabbitMQ at {describe(self._url)} closed the channel while {doing}: "
+                f"RabbitMQ at {self._where} closed the channel while {doing}: "
                 f"{error.reply_code} {error.reply_text}"
             )
         if isinstance(error, pika.exceptions.ConnectionClosedByBroker):
             return BrokerUnavailable(
-                f"RabbitMQ at {describe(self._url)} closed the connection while {doing}: "
+                f"RabbitMQ at {self._where} closed the connection while {doing}: "
                 f"{error.reply_code} {error.reply_text}"
             )
         cause = error if isinstance(error, PIKA_ERRORS) else pika.exceptions.AMQPError(error)

@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 from sqlalchemy.engine import make_url
 
+from cajasync.core.settings import url_list
 from cajasync.errors import ConfigError
 
 SUFFIX = ".broker"
@@ -38,12 +39,13 @@ def read_credentials(file: Path, terminal: str) -> str:
         url = file.read_text().strip()
     except OSError as exc:
         raise ConfigError(f"cannot read credentials file {file}: {exc.strerror}") from exc
-    parts = urlsplit(url)
-    if parts.scheme not in ("amqp", "amqps") or not parts.password:
-        raise ConfigError(f"{file} does not hold a broker URL with a user and password")
-    user = unquote(parts.username or "")
-    if user != terminal:
-        raise ConfigError(f"{file} holds the broker user {user!r}, not terminal {terminal}'s")
+    for one in url_list(url) or ("",):  # one URL, or one per node of a cluster
+        parts = urlsplit(one)
+        if parts.scheme not in ("amqp", "amqps") or not parts.password:
+            raise ConfigError(f"{file} does not hold a broker URL with a user and password")
+        user = unquote(parts.username or "")
+        if user != terminal:
+            raise ConfigError(f"{file} holds the broker user {user!r}, not terminal {terminal}'s")
     return url
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Final
@@ -24,7 +25,10 @@ ENV_PREFIX = "CAJASYNC_"
 class Settings:
     """Tunables shared by the library and the CLI (`CAJASYNC_<FIELD>` overrides each)."""
 
+    # one URL, or every node of a cluster separated by commas or spaces: each connection
+    # tries them in order, so it fails over to the next node when one is down
     broker_url: str = DEFAULT_BROKER_URL
+    # likewise one management API URL or one per node, tried in order
     management_url: str = "http://localhost:15672"
     # amqps:// only: a CA file to verify the broker, a client certificate and its key (PEM)
     tls_ca_file: str = ""
@@ -132,15 +136,9 @@ def check_settings(settings: Settings) -> None:
             "cannot be longer than the longest"
         )
     for name, schemes in URL_SCHEMES.items():
-        url = getattr(settings, name)
-        scheme = urlsplit(url).scheme if isinstance(url, str) else type(url).__name__
-        if scheme not in schemes:  # the URL itself is not shown: it may hold a password
-            allowed = " or ".join(f"{s}://" for s in schemes)
-            raise ConfigError(
-                f"{variable(name)} must be a URL starting {allowed} (it starts {scheme!r})"
-            )
+        _check_urls(name, getattr(settings, name), schemes)
     tls = [name for name in TLS_FILES if getattr(settings, name)]
-    if tls and urlsplit(settings.broker_url).scheme != "amqps":
+    if tls and urlsplit(first_url(settings.broker_url)).scheme != "amqps":
         raise ConfigError(
             f"{variable(tls[0])} is set but CAJASYNC_BROKER_URL is not amqps://: "
             "TLS options apply to amqps:// URLs only"
@@ -150,6 +148,35 @@ def check_settings(settings: Settings) -> None:
             f"{variable('tls_cert_file')} and {variable('tls_key_file')} go together: "
             "a client certificate needs its key"
         )
+
+
+def url_list(value: str) -> tuple[str, ...]:
+    """The URLs of a setting that names one or several (a cluster's nodes), in order:
+    separated by commas or whitespace."""
+    return tuple(part for part in re.split(r"[\s,]+", value) if part)
+
+
+def first_url(value: str) -> str:
+    """The first URL of a setting: where the user, password and vhost are read from (every
+    node of a cluster shares them)."""
+    urls = url_list(value)
+    return urls[0] if urls else value
+
+
+def _check_urls(name: str, value: object, schemes: tuple[str, ...]) -> None:
+    urls = url_list(value) if isinstance(value, str) else ()
+    if not urls:
+        found = type(value).__name__ if not isinstance(value, str) else ""
+        raise ConfigError(f"{variable(name)} must name a URL (it is {found or 'empty'})")
+    for url in urls:
+        scheme = urlsplit(url).scheme
+        if scheme not in schemes:  # the URL itself is not shown: it may hold a password
+            allowed = " or ".join(f"{s}://" for s in schemes)
+            raise ConfigError(
+                f"{variable(name)} must be a URL starting {allowed} (it starts {scheme!r})"
+            )
+    if len({urlsplit(url).scheme for url in urls}) > 1:
+        raise ConfigError(f"{variable(name)} mixes schemes: every node is reached the same way")
 
 
 def _seconds(value: object) -> bool:

@@ -26,7 +26,7 @@ from cajasync.broker.rabbitmq import blocking_channel
 from cajasync.core import topology
 from cajasync.core.db import make_engine
 from cajasync.core.identity import TerminalIdentity
-from cajasync.core.settings import Settings
+from cajasync.core.settings import Settings, first_url
 from cajasync.core.terminal_tables import ACKED, outbox
 from cajasync.errors import BrokerUnavailable, ConfigError
 from cajasync.samples import backoffice as backoffice
@@ -332,12 +332,12 @@ def final_table(state: DemoState) -> list[TopicRow]:
 
 
 def _netcut_for(settings: Settings) -> NetCut:
-    parts = urlsplit(settings.broker_url)
+    parts = urlsplit(first_url(settings.broker_url))  # a cluster: the cut is to its first node
     return NetCut(parts.hostname or "localhost", parts.port or 5672)
 
 
 def _via(url: str, port: int) -> str:
-    parts = urlsplit(url)
+    parts = urlsplit(first_url(url))
     credentials = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
     return urlunsplit(parts._replace(netloc=f"{credentials}127.0.0.1:{port}"))
 

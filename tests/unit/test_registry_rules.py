@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from cajasync.broker.management import terminal_permissions, terminal_url
-from cajasync.broker.rabbitmq import parameters
+from cajasync.broker.rabbitmq import parameters, username
 from cajasync.core.settings import load_settings
 from cajasync.errors import ConfigError
 from inbox.registry import Registration, as_registered, refusal
@@ -81,7 +81,7 @@ def test_a_tills_broker_url_keeps_the_servers_host_vhost_and_tls() -> None:
 def test_amqps_connection_parameters_carry_the_tls_context() -> None:
     ca = ssl.get_default_verify_paths().cafile or ssl.get_default_verify_paths().openssl_cafile
     settings = load_settings({}, broker_url="amqps://T001:pw@mq.shop:5671/%2F", tls_ca_file=ca)
-    params = parameters(settings.broker_url, settings=settings)
+    (params,) = parameters(settings.broker_url, settings=settings)
     assert params.ssl_options is not None
     assert isinstance(params.ssl_options.context, ssl.SSLContext)
     assert params.ssl_options.context.verify_mode == ssl.CERT_REQUIRED
@@ -107,3 +107,15 @@ def test_allow_shared_user_reads_as_a_bool_from_the_environment() -> None:
     assert load_settings({"CAJASYNC_ALLOW_SHARED_USER": "yes"}).allow_shared_user is True
     with pytest.raises(ConfigError, match="CAJASYNC_ALLOW_SHARED_USER"):
         load_settings({"CAJASYNC_ALLOW_SHARED_USER": "maybe"})
+
+
+def test_a_tills_broker_url_names_every_node_of_the_servers_cluster() -> None:
+    url = terminal_url("amqp://admin:s@mq1:5701/prod,amqp://admin:s@mq2:5702/prod", "T001", "pw")
+    assert url == "amqp://T001:pw@mq1:5701/prod,amqp://T001:pw@mq2:5702/prod"
+
+
+def test_connection_parameters_come_one_per_node_in_order() -> None:
+    found = parameters("amqp://u:p@mq1:5701/s,amqp://u:p@mq2:5702/s")
+    nodes = [(p.host, p.port, p.virtual_host) for p in found]
+    assert nodes == [("mq1", 5701, "s"), ("mq2", 5702, "s")]
+    assert username("amqp://till:p@mq1:5701/s,amqp://till:p@mq2:5702/s") == "till"

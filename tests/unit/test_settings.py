@@ -131,3 +131,25 @@ def test_the_server_waits_are_checked_too(name: str, value: str, least: str) -> 
     assert _refused({variable(name): value}) == (
         f"{variable(name)}={float(value)!r} is out of range: it must be {least} seconds"
     )
+
+
+def test_a_broker_url_may_name_every_node_of_a_cluster() -> None:
+    from cajasync.core.settings import first_url, url_list
+
+    value = "amqp://u:p@mq1:5701/s, amqp://u:p@mq2:5702/s amqp://u:p@mq3:5703/s"
+    settings = load_settings({"CAJASYNC_BROKER_URL": value})
+    assert url_list(settings.broker_url) == (
+        "amqp://u:p@mq1:5701/s",
+        "amqp://u:p@mq2:5702/s",
+        "amqp://u:p@mq3:5703/s",
+    )
+    assert first_url(settings.broker_url) == "amqp://u:p@mq1:5701/s"
+
+
+def test_every_node_of_a_list_is_checked_and_they_share_one_scheme() -> None:
+    assert _refused({"CAJASYNC_BROKER_URL": "amqp://mq1/s,http://mq2/s"}) == (
+        "CAJASYNC_BROKER_URL must be a URL starting amqp:// or amqps:// (it starts 'http')"
+    )
+    assert _refused({"CAJASYNC_BROKER_URL": "amqp://mq1/s,amqps://mq2/s"}) == (
+        "CAJASYNC_BROKER_URL mixes schemes: every node is reached the same way"
+    )
