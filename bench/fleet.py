@@ -37,7 +37,7 @@ from typing import Any
 import pika
 import sqlalchemy as sa
 
-from bench import fanout, fleet_broker, procs
+from bench import common, fanout, fleet_broker, procs
 from bench.common import (
     BROKER_URL,
     Result,
@@ -98,6 +98,8 @@ def run(
                     url, size, ops, min(size, connected), changes, rate
                 )
                 rows.append(row)
+                common.RESULTS.mkdir(exist_ok=True)  # a size's row survives a later failure
+                (common.RESULTS / "fleet-sizes.json").write_text(json.dumps(rows, indent=2))
                 if size == max(sizes) and fanout_variants:
                     compared = _compare(url, tills, changes, rate, fanout_variants, baseline)
             finally:
