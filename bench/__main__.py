@@ -23,6 +23,7 @@ BENCHES = (
     "diff",
     "growth",
 )
+ON_REQUEST = ("fleet",)  # 1,000 quorum queues on a shared broker: only when named
 QUICK: dict[str, dict[str, Any]] = {
     "write_path": {"count": 200},
     "relay": {"count": 5_000, "naive_count": 500, "rounds": 1},
@@ -33,12 +34,15 @@ QUICK: dict[str, dict[str, Any]] = {
     "images": {"products": 500, "changed_ratio": 0.02},
     "diff": {"products": 5_000, "rounds": 1},
     "growth": {"products": 1_000},
+    "fleet": {"sizes": (4, 12), "ops": 1_200, "connected": 8, "changes": 10, "rate": 10},
 }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("names", nargs="*", choices=[*BENCHES, []], help="default: all")
+    parser.add_argument(
+        "names", nargs="*", choices=[*BENCHES, *ON_REQUEST, []], help="default: all"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="small sizes: a smoke run, not the targets"
     )
