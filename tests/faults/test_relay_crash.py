@@ -29,7 +29,10 @@ def test_relay_killed_before_marking_sent_republishes_and_server_applies_once(
 ) -> None:
     terminal, path = make_terminal()
     total = fill_outbox(path, 10_000)
-    relay = spawn("terminal", "run", "--db", str(path), env=env, log=tmp_path / "relay1.log")
+    # a window wider than the kill point: rows are marked sent only as confirms return, so
+    # the kill lands after publishing and before marking even on a slow, busy machine
+    wide = {**env, "CAJASYNC_PUBLISH_WINDOW": str(total)}
+    relay = spawn("terminal", "run", "--db", str(path), env=wide, log=tmp_path / "relay1.log")
     wait_for(
         lambda: ops_depth(clean_broker) >= 1_000,
         "the relay to publish 1,000 operations",
