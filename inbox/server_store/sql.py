@@ -258,7 +258,7 @@ def _insert_received(
         }
         for row in rows
     ]
-    insert, params = dialect.bulk_insert(received, values)
+    insert, params = dialect.bulk_json(received, values)
     statement = insert.on_conflict_do_nothing().returning(received.c.op_id, received.c.version)
     return {(op_id, version) for op_id, version in connection.execute(statement, params)}
 
@@ -284,15 +284,16 @@ def _upsert_current(
     values = [_operation_values(row, now) for row in rules.current_candidates(rows)]
     if not values:
         return set()
-    # executemany (multi-row VALUES), not arrays: JSON payloads are slow to escape into text[]
-    upsert = dialect.insert(operations)
+    # one JSON document on PostgreSQL: JSON payloads are slow to escape into text[] arrays,
+    # and multi-row VALUES make psycopg re-parse thousands of placeholders per batch
+    upsert, params = dialect.bulk_json(operations, values, json_texts=["payload"])
     excluded = upsert.excluded
     statement = upsert.on_conflict_do_update(
         index_elements=[operations.c.op_id],
         set_={name: excluded[name] for name in values[0] if name != "op_id"},
         where=operations.c.version < excluded.version,
     ).returning(operations.c.op_id, operations.c.version)
-    return {(op_id, version) for op_id, version in connection.execute(statement, values)}
+    return {(op_id, version) for op_id, version in connection.execute(statement, params)}
 
 
 def _operation_values(row: rules.Row, now: dt.datetime) -> dict[str, object]:
