@@ -16,7 +16,7 @@ BENCHES = ("write_path", "relay", "e2e", "bootstrap", "propagation", "images", "
 QUICK: dict[str, dict[str, Any]] = {
     "write_path": {"count": 200},
     "relay": {"count": 5_000, "naive_count": 500, "rounds": 1},
-    "e2e": {"terminals": 4, "per_terminal": 500},
+    "e2e": {"terminals": 4, "per_terminal": 500, "wide": 8, "steady_rate": 400, "steady_s": 4},
     "bootstrap": {"products": 5_000},
     "propagation": {"terminals": 4, "rate": 50, "seconds": 4},
     "images": {"products": 500, "changed_ratio": 0.02},

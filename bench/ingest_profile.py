@@ -56,7 +56,7 @@ def deliveries(terminals: int, per_terminal: int, run: int = 100) -> list[Delive
             engine, terminal = new_terminal(Path(tmp), f"P{n:03d}")
             fill_outbox(engine, TicketMaker(seed=n).sales(per_terminal))
             with engine.connect() as connection:
-                rows = connection.execute(sa.select(outbox).order_by(outbox.c.seq)).all()
+                found = connection.execute(sa.select(outbox).order_by(outbox.c.seq)).all()
             engine.dispose()
             per.append(
                 [
@@ -69,16 +69,14 @@ def deliveries(terminals: int, per_terminal: int, run: int = 100) -> list[Delive
                         content_type="application/msgpack",
                         headers={"terminal": terminal, "seq": row.seq, "topic": row.topic},
                     )
-                    for row in rows
+                    for row in found
                 ]
             )
     mixed: list[Delivery] = []
     for start in range(0, per_terminal, run):
         for rows in per:
             mixed.extend(rows[start : start + run])
-    return [
-        dataclasses.replace(d, delivery_tag=tag) for tag, d in enumerate(mixed, start=1)
-    ]
+    return [dataclasses.replace(d, delivery_tag=tag) for tag, d in enumerate(mixed, start=1)]
 
 
 def ingest_all(url: str, items: list[Delivery], batch: int = 500) -> float:
