@@ -1,4 +1,4 @@
-"""`python -m bench.ingest_profile [terminals] [per_terminal] [--profile]`: server ingest's
+"""`python -m bench.ingest_profile [terminals] [per_terminal] [--profile]` (BATCH=n: batch size): server ingest's
 batch work in-process, without a broker, on a fresh PostgreSQL database: where a batch's time
 goes (classify, admit, apply, Z checks, receipts), and cProfile's top functions with
 `--profile`. A development tool, not a benchmark with a target.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import cProfile
 import dataclasses
+import os
 import pstats
 import sys
 import tempfile
@@ -80,6 +81,7 @@ def deliveries(terminals: int, per_terminal: int, run: int = 100) -> list[Delive
 
 
 def ingest_all(url: str, items: list[Delivery], batch: int = 500) -> float:
+    batch = int(os.environ.get("BATCH", batch))
     engine = make_engine(url)
     settings = load_settings(broker_url="amqp://unused")
     ingest = Ingest(
