@@ -1,10 +1,11 @@
-"""`python -m bench.ingest_profile [terminals] [per_terminal] [--profile]` (BATCH=n: batch size): server ingest's
+"""`python -m bench.ingest_profile [terminals] [per_terminal] [--profile]`: server ingest's
 batch work in-process, without a broker, on a fresh PostgreSQL database: where a batch's time
 goes (classify, admit, apply, Z checks, receipts), and cProfile's top functions with
 `--profile`. A development tool, not a benchmark with a target.
 
 The deliveries are what the relays publish (message_id, `seq` header, user guest), interleaved
 as the ops queue holds them when every till relays at once: runs of `run` seqs per terminal.
+`BATCH=20` in the environment sets the batch size (500, ingest's default, otherwise).
 """
 
 from __future__ import annotations
