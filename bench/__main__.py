@@ -27,7 +27,7 @@ ON_REQUEST = ("fleet",)  # 1,000 quorum queues on a shared broker: only when nam
 QUICK: dict[str, dict[str, Any]] = {
     "write_path": {"count": 200},
     "relay": {"count": 5_000, "naive_count": 500, "rounds": 1},
-    "e2e": {"terminals": 4, "per_terminal": 500},
+    "e2e": {"terminals": 4, "per_terminal": 500, "wide": 8, "steady_rate": 400, "steady_s": 4},
     "servers": {"terminals": 4, "per_terminal": 500},
     "bootstrap": {"products": 5_000},
     "propagation": {"terminals": 4, "rate": 50, "seconds": 4},

@@ -54,7 +54,26 @@ def _terminal(path: str, start: Event, stop: Event) -> None:
     run_terminal(engine, load_settings(broker_url=BROKER_URL), stop=_local(stop))
 
 
-ROLES = {"ingest": _ingest, "requests": _requests, "feed": _feed, "terminal": _terminal}
+def _bare_consumer(url: str, start: Event, stop: Event) -> None:
+    from bench.bare import consumer
+
+    consumer(url, start, stop)
+
+
+def _bare_publisher(path: str, start: Event, stop: Event) -> None:
+    from bench.bare import publisher
+
+    publisher(path, start, stop)
+
+
+ROLES = {
+    "ingest": _ingest,
+    "requests": _requests,
+    "feed": _feed,
+    "terminal": _terminal,
+    "bare_consumer": _bare_consumer,
+    "bare_publisher": _bare_publisher,
+}
 
 
 class Fleet:

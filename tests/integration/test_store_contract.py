@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
@@ -74,3 +75,30 @@ class TestSqlStore(StoreContract):
         assert sum(v.outcome == "applied" for v in verdicts) == 3000
         assert sum(v.outcome == "duplicate" for v in verdicts) == 100
         assert {s.contiguous_seq for s in store.stats()} == {300}
+
+    def test_two_writers_taking_turns_at_one_terminals_seqs_hold_each_once_with_no_gap(
+        self, store: ServerStore, engine: sa.Engine
+    ) -> None:
+        """Two ingest processes on one ops queue: each gets runs of one till's seqs, in
+        turn, and some of the other's again (a redelivery after a crash); contiguity is
+        walked to the end whoever commits last, and nothing is held twice."""
+        work: list[Incoming] = [op("T1", seq, sale(number=seq)) for seq in range(1, 1001)]
+        runs = [work[start : start + 40] for start in range(0, len(work), 40)]
+        mine, theirs = runs[0::2], runs[1::2]
+        mine += [run[:10] for run in theirs[::5]]
+        theirs += [run[:10] for run in mine[::5]]
+
+        def write(part: list[list[Incoming]]) -> list[str]:
+            return [v.outcome for run in part for v in store.apply(run)]
+
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = [
+                o for done in [pool.submit(write, p) for p in (mine, theirs)] for o in done.result()
+            ]
+        assert outcomes.count("applied") == 1000
+        assert set(outcomes) == {"applied", "duplicate"}
+        assert [(s.contiguous_seq, s.max_seq) for s in store.stats()] == [(1000, 1000)]
+        assert store.gaps() == []
+        with engine.connect() as connection:
+            held = connection.execute(sa.select(sa.func.count()).select_from(operations))
+            assert held.scalar_one() == 1000
