@@ -1,0 +1,11 @@
+"""`cajasync window`: the synchronizer window (Textual), the seed's screen at the till.
+
+Every action here calls the same library functions as the CLI commands; nothing in this
+package talks to the broker or the databases by itself.
+
+* `context.py`  what every part of the window shares (the till's engine, settings, zone);
+* `app.py`      the frame: options list, action buttons, bottom panel, status bar;
+* `views.py`    what the main area shows for each option (records, operations tables);
+* `records.py`  "Comparar registros": the record-level diff and a record on both sides;
+* `tools.py`    the Herramientas menu's screens (prune, purge synced operations).
+"""
