@@ -57,6 +57,10 @@ class PullTimedOut(CajasyncError):
     """Raised when a pull is not answered in full within its timeout."""
 
 
+class PullCancelled(CajasyncError):
+    """Raised when a pull is cancelled before it finished (what arrived stays applied)."""
+
+
 class NoAnswer(CajasyncError):
     """Raised when the server does not answer a terminal's request in time, or cannot be asked."""
 

@@ -40,3 +40,15 @@ def stop_on_signals() -> threading.Event:
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
     return stop
+
+
+@contextmanager
+def cancel_on_signals() -> Iterator[threading.Event]:
+    """`stop_on_signals` for one call: an event set by SIGINT or SIGTERM while the block
+    runs (a second Ctrl-C interrupts), the previous handlers put back after it."""
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop_on_signals()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
