@@ -13,6 +13,7 @@ from typing import Final
 
 import click
 
+from cajasync.core.settings import Settings
 from cli.filters import timezone_option
 from cli.options import broker_option, terminal_db_option, terminal_settings
 from cli.window.context import WindowContext
@@ -35,7 +36,7 @@ SNAPSHOT_SIZE: Final = (132, 40)  # columns, lines of a `--snapshot`
 def window(db: str, broker_url: str, timezone: str | None, snapshot: Path | None) -> None:
     """The synchronizer window: options, counts on both sides, Obtener datos, Transmitir,
     Actualizar Datos, Comparar registros, Herramientas, live status (`?` for help)."""
-    with window_context(db, broker_url, timezone) as ctx:
+    with window_context(db, terminal_settings(db, broker_url), timezone) as ctx:
         from cli.window.app import SyncWindow
 
         app = SyncWindow(ctx, snapshot=snapshot)
@@ -50,7 +51,7 @@ def window(db: str, broker_url: str, timezone: str | None, snapshot: Path | None
 
 
 @contextlib.contextmanager
-def window_context(db: str, broker_url: str, timezone: str | None) -> Iterator[WindowContext]:
+def window_context(db: str, settings: Settings, timezone: str | None) -> Iterator[WindowContext]:
     """The till's context for the length of the window: its database opened (a missing or
     uninitialised one is a CajasyncError saying to run `cajasync terminal init`), the
     settings its commands use, its identity and time zone."""
@@ -58,7 +59,6 @@ def window_context(db: str, broker_url: str, timezone: str | None) -> Iterator[W
     from cajasync.core.identity import load_identity
     from inbox.replica_api import terminal_zone
 
-    settings = terminal_settings(db, broker_url)
     with opened(db, "terminal") as engine:
         with reading(engine) as connection:
             identity = load_identity(connection)
