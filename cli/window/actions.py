@@ -20,18 +20,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from rich.filesize import decimal
 
 from cajasync.core.db import reading
 from cajasync.core.terminal_tables import PENDING, SENT
 from cajasync.errors import CajasyncError
-from cajasync.processes.pull import PullResult
-from cajasync.processes.terminal import RelayStats
 from cajasync.processes.till_status import pending_counts
 from cli.window.context import WindowContext
 from cli.window.menu import label, number
+
+if TYPE_CHECKING:  # the pull and the relay load when an action first runs
+    from cajasync.processes.pull import PullResult
+    from cajasync.processes.terminal import RelayStats
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +133,7 @@ def run_transmit(
     """`cajasync terminal run --until-idle`: publish what is pending and apply the
     server's receipts until every operation pending at the start is settled (acknowledged
     or refused), nothing moved for TRANSMIT_IDLE_S, or `cancel` is set."""
-    from cajasync.processes.terminal import run_terminal
+    from cajasync.processes.terminal import RelayStats, run_terminal
 
     to_settle = _unsettled(ctx)
     if not to_settle:

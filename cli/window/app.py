@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Final, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, overload
 
 from rich.text import Text
 from textual import events
@@ -47,9 +47,6 @@ from textual.widgets.option_list import Option
 from cajasync.core.db import reading
 from cajasync.core.periods import Period, moment
 from cajasync.errors import ConfigError, PullCancelled
-from cajasync.processes.pull import PullResult
-from cajasync.processes.questions import Comparison, compare, local_counts
-from cajasync.processes.terminal import RelayStats
 from cajasync.processes.till_status import pending_counts
 from cli.window import status
 from cli.window.actions import (
@@ -79,6 +76,11 @@ from cli.window.menu import (
 from cli.window.records import DiffScreen
 from cli.window.tools import PruneScreen, PurgeScreen
 from cli.window.views import OptionView, make_view
+
+if TYPE_CHECKING:  # compare, the pull and the relay load in threads, after the first paint
+    from cajasync.processes.pull import PullResult
+    from cajasync.processes.questions import Comparison
+    from cajasync.processes.terminal import RelayStats
 
 LOCAL_EVERY_S: Final = 2.0
 COMPARE_EVERY_S: Final = 30.0
@@ -328,6 +330,8 @@ class SyncWindow(App[None]):
         period = self.ctx.period
 
         def work() -> tuple[Period, dict[str, int], int]:
+            from cajasync.processes.questions import local_counts
+
             counts = local_counts(self.ctx.engine, period)
             with reading(self.ctx.engine) as connection:
                 pending, _oldest = pending_counts(connection)
@@ -355,6 +359,8 @@ class SyncWindow(App[None]):
         period = self.ctx.period
 
         def work() -> tuple[Period, Comparison]:
+            from cajasync.processes.questions import compare
+
             return period, compare(
                 self.ctx.engine,
                 self.ctx.settings,
@@ -477,15 +483,15 @@ class SyncWindow(App[None]):
         progress, reported = self._progress, self._reported
         if progress is None:
             return
-        if isinstance(reported, RelayStats):
+        if isinstance(reported, tuple):  # a pull's (records, bytes, images, image bytes)
+            records, nbytes, images, image_bytes = reported
+            progress.done, progress.bytes = records, nbytes + image_bytes
+            progress.images, progress.image_bytes = images, image_bytes
+        elif reported is not None:  # Transmitir's relay counters
             if reported.acked != progress.done:
                 self.refresh_local()  # receipts arrived: the pending counts moved
             progress.done = reported.acked
             progress.extra = f"{number(reported.confirmed)} enviadas"
-        elif reported is not None:
-            records, nbytes, images, image_bytes = reported
-            progress.done, progress.bytes = records, nbytes + image_bytes
-            progress.images, progress.image_bytes = images, image_bytes
         bar = self.frame("#bar", ProgressBar)
         bar.update(total=progress.total, progress=progress.done)
         text = progress.describe()

@@ -11,15 +11,16 @@ and the till's count has not moved since.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from rich.text import Text
 
 from cajasync.core.identity import TerminalIdentity
-from cajasync.processes.pull import pull_topics
-from cajasync.processes.questions import Comparison, TopicComparison
 from cli.window.context import CONFIG, PENDING
-from schemas.topics import DOWN_TOPIC_SCOPES, UP_TOPICS
+from schemas.topics import DOWN_TOPIC_SCOPES, TABLE_KINDS, TABLE_TOPICS, UP_TOPICS
+
+if TYPE_CHECKING:
+    from cajasync.processes.questions import Comparison, TopicComparison
 
 LABELS: Final[dict[str, str]] = {
     CONFIG: "Configuración",
@@ -50,8 +51,13 @@ NO_ANSWER: Final = "?"  # the server did not answer
 
 def options_of(identity: TerminalIdentity) -> list[str]:
     """Configuración, the download topics this till receives (tables only on restaurants
-    and hotels), the up topics, Operaciones Pendientes: the seed's drop-down, in order."""
-    return [*pull_topics(identity, None), *UP_TOPICS, PENDING]
+    and hotels), the up topics, Operaciones Pendientes: the seed's drop-down, in order.
+
+    The download topics are `cajasync.processes.pull.pull_topics(identity, None)`, spelled
+    out so the window paints before it imports the pull's machinery (a test holds them
+    equal)."""
+    down = [t for t in DOWN_TOPIC_SCOPES if t not in TABLE_TOPICS or identity.kind in TABLE_KINDS]
+    return [*down, *UP_TOPICS, PENDING]
 
 
 def is_down(option: str) -> bool:

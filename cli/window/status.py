@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 
-from cajasync.broker.queues import terminal_queue
 from cajasync.core.db import reading
 from cajasync.errors import CajasyncError
-from cajasync.processes.questions import Comparison
 from cajasync.processes.till_status import last_activity, read_status
 from cli.filters import age
 from cli.window.context import WindowContext
 from cli.window.menu import number
+
+if TYPE_CHECKING:
+    from cajasync.processes.questions import Comparison
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class Health:
 
 def probe(ctx: WindowContext) -> Health:
     """The till's health now (database first: it answers even when the broker does not)."""
+    from cajasync.broker.queues import terminal_queue
+
     status = read_status(ctx.engine, ctx.identity)
     with reading(ctx.engine) as connection:
         activity = last_activity(connection)
