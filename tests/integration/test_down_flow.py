@@ -11,6 +11,9 @@ condition with a generous timeout.
 from __future__ import annotations
 
 import random
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from decimal import Decimal
@@ -311,6 +314,32 @@ def test_a_cancelled_pull_keeps_what_arrived_and_the_next_pull_completes_it(
 
     till.pull([PRODUCTS])
     wait_identical(server, till, serving)
+
+
+def test_the_pull_command_stops_on_ctrl_c_keeping_what_arrived(
+    terminals: Callable[[str, str, str], Terminal], down_url: str
+) -> None:
+    till = terminals("L1", "PV1", "retail")  # no server answers: the pull waits
+    command = [sys.executable, "-m", "cli.main", "pull", "--db", str(till.engine.url.database)]
+    with subprocess.Popen(
+        [*command, PRODUCTS, "--broker-url", down_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as running:
+
+        def asked() -> bool:
+            with till.engine.connect() as connection:
+                return connection.execute(sa.select(pulls.c.status)).first() is not None
+
+        wait_for(asked, "the pull's request sent")
+        running.send_signal(signal.SIGINT)
+        output, _ = running.communicate(timeout=60)
+    assert running.returncode == 130, output
+    assert "cancelled after 0 records" in output
+    assert "what arrived is applied" in output
+    with till.engine.connect() as connection:
+        assert connection.execute(sa.select(pulls.c.status)).scalars().all() == [ABANDONED]
 
 
 def test_a_deleted_product_disappears_from_a_running_terminals_replica(
