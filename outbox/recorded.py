@@ -88,9 +88,7 @@ def state_counts(connection: sa.Connection, topic: str, period: Period) -> dict[
     return dict(counts)
 
 
-def op_counts(
-    connection: sa.Connection, topics: Iterable[str], period: Period
-) -> dict[str, int]:
+def op_counts(connection: sa.Connection, topics: Iterable[str], period: Period) -> dict[str, int]:
     """Operations of each of `topics` recorded in `period`, as `state_counts` adds them up
     for compare (weekly files: files, not counting purged chunks), in one grouped COUNT
     over the outbox and the purge's slim rows: cheap enough to repeat every second or two

@@ -27,8 +27,8 @@ from cajasync.core.periods import Period
 from cajasync.core.settings import Settings
 from cajasync.core.terminal_tables import PENDING, REJECTED, SENT
 from cajasync.errors import CajasyncError
-from inbox.replica_store.sql import SqlReplicaStore
 from inbox.replica_api import Replica
+from inbox.replica_store.sql import SqlReplicaStore
 from outbox.recorded import PURGED, Purge, op_counts, state_counts, topic_purges
 from outbox.views import ServerHeld, ServerLookup
 from schemas.questions import (
