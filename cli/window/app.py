@@ -275,10 +275,10 @@ class SyncWindow(App[None]):
             self.set_timer(SNAPSHOT_WAIT_S, self._take_snapshot)
 
     def _painted(self) -> None:
+        """After the first paint: the till's counts first; compare (which reads every key
+        of the replica to count it) and the status probe once they are shown."""
         self.first_paint_at = time.monotonic()
         self.refresh_local()
-        self.refresh_compare()
-        self.refresh_status()
 
     @overload
     def frame(self, selector: str) -> Widget: ...
@@ -346,13 +346,18 @@ class SyncWindow(App[None]):
             return
         self.counts.local, self.counts.pending = local, pending
         self.local_reads += 1
+        self._show_counts()
         if self.counted_at is None:
             self.counted_at = time.monotonic()
-        self._show_counts()
+            self.refresh_compare()
+            self.refresh_status()
         self._maybe_snapshot()
 
     def _local_failed(self, error: BaseException) -> None:
         self.say(f"no se pudieron leer los conteos de la caja: {explain(error)}", "error")
+        if self.compared_at is None:  # the server's side and the status all the same
+            self.refresh_compare()
+            self.refresh_status()
 
     def refresh_compare(self) -> None:
         """Ask the server for its counts (`cajasync compare`) under the date filter."""
