@@ -254,10 +254,11 @@ class RecordScreen(Screen[None]):
 
     def _failed(self, which: str, message: str) -> None:
         where = "la terminal" if which == "terminal" else "el servidor"
-        self.query_one(f"#{which}", Static).update(Text(f"No se pudo leer en {where}: {message}"))
-        self.message = message
-        self.query_one("#summary", Static).set_class(True, "-error")
-        self.query_one("#summary", Static).update(Text(f"No se pudo leer en {where}: {message}"))
+        self.message = f"No se pudo leer en {where}: {message}"
+        self.query_one(f"#{which}", Static).update(Text(self.message))
+        summary = self.query_one("#summary", Static)
+        summary.set_class(True, "-error")
+        summary.update(Text(self.message))
 
     def _summarise(self) -> None:
         mine, theirs = self.terminal, self.server

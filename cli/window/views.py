@@ -170,6 +170,7 @@ class OptionView(Widget):
         self.ctx = ctx
         self.option = option
         self.message = ""  # the last thing said in the status line
+        self.outcome = ""  # what the last action did: said after the reload it causes
         self.table = VirtualTable(
             self.columns(), self.source(), selectable=self.selectable, classes="view-table"
         )
@@ -212,7 +213,8 @@ class OptionView(Widget):
 
     @on(VirtualTable.Loaded)
     def _loaded(self, event: VirtualTable.Loaded) -> None:
-        self.say(self.describe(event.total) + (f" · {event.note}" if event.note else ""))
+        parts = [self.describe(event.total), event.note, self.outcome]
+        self.say(" · ".join(part for part in parts if part))
 
     @on(VirtualTable.Failed)
     def _failed(self, event: VirtualTable.Failed) -> None:
@@ -316,17 +318,21 @@ IMAGE_HELD, IMAGE_MISSING = "sí", "falta"
 
 class RecordSource(RowSource):
     """A download topic's live replica records by key, a page at a time (stock of
-    `location`: the till's own when None, every one with ALL_LOCATIONS)."""
+    `location`: the till's own when None, every one with ALL_LOCATIONS). The count is
+    read with the first page; a reload (a new source) reads it again."""
 
     def __init__(self, engine: Engine, topic: str, tz: dt.tzinfo, location: str | None) -> None:
         self.engine = engine
         self.topic = topic
         self.tz = tz
         self.location = location
+        self.total: int | None = None
 
     def fetch(self, offset: int, limit: int) -> Page:
         replica = Replica(self.engine)
-        total = replica.count(self.topic, location=self.location).get(self.topic, 0)
+        if self.total is None:
+            self.total = replica.count(self.topic, location=self.location).get(self.topic, 0)
+        total = self.total
         located = replica.located(self.topic, limit=limit, location=self.location, offset=offset)
         held: set[str] = set()
         if self.topic in IMAGES:
@@ -510,6 +516,7 @@ class ReplayingView(OptionView):
         self.app.push_screen(Confirm(question, "Reenviar"), lambda yes: self._replay(ids, yes))
 
     def _replay(self, ids: Sequence[uuid.UUID], yes: bool | None) -> None:
+        self.outcome = ""
         if not yes:
             self.say("Nada reenviado")
             return
@@ -523,11 +530,12 @@ class ReplayingView(OptionView):
         )
 
     def _replayed(self, operations: int, rows: int) -> None:
-        self.reload()
-        self.say(
+        self.outcome = (
             f"{operations} operación(es) en cola para reenviar ({rows} filas): "
             "salen con Transmitir o con la próxima pasada del sincronizador"
         )
+        self.say(self.outcome)
+        self.reload()
 
     def open_row(self, row: TableRow) -> None:
         if row.op_ids:
