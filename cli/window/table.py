@@ -213,6 +213,7 @@ class VirtualTable(ScrollView, can_focus=True):
         source: RowSource,
         *,
         selectable: bool = False,
+        autoload: bool = True,
         page_size: int = PAGE_SIZE,
         cache_pages: int = CACHE_PAGES,
         name: str | None = None,
@@ -223,6 +224,7 @@ class VirtualTable(ScrollView, can_focus=True):
         self.columns = list(columns)
         self.source = source
         self.selectable = selectable
+        self.autoload = autoload  # read the first page on mount (else: the owner reloads)
         self.page_size = page_size
         self.cache_pages = cache_pages
         self.row_count = 0
@@ -240,7 +242,8 @@ class VirtualTable(ScrollView, can_focus=True):
     # -- reading ----------------------------------------------------------------------
 
     def on_mount(self) -> None:
-        self.reload()
+        if self.autoload:
+            self.reload()
 
     def reload(self, source: RowSource | None = None, *, keep_cursor: bool = False) -> None:
         """Forget every page and read again (from `source` when given): after a filter

@@ -39,6 +39,7 @@ from cli.window.records import RecordScreen
 from cli.window.table import (
     Column,
     Confirm,
+    ListSource,
     Page,
     RowSource,
     TableRow,
@@ -161,7 +162,7 @@ class OptionView(Widget):
     OptionView > .view-filters > Label { padding: 1 1 0 1; }
     OptionView > .view-filters > Select { width: 24; }
     OptionView > .view-filters > Input { width: 14; }
-    OptionView > .view-status { height: 1; padding: 0 1; color: $text-muted; }
+    OptionView > .view-status { height: auto; max-height: 3; padding: 0 1; color: $text-muted; }
     OptionView > .view-status.-error { color: $error; }
     """
 
@@ -171,8 +172,13 @@ class OptionView(Widget):
         self.option = option
         self.message = ""  # the last thing said in the status line
         self.outcome = ""  # what the last action did: said after the reload it causes
+        self.ready = False  # mounted: reloads read
         self.table = VirtualTable(
-            self.columns(), self.source(), selectable=self.selectable, classes="view-table"
+            self.columns(),
+            ListSource([]),
+            selectable=self.selectable,
+            autoload=False,
+            classes="view-table",
         )
 
     selectable: ClassVar[bool] = False
@@ -195,8 +201,15 @@ class OptionView(Widget):
     def compose_filters(self) -> ComposeResult:
         return iter(())
 
+    def on_mount(self) -> None:
+        self.ready = True
+        self.reload()
+
     def reload(self) -> None:
-        """Read again (ctx.period and the filters as they are now), in a thread."""
+        """Read again (ctx.period and the filters as they are now), in a thread; before
+        the view is mounted this does nothing (mounting reads)."""
+        if not self.ready:
+            return
         self.table.reload(self.source(), keep_cursor=True)
 
     def selected_op_ids(self) -> list[uuid.UUID]:
@@ -582,7 +595,8 @@ class OperationsView(ReplayingView):
             yield Label(period_label(self.ctx.period), id="period")
 
     def reload(self) -> None:
-        self.query_one("#period", Label).update(period_label(self.ctx.period))
+        if self.ready:
+            self.query_one("#period", Label).update(period_label(self.ctx.period))
         super().reload()
 
     @on(Select.Changed, "#state")
@@ -671,7 +685,8 @@ class PendingView(ReplayingView):
             yield Label(period_label(self.ctx.period), id="period")
 
     def reload(self) -> None:
-        self.query_one("#period", Label).update(period_label(self.ctx.period))
+        if self.ready:
+            self.query_one("#period", Label).update(period_label(self.ctx.period))
         super().reload()
 
     @on(Select.Changed, "#state")

@@ -135,7 +135,8 @@ def test_the_virtual_table_reads_only_the_pages_it_shows_of_100000_products(
             await pilot.press("end")
             await settle(pilot)
             assert table.cursor == MANY - 1
-            assert table.current_row is not None and table.current_row.key == "P099999"
+            assert table.current_row is not None
+            assert table.current_row.key == "P099999"
             assert asked == [(0, 100), (MANY - 100, 100)]  # never the pages in between
             last_line = table.render_line(table.size.height - 1).text
             assert "P099999" in last_line
@@ -159,8 +160,16 @@ def test_every_download_topic_and_configuracion_show_their_records(
     pull_config(engine)
     with_image = msgspec.structs.replace(product("P1"), image="ab" * 32)
     SqlReplicaStore(engine).apply(
-        [Change(stream="productos:all", seq=1, topic="productos", key="P1", version=3,
-                record=with_image)],  # fmt: skip
+        [
+            Change(
+                stream="productos:all",
+                seq=1,
+                topic="productos",
+                key="P1",
+                version=3,
+                record=with_image,
+            )
+        ],
         now=1.0,
     )
     ctx = context(engine, away)
@@ -201,8 +210,14 @@ def pull_config(engine: Engine) -> None:
     config = Sample(0, 0, 0, False, ["L1"], ["PV1"]).config
     SqlReplicaStore(engine).apply(
         [
-            Change(stream="configuracion:all", seq=index, topic="configuracion", key=item.key,
-                   version=1, record=item)  # fmt: skip
+            Change(
+                stream="configuracion:all",
+                seq=index,
+                topic="configuracion",
+                key=item.key,
+                version=1,
+                record=item,
+            )
             for index, item in enumerate(config, 1)
         ],
         now=0.0,
@@ -286,7 +301,8 @@ def test_a_corrupt_row_shows_as_undecodable_and_a_weekly_file_as_one_row(
             await settle(pilot)
             sales = app.query_one(OperationsView)
             broken = [c for c in rows_of(sales.table) if c[0].startswith("<undecodable")]
-            assert len(broken) == 1 and sales.table.row_count == SALES
+            assert len(broken) == 1
+            assert sales.table.row_count == SALES
             await sales.remove()
             await app.mount(make_view(ctx, "archivos-semanales"))
             await settle(pilot)
@@ -330,9 +346,11 @@ def test_operaciones_pendientes_lists_what_pending_list_lists_and_opens_a_row(
             await settle(pilot)
             screen = app.screen
             assert isinstance(screen, RecordScreen)
-            assert screen.terminal is not None and screen.terminal.status == "rejected"
+            assert screen.terminal is not None
+            assert screen.terminal.status == "rejected"
             assert screen.terminal.reason == "unknown customer C1"
-            assert screen.terminal.data is not None and screen.terminal.data["number"] == 11
+            assert screen.terminal.data is not None
+            assert screen.terminal.data["number"] == 11
             assert "No se pudo leer en el servidor" in screen.message  # broker away: said
 
     run(scenario())
@@ -407,7 +425,8 @@ def test_an_admin_purge_shows_the_plan_then_deletes_only_acknowledged_operations
         app = PartApp(screen=lambda: PurgeScreen(ctx))
         async with app.run_test(size=SIZE) as pilot:
             screen = await fill_purge(pilot, "admin", "admin")
-            assert screen.plan is not None and screen.plan.rows == 3
+            assert screen.plan is not None
+            assert screen.plan.rows == 3
             assert "admin (ADMIN) puede eliminar 3 operaciones" in screen.message
             assert outbox_rows(configured.engine) == before  # shown, not done
             await pilot.click("#purge")
@@ -507,7 +526,8 @@ def test_the_sales_view_shows_what_the_server_holds_of_each_sale(
             table = app.query_one(OperationsView).table
             rows = {row.key: row.cells for i in range(table.row_count) if (row := table._cached(i))}
             assert len(rows) == SYNCED_SALES
-            assert rows[gone][4] == "confirmada" and rows[gone][7:] == ("no", "")
+            assert rows[gone][4] == "confirmada"
+            assert rows[gone][7:] == ("no", "")
             held = [cells for key, cells in rows.items() if key != gone]
             assert all(cells[7] == "v1" and cells[8] for cells in held)
 
@@ -539,7 +559,8 @@ def test_comparar_registros_lists_the_exact_keys_and_opens_each_on_both_sides(
             await settle(pilot)
             record_screen = app.screen
             assert isinstance(record_screen, RecordScreen)
-            assert record_screen.terminal is not None and record_screen.server is not None
+            assert record_screen.terminal is not None
+            assert record_screen.server is not None
             assert (record_screen.terminal.version, record_screen.server.version) == (1, 2)
             assert record_screen.server.data is not None
             assert record_screen.server.data["price"] == "12.50"
@@ -547,7 +568,8 @@ def test_comparar_registros_lists_the_exact_keys_and_opens_each_on_both_sides(
             await pilot.press("escape", "home", "enter")
             await settle(pilot)
             stray = app.screen
-            assert isinstance(stray, RecordScreen) and stray.key == "ZZ-STRAY"
+            assert isinstance(stray, RecordScreen)
+            assert stray.key == "ZZ-STRAY"
             assert stray.message == "El servidor no lo tiene (no lo tiene)"
 
     async def sales() -> None:
@@ -562,8 +584,10 @@ def test_comparar_registros_lists_the_exact_keys_and_opens_each_on_both_sides(
             await settle(pilot)
             opened = app.screen
             assert isinstance(opened, RecordScreen)
-            assert opened.terminal is not None and opened.terminal.status == ACKED
-            assert opened.server is not None and opened.server.status == "absent"
+            assert opened.terminal is not None
+            assert opened.terminal.status == ACKED
+            assert opened.server is not None
+            assert opened.server.status == "absent"
             await pilot.press("escape")
             await settle(pilot)
             await pilot.press("space", "r")
