@@ -15,6 +15,7 @@ from cli.output import console, emit_json, table
 
 if TYPE_CHECKING:
     from cajasync.processes.diff import DiffResult
+    from cajasync.processes.sides import Side
 
 
 @click.command("diff")
@@ -30,6 +31,12 @@ if TYPE_CHECKING:
     metavar="SECONDS",
     help="Give up when the server has not answered a question after this long.",
 )
+@click.option(
+    "--show",
+    "show_key",
+    metavar="KEY",
+    help="Show this key's record (or operation) on both sides instead of listing keys.",
+)
 @broker_option
 @json_option
 def diff(
@@ -39,16 +46,21 @@ def diff(
     until: str | None,
     timezone: str | None,
     timeout: float,
+    show_key: str | None,
     broker_url: str,
     as_json: bool,
 ) -> None:
     """List the keys of TOPIC missing on the server, missing on this terminal, or held in
     different versions (op ids for ventas, pagos...; record keys for productos, clientes...).
+    With --show KEY, that key's record on the terminal and on the server.
 
     Exit status 0 when nothing differs, 1 otherwise.
     """
     from cajasync.processes.diff import diff as run_diff
 
+    if show_key is not None:
+        _show(db, topic, show_key, timeout, broker_url, as_json)
+        return
     with opened(db, "terminal") as engine:
         period = terminal_period(engine, since, until, timezone)
         result = run_diff(engine, settings_for(broker_url), topic, period, timeout=timeout)
@@ -89,6 +101,35 @@ def diff(
             highlight=False,
         )
     sys.exit(0 if result.equal else 1)
+
+
+def _show(db: str, topic: str, key: str, timeout: float, broker_url: str, as_json: bool) -> None:
+    """One key on both sides: exit 0 when both hold it in the same version, 1 otherwise."""
+    from cajasync.processes.sides import record_sides
+
+    with opened(db, "terminal") as engine:
+        sides = record_sides(engine, settings_for(broker_url), topic, key, timeout=timeout)
+    if as_json:
+        emit_json({**_builtins(sides), "same": sides.same})
+        sys.exit(0 if sides.same else 1)
+    for name, side in (("terminal", sides.terminal), ("server", sides.server)):
+        rows: list[list[object]] = [["status", side.status], ["version", side.version]]
+        rows += [[label, value] for label, value in _notes(side) if value]
+        rows += [[field, _cell(value)] for field, value in (side.data or {}).items()]
+        table(f"{sides.topic} {key} on the {name}", ["field", "value"], rows)
+    sys.exit(0 if sides.same else 1)
+
+
+def _notes(side: Side) -> list[tuple[str, object]]:
+    return [("location", side.location), ("reason", side.reason), ("received", side.received_at)]
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, dict | list):
+        from schemas.codec import to_json
+
+        return to_json(value).decode()
+    return value
 
 
 def _advice(result: DiffResult) -> str:

@@ -28,6 +28,9 @@ def pending() -> None:
 @period_options
 @timezone_option
 @click.option("--limit", type=click.IntRange(min=1), default=None)
+@click.option(
+    "--offset", type=click.IntRange(min=0), default=0, help="Skip this many oldest (a page)."
+)
 @json_option
 def list_cmd(
     db: str,
@@ -37,13 +40,16 @@ def list_cmd(
     until: str | None,
     timezone: str | None,
     limit: int | None,
+    offset: int,
     as_json: bool,
 ) -> None:
     """List every operation not yet acked (never sent, sent, rejected), oldest first, with
     its ticket, amount and customer (or file name); the title counts them all."""
     with opened(db, "terminal") as engine:
         period, tz = till_period(engine, since, until, timezone)
-        page = pending_page(engine, topic=topic, state=state, period=period, limit=limit)
+        page = pending_page(
+            engine, topic=topic, state=state, period=period, limit=limit, offset=offset
+        )
     if as_json:
         emit_json(page.ops)
         return

@@ -54,13 +54,18 @@ def count_cmd(db: str, topic: str | None, location: str | None, as_json: bool) -
 @terminal_db_option
 @click.argument("topic")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many.")
+@click.option(
+    "--offset", type=click.IntRange(min=0), default=0, help="Skip this many first (a page)."
+)
 @_location_option
 @json_option
-def list_cmd(db: str, topic: str, limit: int | None, location: str | None, as_json: bool) -> None:
+def list_cmd(
+    db: str, topic: str, limit: int | None, offset: int, location: str | None, as_json: bool
+) -> None:
     """The records of TOPIC, by key (stock with the location it belongs to)."""
     slug = down_topic(topic)
     with opened(db, "terminal") as engine:
-        located = Replica(engine).located(slug, limit=limit, location=location)
+        located = Replica(engine).located(slug, limit=limit, location=location, offset=offset)
     records = [record for _where, record in located]
     per_location = DOWN_TOPIC_SCOPES[slug] == "loc"
     if as_json:

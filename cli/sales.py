@@ -64,6 +64,9 @@ def page_options(func: F) -> F:
 @click.option("--state", help="pending, sent, acked, rejected or purged.")
 @customer_number_options
 @page_options
+@click.option(
+    "--offset", type=click.IntRange(min=0), default=0, help="Skip this many newest (a page)."
+)
 @click.option("--local", is_flag=True, help="Do not ask the server what it holds.")
 @broker_option
 @json_option
@@ -78,6 +81,7 @@ def ventas(
     number: int | None,
     limit: int,
     show_all: bool,
+    offset: int,
     local: bool,
     broker_url: str,
     as_json: bool,
@@ -86,7 +90,7 @@ def ventas(
     ticket, date, total, customer, local state, and what the server holds of each."""
     with opened(db, "terminal") as engine:
         period, tz = till_period(engine, since, until, timezone)
-        filters = Filters(period, state, customer, number, None if show_all else limit)
+        filters = Filters(period, state, customer, number, None if show_all else limit, offset)
         server = None if local else held_lookup(engine, settings_for(broker_url), topic)
         listing = list_operations(engine, topic, filters, server=server)
     if as_json:
@@ -155,7 +159,7 @@ def _till_layout(listing: Listing, tz: dt.tzinfo) -> tuple[list[str], Callable[[
         if held is None:
             return [None, None]
         version = str(held.version) if held.status == "applied" else f"{held.version} {held.status}"
-        return [version, _when(held.received_at, tz)]
+        return [version, when(held.received_at, tz)]
 
     def file_row(f: FileView) -> Row:
         chunks = f"{f.chunks_held}/{f.chunk_count if f.chunk_count is not None else '?'}"
@@ -163,11 +167,11 @@ def _till_layout(listing: Listing, tz: dt.tzinfo) -> tuple[list[str], Callable[[
         if asked:
             server = [
                 f"{f.server_chunks}/{f.chunk_count}" if f.server_chunks else None,
-                _when(f.server_received_at, tz),
+                when(f.server_received_at, tz),
             ]
         name = f.file_name or "(purged: name not kept)"
         short = f.sha256[:12] if f.sha256 else None
-        return [name, f.week, f.size, short, chunks, f.state, _when(f.recorded_at, tz), *server]
+        return [name, f.week, f.size, short, chunks, f.state, when(f.recorded_at, tz), *server]
 
     if listing.topic == WEEKLY_FILES:
         columns = ["file", "week", "size", "sha256", "chunks", "state", "recorded"]
@@ -176,13 +180,20 @@ def _till_layout(listing: Listing, tz: dt.tzinfo) -> tuple[list[str], Callable[[
     def op_row(op: OpView) -> Row:
         return [
             op.seq,
-            *_business(listing.topic, op.details, tz),
+            *business_cells(listing.topic, op.details, tz),
             op.state + (f": {op.last_error}" if op.state == "rejected" and op.last_error else ""),
             *server_cells(op.server),
             op.op_id,
         ]
 
-    return ["seq", *_BUSINESS[listing.topic], "state", "server v", "received", "op_id"], op_row
+    return [
+        "seq",
+        *BUSINESS_COLUMNS[listing.topic],
+        "state",
+        "server v",
+        "received",
+        "op_id",
+    ], op_row
 
 
 # -- the server's table --------------------------------------------------------------------
@@ -202,8 +213,8 @@ def _server_layout(listing: ServerListing, tz: dt.tzinfo) -> tuple[list[str], Ca
                 f.sha256[:12],
                 chunks,
                 status,
-                _when(f.recorded_at, tz),
-                _when(f.received_at, tz),
+                when(f.recorded_at, tz),
+                when(f.received_at, tz),
             ]
 
         columns = ["terminal", "file", "week", "size", "sha256", "chunks", "status"]
@@ -213,46 +224,59 @@ def _server_layout(listing: ServerListing, tz: dt.tzinfo) -> tuple[list[str], Ca
         return [
             op.terminal,
             op.seq,
-            *_business(listing.topic, op.details, tz),
+            *business_cells(listing.topic, op.details, tz),
             op.version,
             op.status + (f": {op.reason}" if op.reason else ""),
-            _when(op.received_at, tz),
+            when(op.received_at, tz),
             op.op_id,
         ]
 
-    columns = ["terminal", "seq", *_BUSINESS[listing.topic], "v", "status", "received", "op_id"]
+    columns = [
+        "terminal",
+        "seq",
+        *BUSINESS_COLUMNS[listing.topic],
+        "v",
+        "status",
+        "received",
+        "op_id",
+    ]
     return columns, op_row
 
 
 # -- shared --------------------------------------------------------------------------------
 
-_BUSINESS: dict[str, list[str]] = {
+BUSINESS_COLUMNS: dict[str, list[str]] = {
     SALES: ["ticket", "date", "total", "customer"],
     CASH_PAYMENTS: ["date", "kind", "payee", "amount", "method"],
     Z_CLOSES: ["Z", "period", "sales", "total"],
 }
 
 
-def _business(topic: str, details: dict[str, Any], tz: dt.tzinfo) -> Row:
-    """The business cells of an operation (dashes when its body is gone: purged)."""
+def business_cells(topic: str, details: dict[str, Any], tz: dt.tzinfo) -> Row:
+    """The business cells of an operation (dashes when its body is gone: purged; the
+    reason in the first cell when its body does not decode)."""
     if not details:
-        return [None] * len(_BUSINESS[topic])
+        return [None] * len(BUSINESS_COLUMNS[topic])
+    if "undecodable" in details:
+        rest: Row = [None] * (len(BUSINESS_COLUMNS[topic]) - 1)
+        return [f"<undecodable: {details['undecodable']}>", *rest]
     if topic == SALES:
         ticket = f"{details['book']}-{details['number']}"
         if details["kind"] == "return":
             ticket += " return"
         if details["voided"]:
             ticket += " VOID"
-        return [ticket, _when(details["date"], tz), details["total"], details["customer"]]
+        return [ticket, when(details["date"], tz), details["total"], details["customer"]]
     if topic == CASH_PAYMENTS:
         payee = f"{details['payee_kind']} {details['payee']}"
         kind, amount, method = details["kind"], details["amount"], details["method"]
-        return [_when(details["date"], tz), kind, payee, amount, method]
-    period = f"{_when(details['period_start'], tz)} .. {_when(details['period_end'], tz)}"
+        return [when(details["date"], tz), kind, payee, amount, method]
+    period = f"{when(details['period_start'], tz)} .. {when(details['period_end'], tz)}"
     return [details["number"], period, details["sale_count"], details["total"]]
 
 
-def _when(moment: dt.datetime | None, tz: dt.tzinfo) -> str | None:
+def when(moment: dt.datetime | None, tz: dt.tzinfo) -> str | None:
+    """A moment as the tables show it, in `tz`, to the minute."""
     return None if moment is None else moment.astimezone(tz).strftime("%Y-%m-%d %H:%M")
 
 

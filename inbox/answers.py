@@ -39,7 +39,13 @@ from schemas.feed import (
     SnapshotRequest,
     split_stream,
 )
-from schemas.questions import CountsQuestion, DigestQuestion, EntriesQuestion, HeldQuestion
+from schemas.questions import (
+    CountsQuestion,
+    DigestQuestion,
+    EntriesQuestion,
+    HeldQuestion,
+    RecordQuestion,
+)
 from schemas.records import Combo, Record, for_terminal
 from schemas.status import TerminalStatus
 from schemas.topics import TABLE_TOPICS
@@ -163,7 +169,8 @@ def plan(
             | CountsQuestion
             | HeldQuestion
             | DigestQuestion
-            | EntriesQuestion,
+            | EntriesQuestion
+            | RecordQuestion,
         ):  # what it receives and is compared against follows from where the registry says
             request = as_registered(request, registration)
     match request:
@@ -182,7 +189,13 @@ def plan(
             return HighWaterPlan(request)
         case ReplayReport():
             return ReplayReportPlan(request)
-        case CountsQuestion() | HeldQuestion() | DigestQuestion() | EntriesQuestion():
+        case (
+            CountsQuestion()
+            | HeldQuestion()
+            | DigestQuestion()
+            | EntriesQuestion()
+            | RecordQuestion()
+        ):
             return plan_question(request)
         case TerminalStatus():
             return StatusPlan(request)

@@ -8,19 +8,24 @@ record-level diff compares:
   version), filtered by `recorded_at`; a weekly file is counted once, however many chunks
   it came in; `rejected` counts operations it only ever refused (`inbox_received`);
 * a download topic: the live catalog records of the streams the terminal is entitled to
-  (inbox/entitlement.py `streams_for`); no period.
+  (inbox/entitlement.py `streams_for`); no period;
+* one record (`RecordQuestion`): a download record by key within those streams, or one
+  of the terminal's operations by op id, as the server holds it.
 
 Pure reads over a SQLAlchemy connection; errors are mapped by the caller's snapshot.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+import msgspec
 import sqlalchemy as sa
 
 from cajasync.core.digests import EntrySet
@@ -46,8 +51,11 @@ from schemas.questions import (
     HeldOp,
     HeldQuestion,
     Question,
+    RecordAnswer,
+    RecordQuestion,
     TopicCount,
 )
+from schemas.records import Record
 from schemas.topics import DOWN_TOPIC_SCOPES, UP_TOPICS, WEEKLY_FILES
 
 IN_CHUNK: Final = 500  # parameters per IN (...) list
@@ -81,7 +89,7 @@ def plan_question(question: Question) -> QuestionPlan:
         case HeldQuestion():
             if question.topic not in UP_TOPICS:
                 raise InvalidMessage(f"held: {question.topic!r} is not an up topic")
-        case DigestQuestion() | EntriesQuestion():
+        case DigestQuestion() | EntriesQuestion() | RecordQuestion():
             check_any_topic(question.topic)
     requester = Requester(
         question.terminal, question.location, question.pos, question.terminal_kind
@@ -157,6 +165,8 @@ def question_answers(
             for index, part in enumerate(parts or [[]]):
                 more = index < len(parts) - 1
                 yield encode(EntriesAnswer(request_id=question.request_id, entries=part, more=more))
+        case RecordQuestion():
+            yield encode(record_answer(connection, plan.requester, question))
 
 
 def topic_entries(
@@ -309,3 +319,80 @@ def _rejected_ops(
         HeldOp(op_id=row.op_id, version=row.version, received_at=row.received_at, status=REJECTED)
         for row in connection.execute(query)
     ]
+
+
+# -- one record --------------------------------------------------------------------------
+
+_record_decoder: msgspec.msgpack.Decoder[Record] = msgspec.msgpack.Decoder(Record)
+
+
+def record_answer(
+    connection: sa.Connection, requester: Requester, question: RecordQuestion
+) -> RecordAnswer:
+    """The asked record as the server holds it for the requester (see RecordAnswer)."""
+    if question.topic in DOWN_TOPIC_SCOPES:
+        return _catalog_record(connection, requester, question)
+    return _operation(connection, requester.terminal, question)
+
+
+def _catalog_record(
+    connection: sa.Connection, requester: Requester, question: RecordQuestion
+) -> RecordAnswer:
+    """The record of `key` in the requester's streams: the live one, else the newest
+    tombstone, else absent."""
+    c = catalog_records.c
+    query = (
+        sa.select(c.version, c.deleted, c.body)
+        .where(
+            c.topic == question.topic,
+            c.key == question.key,
+            c.scope.in_(_scopes(requester, question.topic)),
+        )
+        .order_by(c.deleted, c.version.desc())
+        .limit(1)
+    )
+    row = connection.execute(query).first()
+    answer = RecordAnswer(
+        request_id=question.request_id, topic=question.topic, key=question.key, status="absent"
+    )
+    if row is None:
+        return answer
+    if row.deleted or row.body is None:
+        return msgspec.structs.replace(answer, status="deleted", version=row.version)
+    record = _record_decoder.decode(row.body)
+    return msgspec.structs.replace(answer, status="live", version=row.version, record=record)
+
+
+def _operation(connection: sa.Connection, terminal: str, question: RecordQuestion) -> RecordAnswer:
+    """The terminal's operation `key` (an op id): applied (its current version and what
+    the server stored), else its latest refused version with the reason, else absent."""
+    answer = RecordAnswer(
+        request_id=question.request_id, topic=question.topic, key=question.key, status="absent"
+    )
+    held = held_ops(connection, terminal, question.topic, [question.key])
+    if not held:
+        return answer
+    [op] = held
+    answer = msgspec.structs.replace(
+        answer, status=op.status, version=op.version, received_at=op.received_at
+    )
+    if op.status == REJECTED:
+        r = received.c
+        reason = connection.execute(
+            sa.select(r.reason).where(r.op_id == op.op_id, r.version == op.version)
+        ).scalar()
+        return msgspec.structs.replace(answer, reason=reason or "")
+    payload = connection.execute(
+        sa.select(operations.c.payload).where(operations.c.op_id == op.op_id)
+    ).scalar()
+    return msgspec.structs.replace(answer, operation=_readable(question.topic, payload or ""))
+
+
+def _readable(topic: str, payload: str) -> str:
+    """The stored JSON of an operation; a weekly chunk's data as its size (base64 in JSON)."""
+    if topic != WEEKLY_FILES or not payload:
+        return payload
+    data: dict[str, Any] = json.loads(payload)
+    if isinstance(data.get("data"), str):
+        data["data"] = f"<{len(base64.b64decode(data['data'])):,} bytes>"
+    return json.dumps(data)

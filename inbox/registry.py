@@ -38,7 +38,13 @@ from inbox.classify import authenticated_sender
 from inbox.server_store.base import Accepted, Incoming, Invalid, Rejection, Unreadable
 from schemas.feed import CatchUpRequest, SnapshotRequest
 from schemas.ops import topic_of
-from schemas.questions import CountsQuestion, DigestQuestion, EntriesQuestion, HeldQuestion
+from schemas.questions import (
+    CountsQuestion,
+    DigestQuestion,
+    EntriesQuestion,
+    HeldQuestion,
+    RecordQuestion,
+)
 
 WHAT = "server store"
 
@@ -119,7 +125,8 @@ Scoped = TypeVar(
     | CountsQuestion
     | HeldQuestion
     | DigestQuestion
-    | EntriesQuestion,
+    | EntriesQuestion
+    | RecordQuestion,
 )
 
 

@@ -19,6 +19,7 @@ raises a cajasync error (NotInitialised before `cajasync terminal init`), never 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import TypeVar, overload
 
 from sqlalchemy.engine import Engine
@@ -106,11 +107,16 @@ class Replica:
         return found if limit is None else found[:limit]
 
     def located(
-        self, topic: str, *, limit: int | None = None, location: str | None = None
+        self,
+        topic: str,
+        *,
+        limit: int | None = None,
+        location: str | None = None,
+        offset: int = 0,
     ) -> list[tuple[str | None, Record]]:
         """`query` of a topic with the location each record belongs to (None for a topic
-        not per location)."""
-        entries = self.store.entries(topic, limit, self._scope(topic, location))
+        not per location), from the `offset`-th record on (a page of a long list)."""
+        entries = self.store.entries(topic, limit, self._scope(topic, location), offset)
         return [(_location_of(scope), record) for scope, record in entries]
 
     def count(self, topic: str | None = None, *, location: str | None = None) -> dict[str, int]:
@@ -127,6 +133,10 @@ class Replica:
     def image(self, sha256: str) -> bytes | None:
         """The image stored under `sha256`, or None when the terminal does not hold it."""
         return self.store.image(sha256)
+
+    def held_images(self, hashes: Sequence[str]) -> set[str]:
+        """Which of `hashes` the terminal holds the image of (a page's "image" column)."""
+        return self.store.held_images(hashes) if hashes else set()
 
     def _scope(self, topic: str, location: str | None) -> str | None:
         """The scope to read `topic` in: a location's for a `loc` topic, else None (any)."""

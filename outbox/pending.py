@@ -102,9 +102,11 @@ def pending_page(
     state: str | None = None,
     period: Period = ALL_DATES,
     limit: int | None = None,
+    offset: int = 0,
 ) -> PendingPage:
-    """The rows not yet acked, oldest first, with what each is about, up to `limit`, and
-    how many there are in all (counted in SQL; only the page's bodies are read)."""
+    """The rows not yet acked, oldest first, with what each is about, up to `limit` from
+    the `offset`-th on, and how many there are in all (counted in SQL; only the page's
+    bodies are read)."""
     where = [outbox.c.state != ACKED]
     if topic is not None:
         where.append(outbox.c.topic == up_topic(topic))
@@ -118,6 +120,8 @@ def pending_page(
     query = sa.select(outbox).where(*where).order_by(outbox.c.seq)
     if limit is not None:
         query = query.limit(limit)
+    if offset:
+        query = query.offset(offset)
     with terminal_connection(engine, "listing pending operations", write=False) as connection:
         total = connection.execute(sa.select(sa.func.count()).where(*where)).scalar_one()
         rows = [_pending_row(row) for row in connection.execute(query)]

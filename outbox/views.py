@@ -102,13 +102,15 @@ class Listing(msgspec.Struct, kw_only=True):
 
 @dataclass(frozen=True, slots=True)
 class Filters:
-    """What to list: a period of `recorded_at`, a state, a customer, a ticket number."""
+    """What to list: a period of `recorded_at`, a state, a customer, a ticket number; and
+    which page: `limit` rows from the `offset`-th on (newest first)."""
 
     period: Period = ALL_DATES
     state: str | None = None
     customer: str | None = None
     number: int | None = None
     limit: int | None = None
+    offset: int = 0
 
     def check(self, topic: str) -> None:
         if self.state is not None and self.state not in VIEW_STATES:
@@ -146,6 +148,15 @@ def list_operations(
         else:
             total, ops = _ops_page(connection, slug, filters)
     return _with_server_ops(Listing(topic=slug, total=total, server_asked=False, rows=ops), server)
+
+
+def with_server(listing: Listing, server: ServerLookup | None) -> Listing:
+    """`listing` (one listed without a server) with what the server holds of its rows
+    filled in, as `list_operations(..., server=server)` would have: a view shows the
+    till's rows first and the server's column when it answers."""
+    if listing.topic == WEEKLY_FILES:
+        return _with_server_files(listing, server)
+    return _with_server_ops(listing, server)
 
 
 def count_operations(engine: Engine, topic: str, filters: Filters = Filters()) -> int:
@@ -221,6 +232,8 @@ def _ops_page(connection: sa.Connection, slug: str, filters: Filters) -> tuple[i
     page = _candidates(slug, filters).order_by(sa.desc("seq"))
     if filters.limit is not None:
         page = page.limit(filters.limit)
+    if filters.offset:
+        page = page.offset(filters.offset)
     rows = connection.execute(page).all()
     bodies = _bodies(connection, [r.seq for r in rows if r.state != PURGED])
     total = _count(connection, slug, filters)
@@ -282,7 +295,7 @@ def _ops_by_body(
         if not matches(summary, customer=filters.customer, number=filters.number):
             continue
         total += 1
-        if filters.limit is None or len(found) < filters.limit:
+        if total > filters.offset and (filters.limit is None or len(found) < filters.limit):
             found.append(_op_view(slug, row, row.body))
     return total, found
 
@@ -329,8 +342,8 @@ def _files(connection: sa.Connection, filters: Filters) -> tuple[int, list[FileV
     if filters.state is not None:
         files = [f for f in files if f.state == filters.state]
     files.sort(key=lambda f: f.seq, reverse=True)
-    limit = len(files) if filters.limit is None else filters.limit
-    return len(files), files[:limit]
+    end = len(files) if filters.limit is None else filters.offset + filters.limit
+    return len(files), files[filters.offset : end]
 
 
 def _file_parts(connection: sa.Connection, period: Period) -> Iterable[_FileParts]:

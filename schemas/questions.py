@@ -23,6 +23,7 @@ import msgspec
 from cajasync.errors import InvalidMessage
 from schemas.digests import Buckets, Children, Entries, FanoutBits
 from schemas.envelope import TerminalId
+from schemas.records import Record
 
 MAX_HELD = 10_000  # op ids one held question may name
 OpIds = Annotated[
@@ -88,7 +89,21 @@ class EntriesQuestion(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind
     until: dt.datetime | None = None
 
 
-Question = CountsQuestion | HeldQuestion | DigestQuestion | EntriesQuestion
+class RecordQuestion(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="record"):
+    """One record as the server holds it ("Comparar registros": a key on both sides): a
+    download topic's record by key within this terminal's streams, or one of this
+    terminal's operations of an up topic by op id."""
+
+    terminal: TerminalId
+    location: TerminalId
+    pos: TerminalId
+    terminal_kind: str
+    request_id: str
+    topic: Topic
+    key: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+Question = CountsQuestion | HeldQuestion | DigestQuestion | EntriesQuestion | RecordQuestion
 
 
 # -- answers ----------------------------------------------------------------------------
@@ -147,6 +162,27 @@ class EntriesAnswer(
     more: bool = False
 
 
+class RecordAnswer(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="record-answer"
+):
+    """The asked record as the server holds it; `status` says how: `live` (a download
+    topic's record), `deleted` (a tombstone: its version only), `applied` or `rejected`
+    (an operation: its version, when received, the refusal's reason), or `absent`.
+    `record` is the download record; `operation` the operation as the server stored it
+    (JSON; a weekly chunk's data as its size)."""
+
+    request_id: str
+    topic: str
+    key: str
+    status: str
+    version: int = 0
+    record: Record | None = None
+    operation: str = ""
+    received_at: dt.datetime | None = None
+    reason: str = ""
+    more: bool = False
+
+
 class Refused(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="refused"):
     """The server would not answer (the question was dead-lettered): why."""
 
@@ -155,7 +191,7 @@ class Refused(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="
     more: bool = False
 
 
-Answer = CountsAnswer | HeldAnswer | DigestAnswer | EntriesAnswer | Refused
+Answer = CountsAnswer | HeldAnswer | DigestAnswer | EntriesAnswer | RecordAnswer | Refused
 
 _answer_decoder: msgspec.msgpack.Decoder[Answer] = msgspec.msgpack.Decoder(Answer)
 

@@ -16,7 +16,13 @@ from schemas.feed import (
     SnapshotPage,
     SnapshotRequest,
 )
-from schemas.questions import CountsQuestion, DigestQuestion, EntriesQuestion, HeldQuestion
+from schemas.questions import (
+    CountsQuestion,
+    DigestQuestion,
+    EntriesQuestion,
+    HeldQuestion,
+    RecordQuestion,
+)
 from schemas.status import TerminalStatus
 
 # What a terminal's queue `cajasync.t.<terminal>` receives (tag field: `kind`).
@@ -44,6 +50,7 @@ Request = (
     | HeldQuestion
     | DigestQuestion
     | EntriesQuestion
+    | RecordQuestion
     | ReplayReport
     | TerminalStatus
 )

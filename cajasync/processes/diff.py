@@ -194,21 +194,28 @@ def prune(
     topic: str,
     *,
     apply: bool,
+    keys: Sequence[str] | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
     askers: Askers = pika_asking,
 ) -> PruneResult:
     """Find the replica records of a download topic the server no longer has, by the
-    diff's digest exchange; delete them (tombstones) only when `apply`."""
+    diff's digest exchange; delete them (tombstones) only when `apply`. With `keys` (the
+    list a person was shown and confirmed) only those of them are found and deleted: one
+    the server holds again since is kept."""
     slug = topic_slug(topic)
     if slug not in DOWN_TOPIC_SCOPES:
         raise ConfigError(f"{slug} is not a download topic: only replica records are pruned")
     found = diff(engine, settings, slug, Period(), timeout=timeout, askers=askers)
+    gone = found.missing_on_server
+    if keys is not None:
+        confirmed = set(keys)
+        gone = [key for key in gone if key in confirmed]
     pruned = 0
-    if apply and found.missing_on_server:
-        pruned = SqlReplicaStore(engine).tombstone(slug, found.missing_on_server, time.time())
+    if apply and gone:
+        pruned = SqlReplicaStore(engine).tombstone(slug, gone, time.time())
     return PruneResult(
         topic=slug,
-        keys=found.missing_on_server,
+        keys=gone,
         pruned=pruned,
         applied=apply,
         bytes_moved=found.bytes_moved,

@@ -2,6 +2,7 @@
 
     comparison = compare(engine, settings, None, Period())      # every topic, side by side
     held = ask_held(settings, identity, "ventas", op_ids, timeout=5)
+    answer = ask_record(settings, identity, "productos", "7790001", timeout=5)  # one record
 
 Questions go through the request queue and come back to the asker's direct reply-to
 address (cajasync/broker/asking.py), so they work while `cajasync terminal run` consumes the
@@ -40,6 +41,8 @@ from schemas.questions import (
     HeldOp,
     HeldQuestion,
     Question,
+    RecordAnswer,
+    RecordQuestion,
     Refused,
     TopicCount,
     decode_answer,
@@ -191,6 +194,31 @@ def ask_held(
                 if isinstance(answer, HeldAnswer):
                     held.update((op.op_id, op) for op in answer.held)
     return held
+
+
+def ask_record(
+    settings: Settings,
+    identity: TerminalIdentity,
+    topic: str,
+    key: str,
+    *,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    askers: Askers = pika_asking,
+) -> RecordAnswer:
+    """One record as the server holds it for the till: a download topic's record by key,
+    or one of the till's operations by op id (status `absent` when it holds none)."""
+    question = RecordQuestion(
+        **identity_fields(identity),
+        request_id=str(uuid.uuid4()),
+        topic=topic_slug(topic),
+        key=key,
+    )
+    with askers(settings, identity) as asking:
+        answers = ask(asking, question, timeout=timeout)
+    for answer in answers:
+        if isinstance(answer, RecordAnswer):
+            return answer
+    raise CajasyncError(f"the server did not answer about {question.topic} {key}")
 
 
 def ask(

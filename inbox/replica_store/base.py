@@ -9,8 +9,9 @@ tests/integration/test_replica_contract.py on SQLite check them):
   not of its change's topic is refused and the replica keeps what it had;
 * a record is held under its change's key and version, whatever the record says;
 * reads see live records only: `record` by topic and key, `records` of a topic by key,
-  `counts` per topic holding any, `versions` of a topic by key; `image` by sha256, stored
-  once, only when it matches;
+  `counts` per topic holding any, `versions` of a topic by key, `entries` a page of them
+  from an offset; `image` by sha256, stored once, only when it matches (`held_images`:
+  which of some are held);
 * `tombstone` (a prune: records the server no longer has) deletes live records keeping
   their versions, and moves no stream position;
 * every record keeps the scope of the stream its change came by (`entry`, `entries`:
@@ -55,9 +56,9 @@ class ReplicaStore(Protocol):
         ...
 
     def entries(
-        self, topic: str, limit: int | None = None, scope: str | None = None
+        self, topic: str, limit: int | None = None, scope: str | None = None, offset: int = 0
     ) -> list[tuple[str | None, Record]]:
-        """`records` with the scope each came by."""
+        """`records` with the scope each came by, from the `offset`-th on (a page)."""
         ...
 
     def counts(self, topic: str | None = None, scope: str | None = None) -> dict[str, int]:
@@ -66,6 +67,10 @@ class ReplicaStore(Protocol):
 
     def image(self, sha256: str) -> bytes | None:
         """The image stored under `sha256`, or None."""
+        ...
+
+    def held_images(self, hashes: Sequence[str]) -> set[str]:
+        """Which of `hashes` the replica holds the image of."""
         ...
 
     def versions(self, topic: str, prefix: str = "") -> list[tuple[str, int]]:

@@ -63,9 +63,9 @@ class MemoryReplicaStore:
         return [record for _scope, record in self.entries(topic, limit, scope)]
 
     def entries(
-        self, topic: str, limit: int | None = None, scope: str | None = None
+        self, topic: str, limit: int | None = None, scope: str | None = None, offset: int = 0
     ) -> list[tuple[str | None, Record]]:
-        """`records` with the scope each came by."""
+        """`records` with the scope each came by, from the `offset`-th on (a page)."""
         with self._lock:
             rows = [row for (of, _), row in sorted(self._rows.items()) if of == topic]
         live = [
@@ -73,7 +73,7 @@ class MemoryReplicaStore:
             for row in rows
             if row.body is not None and (scope is None or row.scope == scope)
         ]
-        return live if limit is None else live[:limit]
+        return live[offset:] if limit is None else live[offset : offset + limit]
 
     def counts(self, topic: str | None = None, scope: str | None = None) -> dict[str, int]:
         """Live records per topic holding any (only `topic`, only `scope` when given)."""
@@ -90,6 +90,11 @@ class MemoryReplicaStore:
         """The image stored under `sha256`, or None."""
         with self._lock:
             return self._images.get(sha256)
+
+    def held_images(self, hashes: Sequence[str]) -> set[str]:
+        """Which of `hashes` the replica holds the image of."""
+        with self._lock:
+            return {sha256 for sha256 in hashes if sha256 in self._images}
 
     def versions(self, topic: str, prefix: str = "") -> list[tuple[str, int]]:
         """(key, version) of live records of `topic` with keys starting with `prefix`."""

@@ -63,14 +63,15 @@ class SqlReplicaStore:
         return [record for _scope, record in self.entries(topic, limit, scope)]
 
     def entries(
-        self, topic: str, limit: int | None = None, scope: str | None = None
+        self, topic: str, limit: int | None = None, scope: str | None = None, offset: int = 0
     ) -> list[tuple[str | None, Record]]:
-        """`records` with the scope each came by."""
+        """`records` with the scope each came by, from the `offset`-th on (a page)."""
         query = (
             sa.select(replica.c.scope, replica.c.body)
             .where(replica.c.topic == topic, _live)
             .order_by(replica.c.key)
             .limit(limit)
+            .offset(offset or None)
         )
         if scope is not None:
             query = query.where(replica.c.scope == scope)
@@ -93,6 +94,18 @@ class SqlReplicaStore:
         with self._reading("reading an image") as connection:
             data: bytes | None = connection.execute(query).scalar()
         return data
+
+    def held_images(self, hashes: Sequence[str]) -> set[str]:
+        """Which of `hashes` the replica holds the image of."""
+        wanted = sorted(set(hashes))
+        held: set[str] = set()
+        with self._reading("looking up images") as connection:
+            for start in range(0, len(wanted), IN_CHUNK):
+                query = sa.select(images.c.sha256).where(
+                    images.c.sha256.in_(wanted[start : start + IN_CHUNK])
+                )
+                held.update(connection.execute(query).scalars())
+        return held
 
     def versions(self, topic: str, prefix: str = "") -> list[tuple[str, int]]:
         """(key, version) of live records of `topic` with keys starting with `prefix`."""

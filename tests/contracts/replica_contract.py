@@ -141,6 +141,13 @@ class ReplicaContract:
         assert [r.key for r in store.records("productos", limit=2)] == ["A", "B"]
         assert store.records("clientes") == []
 
+    def test_entries_are_paged_from_an_offset(self, store: ReplicaStore) -> None:
+        store.apply([change(product(key, 1)) for key in ("D", "C", "A", "B")], now=1.0)
+
+        assert [r.key for _s, r in store.entries("productos", 2, offset=1)] == ["B", "C"]
+        assert [r.key for _s, r in store.entries("productos", offset=3)] == ["D"]
+        assert store.entries("productos", 2, offset=4) == []
+
     def test_counts_live_records_per_topic(self, store: ReplicaStore) -> None:
         seller = Seller(key="V01", version=1, name="Vero")
         customer = Customer(key="C1", version=1, name="Juan")
@@ -180,6 +187,8 @@ class ReplicaContract:
 
         assert store.image(sha) == PNG
         assert store.image(liar) is None
+        assert store.held_images([sha, liar]) == {sha}
+        assert store.held_images([]) == set()
 
     # -- the POS's reads (inbox/replica_api.py) on this adapter ---------------------------
 

@@ -304,3 +304,53 @@ def test_the_sales_view_shows_what_the_server_holds_of_each_sale(
 
     local = CliRunner().invoke(cli, ["ventas", "--db", db, "--local", "--json"])
     assert all(row["server"] is None for row in json.loads(local.output)["rows"])
+
+
+def test_a_prune_of_confirmed_keys_deletes_only_those_still_gone_from_the_server(
+    server: Server, synced: Terminal, compare_settings: Settings
+) -> None:
+    inject_differences(server, synced)
+
+    done = prune(
+        synced.engine,
+        compare_settings,
+        "productos",
+        apply=True,
+        keys=["ZZ-STRAY", "P000"],  # P000 is on the server: never pruned
+        timeout=20,
+    )
+
+    assert (done.keys, done.pruned) == (["ZZ-STRAY"], 1)
+    assert SqlReplicaStore(synced.engine).record("productos", "P000") is not None
+    kept = prune(synced.engine, compare_settings, "productos", apply=True, keys=[], timeout=20)
+    assert (kept.keys, kept.pruned) == ([], 0)
+
+
+def test_diff_show_opens_a_key_on_both_sides(
+    server: Server, synced: Terminal, compare_url: str
+) -> None:
+    import json
+
+    from cli.main import cli
+
+    gone = inject_differences(server, synced)["sale"]
+    db = str(synced.engine.url.database)
+
+    def show(topic: str, key: str) -> tuple[int, dict[str, object]]:
+        args = ["diff", "--db", db, topic, "--show", key, "--json", "--broker-url", compare_url]
+        result = CliRunner().invoke(cli, args)
+        return result.exit_code, json.loads(result.output)
+
+    code, behind = show("productos", "P002")
+    assert code == 1
+    assert (behind["terminal"]["version"], behind["server"]["version"]) == (1, 2)  # type: ignore[index]
+    assert behind["server"]["data"]["price"] == "12.50"  # type: ignore[index]
+    code, same = show("ventas", op_ids(synced)[-1])
+    assert (code, same["same"]) == (0, True)
+    assert same["server"]["status"] == "applied"  # type: ignore[index]
+    assert same["server"]["data"]["number"] == same["terminal"]["data"]["number"]  # type: ignore[index]
+    code, missing = show("ventas", str(gone))
+    assert code == 1
+    assert (missing["terminal"]["status"], missing["server"]["status"]) == ("acked", "absent")  # type: ignore[index]
+    code, stray = show("products", "ZZ-STRAY")
+    assert (stray["terminal"]["status"], stray["server"]["status"]) == ("live", "absent")  # type: ignore[index]

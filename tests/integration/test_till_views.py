@@ -314,3 +314,19 @@ def test_an_undecodable_row_is_listed_with_its_reason_not_a_crash(db: str) -> No
     assert sales.exit_code == 0, sales.output
     assert "undecodable operation" in sales.output
     engine.dispose()
+
+
+def test_a_page_from_an_offset_continues_where_the_previous_one_ended(till: Till) -> None:
+    every = [row.op_id for row in ops(till.engine)]
+    pages = [
+        [row.op_id for row in ops(till.engine, limit=5, offset=offset)] for offset in (0, 5, 10)
+    ]
+    assert [op for page in pages for op in page] == every
+    # C1's sales newest first: 3 (voided last), 11, 9, 7, 5, 1
+    assert [r.details["number"] for r in ops(till.engine, customer="C1", limit=2, offset=2)] == [
+        9,
+        7,
+    ]
+    assert list_operations(till.engine, "archivos-semanales", Filters(offset=1)).rows == []
+    pending = pending_page(till.engine, topic="ventas", limit=4, offset=10)
+    assert (pending.total, [o.details["number"] for o in pending.ops]) == (13, [11, 12, 3])
