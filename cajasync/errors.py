@@ -58,7 +58,12 @@ class PullTimedOut(CajasyncError):
 
 
 class PullCancelled(CajasyncError):
-    """Raised when a pull is cancelled before it finished (what arrived stays applied)."""
+    """Raised when a pull is cancelled before it finished (what arrived stays applied):
+    `records` and `images` say how much had been applied when it stopped."""
+
+    def __init__(self, message: str, records: int = 0, images: int = 0) -> None:
+        super().__init__(message)
+        self.records, self.images = records, images
 
 
 class NoAnswer(CajasyncError):

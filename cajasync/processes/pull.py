@@ -253,14 +253,19 @@ def _run_until_done(
                     "requests? What arrived is applied; pull again to complete it"
                 )
             if cancel is not None and cancel.is_set():
-                raise PullCancelled(
-                    f"pull {request_id} cancelled after {row.records} records and "
-                    f"{row.image_count} images: what arrived is applied; pull again to "
-                    "complete it"
-                )
+                break
             session.stop.wait(POLL_S)
     finally:
         session.close()
+    row = _row(engine, request_id)  # with what the relay applied as it stopped
+    if row.status == DONE:
+        return  # everything had arrived: nothing was cut short
+    raise PullCancelled(
+        f"pull {request_id} cancelled after {row.records} records and {row.image_count} "
+        "images: what arrived is applied; pull again to complete it",
+        records=row.records,
+        images=row.image_count,
+    )
 
 
 class _State(NamedTuple):

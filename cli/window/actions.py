@@ -217,10 +217,10 @@ def pull_message(choice: PullChoice, result: PullResult) -> str:
     return "; ".join(lines)
 
 
-def cancelled_message(title: str, progress: Progress) -> str:
-    kept = f"{number(progress.done)} {progress.unit}"
-    if progress.images:
-        kept += f" y {number(progress.images)} imágenes"
+def cancelled_message(title: str, records: int, images: int) -> str:
+    kept = f"{number(records)} registros"
+    if images:
+        kept += f" y {number(images)} imágenes"
     return (
         f"{title}: cancelado. Se conserva lo que llegó ({kept}, ya aplicado); "
         "volver a pedirlo completa lo que falta"

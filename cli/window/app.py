@@ -757,11 +757,9 @@ class SyncWindow(App[None]):
         self._after_change()
 
     def _action_failed(self, title: str, error: BaseException) -> None:
-        self._show_progress()
-        progress = self._progress or Progress("registros")
         self._end()
         if isinstance(error, PullCancelled):
-            self.say(cancelled_message(title, progress), "warning")
+            self.say(cancelled_message(title, error.records, error.images), "warning")
         else:
             self.say(f"{title}: {explain(error)}", "error")
         self._after_change()

@@ -28,13 +28,15 @@ from cajasync.core import topology
 from cajasync.core.db import make_engine, upgrade
 from cajasync.core.identity import TerminalIdentity
 from cajasync.core.settings import Settings
-from cajasync.core.terminal_tables import ACKED, images, outbox, replica
+from cajasync.core.terminal_tables import ACKED, images, outbox, pulls, replica
 from cajasync.samples.seed import seed_catalog
 from cli.window.app import SyncWindow, ToolsMenu
 from cli.window.context import PENDING, WindowContext
 from cli.window.help import HelpScreen
+from cli.window.menu import number
 from cli.window.records import DiffScreen
 from cli.window.tools import PurgeScreen
+from inbox.replica import ABANDONED
 from inbox.replica_api import Replica
 from outbox.record import record
 from tests.integration.down_support import (
@@ -52,7 +54,7 @@ from tests.waiting import WAIT_S, wait_for
 pytestmark = pytest.mark.rabbitmq
 
 PRODUCTS = 30  # each with its own image
-BIG_CATALOG = 20_000  # 20 snapshot pages: a pull still streaming when Cancelar is pressed
+BIG_CATALOG = 30_000  # 30 snapshot pages: a pull still streaming when Cancelar is pressed
 SIZE = (132, 40)
 UNREACHABLE = "amqp://guest:guest@127.0.0.1:1/%2F"
 
@@ -266,21 +268,28 @@ def test_a_cancelled_pull_keeps_what_arrived(
     purge_terminal_queue(window_url, till.id)  # the pull alone brings the products
     app = window(context(till))
 
+    def held() -> int:
+        return Replica(till.engine).count("productos")["productos"]
+
     async def scenario(pilot: Pilot[None]) -> None:
         await choose(pilot, "productos")
         await pilot.click("#pull")
-        progress = lambda: app._progress  # noqa: E731
-        await until(pilot, lambda: (p := progress()) is not None and p.done > 0, "a first page")
-        assert "registros" in str(app.query_one("#progress-text").render())
-        await pilot.click("#cancel")
-        await until(pilot, lambda: app._busy is None, "the pull to stop")
+        await until(pilot, lambda: held() > 0, "a first page applied")
+        await pilot.press("escape")  # Cancelar (a click waits for the bar's animation)
         assert "cancelado" in app.message, app.message
-        assert "Se conserva" in app.message, app.message
+        assert f"Se conserva lo que llegó ({number(held())} registros" in app.message
         assert not app.query_one("#progress").has_class("running")
+        kept = held()
+        assert 0 < kept < BIG_CATALOG
+        with till.engine.connect() as connection:
+            assert connection.execute(sa.select(pulls.c.status)).scalars().all() == [ABANDONED]
+
+        await pilot.click("#pull")  # again: what is missing comes
+        await until(pilot, lambda: app._busy is None and "registros" in app.message, "pull")
+        await until(pilot, lambda: equal_on_both_sides(app, "productos"), "equal counts")
+        assert held() == BIG_CATALOG
 
     drive(app, scenario)
-    kept = Replica(till.engine).count("productos")["productos"]
-    assert 0 < kept < BIG_CATALOG
 
 
 def test_a_bad_date_in_the_filter_is_a_message_and_a_good_one_filters(till: Terminal) -> None:
