@@ -22,6 +22,7 @@ BENCHES = (
     "images",
     "diff",
     "growth",
+    "window",
 )
 ON_REQUEST = ("fleet",)  # 1,000 quorum queues on a shared broker: only when named
 QUICK: dict[str, dict[str, Any]] = {
@@ -34,6 +35,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "images": {"products": 500, "changed_ratio": 0.02},
     "diff": {"products": 5_000, "rounds": 1},
     "growth": {"products": 1_000},
+    "window": {"products": 5_000, "rounds": 1},
     "fleet": {"sizes": (4, 12), "ops": 1_200, "connected": 8, "changes": 10, "rate": 10},
 }
 

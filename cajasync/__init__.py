@@ -85,6 +85,7 @@ _FACE: dict[str, str] = {
     "UnknownOperation": "cajasync.errors",
     "CatalogError": "cajasync.errors",
     "PullTimedOut": "cajasync.errors",
+    "PullCancelled": "cajasync.errors",
     "NoAnswer": "cajasync.errors",
     "NotAuthorised": "cajasync.errors",
 }
@@ -118,6 +119,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; never run
         NoAnswer,
         NotAuthorised,
         NotInitialised,
+        PullCancelled,
         PullTimedOut,
         StoreDataError,
         StoreError,

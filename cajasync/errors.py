@@ -57,6 +57,15 @@ class PullTimedOut(CajasyncError):
     """Raised when a pull is not answered in full within its timeout."""
 
 
+class PullCancelled(CajasyncError):
+    """Raised when a pull is cancelled before it finished (what arrived stays applied):
+    `records` and `images` say how much had been applied when it stopped."""
+
+    def __init__(self, message: str, records: int = 0, images: int = 0) -> None:
+        super().__init__(message)
+        self.records, self.images = records, images
+
+
 class NoAnswer(CajasyncError):
     """Raised when the server does not answer a terminal's request in time, or cannot be asked."""
 

@@ -23,6 +23,7 @@ from cli.sales import server_ventas, ventas
 from cli.server import server
 from cli.terminal import terminal
 from cli.tools import tools
+from cli.window.command import window
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,6 +51,7 @@ cli.add_command(tools)
 cli.add_command(ventas)
 server.add_command(server_ventas)
 cli.add_command(dead)
+cli.add_command(window)
 
 
 def main() -> None:

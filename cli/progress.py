@@ -40,3 +40,20 @@ def stop_on_signals() -> threading.Event:
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
     return stop
+
+
+@contextmanager
+def cancel_on_signals() -> Iterator[threading.Event]:
+    """`stop_on_signals` for one call: an event set by SIGINT or SIGTERM while the block
+    runs (a second Ctrl-C interrupts), the previous handlers put back after it. Off the
+    main thread (a command run by another program's thread) signals cannot be caught:
+    the event is never set, and Ctrl-C interrupts as it always did."""
+    if threading.current_thread() is not threading.main_thread():
+        yield threading.Event()
+        return
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop_on_signals()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -10,8 +11,10 @@ from rich.filesize import decimal
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from cajasync.core.db import opened
+from cajasync.errors import PullCancelled
 from cli.options import broker_option, json_option, terminal_db_option, terminal_settings
 from cli.output import console, emit_json
+from cli.progress import cancel_on_signals
 
 
 @click.command("pull")
@@ -61,25 +64,35 @@ def pull(
     TOPICS are down topics by slug or English alias (productos / products, clientes /
     customers, stock, combos, …); --all takes every one the terminal receives. `--key`
     brings only those records ("descargar clientes específicos") and names the ones the
-    server lacks; `stock --location L2` brings another location's stock.
+    server lacks; `stock --location L2` brings another location's stock. Ctrl-C stops it
+    keeping what arrived (exit status 130).
     """
     from cajasync.processes.pull import pull as run_pull
 
     if pull_all == bool(topics):
         raise click.UsageError("give either --all or one or more TOPICS")
-    with opened(db, "terminal") as engine, _progress(quiet=as_json) as on_progress:
-        result = run_pull(
-            engine,
-            terminal_settings(db, broker_url),
-            None if pull_all else list(topics),
-            images=images,
-            full=full,
-            combo_products=combo_products,
-            keys=keys,
-            location=location,
-            timeout=timeout,
-            on_progress=on_progress,
-        )
+    with (
+        opened(db, "terminal") as engine,
+        _progress(quiet=as_json) as on_progress,
+        cancel_on_signals() as cancel,
+    ):
+        try:
+            result = run_pull(
+                engine,
+                terminal_settings(db, broker_url),
+                None if pull_all else list(topics),
+                images=images,
+                full=full,
+                combo_products=combo_products,
+                keys=keys,
+                location=location,
+                timeout=timeout,
+                on_progress=on_progress,
+                cancel=cancel,
+            )
+        except PullCancelled as exc:
+            console.print(str(exc), style="yellow", highlight=False)
+            sys.exit(130)
     if as_json:
         emit_json(result)
         return

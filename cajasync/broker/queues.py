@@ -166,21 +166,37 @@ def _from_amqp(settings: Settings, terminals: Sequence[str]) -> list[QueueInfo]:
     found = []
     with blocking_channel(settings.broker_url, doing="reading queue depths") as channel:
         for name in names:
-            with broker_errors(settings.broker_url, f"reading queue {name}"):
-                try:
-                    ok = channel.queue_declare(name, passive=True).method
-                except pika.exceptions.ChannelClosedByBroker as exc:
-                    if exc.reply_code != 404:
-                        raise
-                    channel = channel.connection.channel()
-                    continue
-            found.append(
-                QueueInfo(
-                    name=name,
-                    ready=ok.message_count,
-                    unacked=None,
-                    consumers=ok.consumer_count,
-                    source="amqp",
-                )
-            )
+            info, channel = _passive(settings, channel, name)
+            if info is not None:
+                found.append(info)
     return found
+
+
+def terminal_queue(settings: Settings, terminal: str) -> QueueInfo | None:
+    """A till's queue as the broker sees it now (ready messages, consumers: a running
+    `terminal run` or pull consumes it), over AMQP with the till's own user, which may
+    declare its queue; None when the queue does not exist. BrokerUnavailable when the
+    broker cannot be reached: one cheap round trip, for status probes."""
+    name = topology.terminal_queue(terminal)
+    with blocking_channel(settings.broker_url, doing=f"looking at queue {name}") as channel:
+        return _passive(settings, channel, name)[0]
+
+
+def _passive(settings: Settings, channel: Any, name: str) -> tuple[QueueInfo | None, Any]:
+    """(the queue `name`, or None when it does not exist; the channel to go on with: a
+    fresh one when the broker closed this one for the missing queue)."""
+    with broker_errors(settings.broker_url, f"reading queue {name}"):
+        try:
+            ok = channel.queue_declare(name, passive=True).method
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 404:
+                raise
+            return None, channel.connection.channel()
+    info = QueueInfo(
+        name=name,
+        ready=ok.message_count,
+        unacked=None,
+        consumers=ok.consumer_count,
+        source="amqp",
+    )
+    return info, channel

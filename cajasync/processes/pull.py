@@ -35,7 +35,7 @@ from cajasync.broker.links import send_request
 from cajasync.core.identity import TerminalIdentity, load_identity
 from cajasync.core.settings import Settings
 from cajasync.core.terminal_tables import pulls
-from cajasync.errors import CajasyncError, ConfigError, PullTimedOut
+from cajasync.errors import CajasyncError, ConfigError, PullCancelled, PullTimedOut
 from cajasync.processes.terminal import run_terminal
 from inbox.entitlement import Requester, streams_for
 from inbox.replica import ABANDONED, DONE, positions, start_pull
@@ -80,6 +80,7 @@ def pull(
     location: str | None = None,
     timeout: float = 300,
     on_progress: Progress | None = None,
+    cancel: threading.Event | None = None,
 ) -> PullResult:
     """Bootstrap or refresh `topics` (slugs or English aliases; None: every topic this
     terminal receives) and return once everything asked for has been applied.
@@ -91,7 +92,8 @@ def pull(
     own (only `loc` topics may be pulled with it). Raises ConfigError for a bad
     combination, CajasyncError when the pull has not finished
     within `timeout` seconds (what arrived stays applied), BrokerUnavailable when the
-    request cannot be sent.
+    request cannot be sent. Setting `cancel` (from another thread: the window's Cancelar,
+    the command's Ctrl-C) stops it within a poll: PullCancelled, what arrived stays applied.
     """
     started = time.monotonic()
     with engine.connect() as connection:
@@ -122,7 +124,7 @@ def pull(
     )
     try:
         send_request(settings, identity, request)
-        _run_until_done(engine, settings, request_id, started + timeout, on_progress)
+        _run_until_done(engine, settings, request_id, started + timeout, on_progress, cancel)
     except BaseException:
         _abandon(engine, request_id)
         raise
@@ -225,8 +227,10 @@ def _run_until_done(
     request_id: str,
     deadline: float,
     on_progress: Progress | None,
+    cancel: threading.Event | None = None,
 ) -> None:
-    """Relay until the pull's row is done; raise the relay's error or on the deadline."""
+    """Relay until the pull's row is done; raise the relay's error, on the deadline or
+    when `cancel` is set."""
     session = _Session(engine, settings)
     reported: tuple[int, int, int, int] | None = None
     try:
@@ -248,9 +252,20 @@ def _run_until_done(
                     f"{row.records} records so far); is `cajasync server run` answering "
                     "requests? What arrived is applied; pull again to complete it"
                 )
+            if cancel is not None and cancel.is_set():
+                break
             session.stop.wait(POLL_S)
     finally:
         session.close()
+    row = _row(engine, request_id)  # with what the relay applied as it stopped
+    if row.status == DONE:
+        return  # everything had arrived: nothing was cut short
+    raise PullCancelled(
+        f"pull {request_id} cancelled after {row.records} records and {row.image_count} "
+        "images: what arrived is applied; pull again to complete it",
+        records=row.records,
+        images=row.image_count,
+    )
 
 
 class _State(NamedTuple):

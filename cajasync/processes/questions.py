@@ -28,8 +28,9 @@ from cajasync.core.periods import Period
 from cajasync.core.settings import Settings
 from cajasync.core.terminal_tables import PENDING, REJECTED, SENT
 from cajasync.errors import CajasyncError
+from inbox.replica_api import Replica
 from inbox.replica_store.sql import SqlReplicaStore
-from outbox.recorded import PURGED, Purge, state_counts, topic_purges
+from outbox.recorded import PURGED, Purge, op_counts, state_counts, topic_purges
 from outbox.views import ServerHeld, ServerLookup
 from schemas.questions import (
     MAX_HELD,
@@ -132,6 +133,19 @@ def compare(
         notes=notes,
         seconds=time.monotonic() - started,
     )
+
+
+def local_counts(engine: Engine, period: Period) -> dict[str, int]:
+    """The till's side of `compare` for every topic it compares, without asking the
+    server: operations per up topic recorded in `period`, live records per download topic
+    (stock: its own location's). Plain COUNTs, for a screen that shows them live."""
+    with reading(engine) as connection:
+        identity = load_identity(connection)
+        slugs = compare_topics(identity, None)
+        counts = op_counts(connection, [t for t in slugs if t in UP_TOPICS], period)
+    held = Replica(engine, location=identity.location).count()
+    counts.update({topic: held.get(topic, 0) for topic in slugs if topic in DOWN_TOPIC_SCOPES})
+    return {topic: counts[topic] for topic in slugs}
 
 
 def compare_topics(identity: TerminalIdentity, topics: Sequence[str] | None) -> list[str]:

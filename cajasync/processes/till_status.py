@@ -30,6 +30,7 @@ from schemas.status import TerminalStatus
 log = logging.getLogger(__name__)
 
 CHECK_EVERY_S: Final = 3.0  # pending counts are looked at (and a change reported) this often
+RECENT_ROWS: Final = 200  # outbox rows `last_activity` looks at, newest first
 
 
 def pending_counts(connection: sa.Connection) -> tuple[dict[str, int], dt.datetime | None]:
@@ -47,6 +48,26 @@ def pending_counts(connection: sa.Connection) -> tuple[dict[str, int], dt.dateti
             first = _utc(first)
             oldest = first if oldest is None else min(oldest, first)
     return counts, oldest
+
+
+def last_activity(connection: sa.Connection, recent: int = RECENT_ROWS) -> dt.datetime | None:
+    """When the till's relay last did something this database shows: a broker confirm or a
+    server receipt on one of its `recent` newest outbox rows, or a change applied to a down
+    stream (snapshots, live changes). None when it never did. Cheap: the newest rows by
+    seq and the small streams table, never a scan of the outbox."""
+    newest = (
+        sa.select(outbox.c.sent_at, outbox.c.settled_at)
+        .order_by(outbox.c.seq.desc())
+        .limit(recent)
+        .subquery()
+    )
+    moments = [
+        connection.execute(sa.select(sa.func.max(newest.c.sent_at))).scalar(),
+        connection.execute(sa.select(sa.func.max(newest.c.settled_at))).scalar(),
+        connection.execute(sa.select(sa.func.max(streams.c.updated_at))).scalar(),
+    ]
+    known = [float(moment) for moment in moments if moment is not None]
+    return dt.datetime.fromtimestamp(max(known), dt.UTC) if known else None
 
 
 def read_status(

@@ -8,4 +8,9 @@ package talks to the broker or the databases by itself.
 * `views.py`    what the main area shows for each option (records, operations tables);
 * `records.py`  "Comparar registros": the record-level diff and a record on both sides;
 * `tools.py`    the Herramientas menu's screens (prune, purge synced operations).
+
+The frame's own parts, beside `app.py`: `command.py` (the click command, no Textual at
+import), `menu.py` (the options and their count lines), `actions.py` (Obtener datos,
+Transmitir, Actualizar Datos in threads, with progress and Cancelar), `status.py` (the
+status bar's probe), `help.py` (keys, buttons and the commands they correspond to).
 """

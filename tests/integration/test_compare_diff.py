@@ -3,6 +3,7 @@ server synced, then differences injected on either side by hand."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -12,14 +13,18 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
+from cajasync.broker.queues import terminal_queue
 from cajasync.core import topology
+from cajasync.core.db import make_engine, upgrade
 from cajasync.core.identity import TerminalIdentity
 from cajasync.core.periods import Period
 from cajasync.core.server_tables import operations
 from cajasync.core.settings import Settings
 from cajasync.core.terminal_tables import ACKED, outbox, replica
+from cajasync.errors import BrokerUnavailable
 from cajasync.processes.diff import diff, prune
-from cajasync.processes.questions import ask_held, compare
+from cajasync.processes.questions import ask_held, compare, local_counts
+from cajasync.processes.till_status import last_activity
 from inbox.replica_store.sql import SqlReplicaStore
 from outbox import catalog
 from outbox.record import record
@@ -148,6 +153,25 @@ def test_compare_is_equal_after_a_clean_sync(synced: Terminal, compare_settings:
     assert by_topic["productos"].terminal == by_topic["productos"].server == PRODUCTS
 
 
+def test_local_counts_are_compare_s_till_side_without_asking(
+    server: Server, synced: Terminal, compare_settings: Settings
+) -> None:
+    inject_differences(server, synced)
+    with synced.engine.begin() as connection:
+        void = record(connection, sale(1))  # a pending sale: counted once
+        record(connection, sale(1), op_id=void.op_id)  # and its new version: still once
+    with synced.engine.connect() as connection:
+        query = sa.select(outbox.c.recorded_at).where(outbox.c.op_id == str(void.op_id))
+        since = min(connection.execute(query).scalars()).replace(tzinfo=dt.UTC)
+
+    for period, sales in ((Period(), SALES + 1), (Period(since=since), 1)):
+        result = compare(synced.engine, compare_settings, None, period, timeout=20)
+        counts = local_counts(synced.engine, period)
+        assert counts == {row.topic: row.terminal for row in result.topics}
+        assert counts["ventas"] == sales
+        assert counts["productos"] == PRODUCTS  # one gone, one stray
+
+
 def test_compare_and_diff_find_exactly_the_injected_differences(
     server: Server, synced: Terminal, compare_settings: Settings
 ) -> None:
@@ -193,6 +217,37 @@ def test_prune_removes_exactly_the_records_gone_from_the_server(
     after = diff(synced.engine, compare_settings, "productos", Period(), timeout=20)
     assert after.missing_on_server == []
     assert after.missing_on_terminal == ["P001"]
+
+
+def test_the_till_queue_shows_a_running_relay_and_the_database_its_last_activity(
+    synced: Terminal, compare_settings: Settings, tmp_path: Path
+) -> None:
+    def consumers() -> int:
+        info = terminal_queue(compare_settings, synced.id)
+        assert info is not None
+        return info.consumers
+
+    assert consumers() == 0
+    loop = synced.run()
+    try:
+        wait_for(lambda: consumers() == 1, "the relay consuming the till's queue", loop)
+    finally:
+        synced.finish(loop)
+    wait_for(lambda: consumers() == 0, "no consumer once the relay stopped")
+    assert terminal_queue(compare_settings, "TNOQUEUE") is None
+    unreachable = compare_settings.with_overrides(broker_url="amqp://guest:guest@127.0.0.1:1/%2F")
+    with pytest.raises(BrokerUnavailable, match="unreachable"):
+        terminal_queue(unreachable, synced.id)
+
+    with synced.engine.connect() as connection:
+        last = last_activity(connection)
+    assert last is not None
+    assert dt.timedelta(0) <= dt.datetime.now(dt.UTC) - last < dt.timedelta(minutes=5)
+    fresh = make_engine(str(tmp_path / "fresh.db"))
+    upgrade(fresh, "terminal")
+    with fresh.connect() as connection:
+        assert last_activity(connection) is None
+    fresh.dispose()
 
 
 def test_held_says_which_operations_the_server_holds(

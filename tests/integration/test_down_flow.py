@@ -11,6 +11,9 @@ condition with a generous timeout.
 from __future__ import annotations
 
 import random
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from decimal import Decimal
@@ -21,7 +24,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from cajasync.core.terminal_tables import images as replica_images
+from cajasync.core.terminal_tables import pulls
+from cajasync.errors import PullCancelled
+from cajasync.processes.pull import pull
 from cajasync.samples.seed import fake_png, seed_catalog
+from inbox.replica import ABANDONED
 from inbox.replica_api import Replica
 from inbox.requests import RequestStats
 from outbox import catalog
@@ -284,6 +291,55 @@ def test_a_snapshot_taken_while_changes_keep_flowing_ends_identical_to_the_serve
     want, got = products_of(server, till)
     assert got == want
     assert len(live(got)) > SNAPSHOT_PRODUCTS  # the writer's new products too
+
+
+def test_a_cancelled_pull_keeps_what_arrived_and_the_next_pull_completes_it(
+    server: Server, terminals: Callable[[str, str, str], Terminal]
+) -> None:
+    seed_catalog(server.engine, products=SNAPSHOT_PRODUCTS, locations=())  # 20 pages
+    serving = server.start()
+    till = terminals("L1", "PV1", "retail")
+    cancel = threading.Event()
+
+    def on_progress(records: int, *_sizes: int) -> None:
+        if records > 0:
+            cancel.set()  # the first page is in: "Cancelar"
+
+    with pytest.raises(PullCancelled, match="what arrived is applied"):
+        pull(till.engine, till.settings, [PRODUCTS], on_progress=on_progress, cancel=cancel)
+    kept = Replica(till.engine).count(PRODUCTS)[PRODUCTS]
+    assert 0 < kept < SNAPSHOT_PRODUCTS
+    with till.engine.connect() as connection:
+        assert connection.execute(sa.select(pulls.c.status)).scalars().all() == [ABANDONED]
+
+    till.pull([PRODUCTS])
+    wait_identical(server, till, serving)
+
+
+def test_the_pull_command_stops_on_ctrl_c_keeping_what_arrived(
+    terminals: Callable[[str, str, str], Terminal], down_url: str
+) -> None:
+    till = terminals("L1", "PV1", "retail")  # no server answers: the pull waits
+    command = [sys.executable, "-m", "cli.main", "pull", "--db", str(till.engine.url.database)]
+    with subprocess.Popen(
+        [*command, PRODUCTS, "--broker-url", down_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as running:
+
+        def asked() -> bool:
+            with till.engine.connect() as connection:
+                return connection.execute(sa.select(pulls.c.status)).first() is not None
+
+        wait_for(asked, "the pull's request sent")
+        running.send_signal(signal.SIGINT)
+        output, _ = running.communicate(timeout=60)
+    assert running.returncode == 130, output
+    assert "cancelled after 0 records" in output
+    assert "what arrived is applied" in output
+    with till.engine.connect() as connection:
+        assert connection.execute(sa.select(pulls.c.status)).scalars().all() == [ABANDONED]
 
 
 def test_a_deleted_product_disappears_from_a_running_terminals_replica(
