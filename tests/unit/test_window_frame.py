@@ -4,6 +4,8 @@ progress's ETA and the status bar's words (no broker, no database)."""
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 
 import pytest
 
@@ -90,3 +92,18 @@ def test_the_status_bar_says_broker_relay_pending_last_pull_and_replica() -> Non
     line = render(away, 0, None, dt.UTC, now=now).plain
     assert "Broker: sin conexión" in line
     assert "Relay: desconocido" in line
+
+
+def test_the_other_commands_never_load_the_window_toolkit() -> None:
+    """`cajasync` and its commands start without Textual: only `window` imports it."""
+    code = (
+        "import sys; from click.testing import CliRunner; from cli.main import cli; "
+        "result = CliRunner().invoke(cli, ['--help']); "
+        "assert result.exit_code == 0, result.output; "
+        "assert 'window' in result.output; "
+        "print('textual' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "False"

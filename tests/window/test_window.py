@@ -260,8 +260,20 @@ def test_sales_are_pending_then_transmitted_and_acknowledged(
 
 
 def test_a_cancelled_pull_keeps_what_arrived(
-    server: Server, till: Terminal, window_url: str
+    server: Server, till: Terminal, window_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Each page the till applies takes 0.2 s more, so the 30-page pull is still streaming
+    # when Cancelar is pressed however fast the machine is (not a timing assertion: a slow
+    # machine only makes the window wider).
+    import inbox.terminal_consumer as consumer
+
+    applied = consumer.apply_down
+
+    def slow_apply(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.2)
+        return applied(*args, **kwargs)
+
+    monkeypatch.setattr(consumer, "apply_down", slow_apply)
     seed_catalog(server.engine, products=BIG_CATALOG, locations=())
     serving = server.start()
     wait_for(lambda: server.unpublished() == 0, "the seed's changes published", serving)
@@ -276,6 +288,7 @@ def test_a_cancelled_pull_keeps_what_arrived(
         await pilot.click("#pull")
         await until(pilot, lambda: held() > 0, "a first page applied")
         await pilot.press("escape")  # Cancelar (a click waits for the bar's animation)
+        await until(pilot, lambda: app._busy is None, "the pull stopped")
         assert "cancelado" in app.message, app.message
         assert f"Se conserva lo que llegó ({number(held())} registros" in app.message
         assert not app.query_one("#progress").has_class("running")
