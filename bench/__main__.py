@@ -4,6 +4,7 @@ write bench/results/<name>.json. Exit status 1 when a target is missed."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -46,7 +47,19 @@ def main() -> int:
     parser.add_argument(
         "--quick", action="store_true", help="small sizes: a smoke run, not the targets"
     )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="a keyword of the bench's run(), e.g. --param sizes=[1000] --param connected=500",
+    )
     args = parser.parse_args()
+    params: dict[str, Any] = {}
+    for item in args.param:
+        key, _, value = item.partition("=")
+        parsed = json.loads(value)
+        params[key] = tuple(parsed) if isinstance(parsed, list) else parsed
     console = Console()
     if not console.is_terminal:
         console = Console(width=180)
@@ -54,7 +67,7 @@ def main() -> int:
     for name in args.names or BENCHES:
         module = __import__(f"bench.{name}", fromlist=["run"])
         console.print(f"[bold]{name}[/bold] running…")
-        result = module.run(**(QUICK[name] if args.quick else {}))
+        result = module.run(**{**(QUICK[name] if args.quick else {}), **params})
         path = common.write(result)
         console.print(f"  → {path}")
         results.append(result)

@@ -165,9 +165,9 @@ def measure(
         "p50_ms": round(median(samples) * 1000, 1) if samples else None,
         "p99_ms": round(percentile(samples, 0.99) * 1000, 1) if samples else None,
         "declare_ms_per_till": round(declare_s * 1000, 2),
-        "queue_memory_per_till_bytes": round(declared["queues"] - before["queues"] / len(tills)),
+        "queue_memory_per_till_bytes": round((declared["queues"] - before["queues"]) / len(tills)),
         "queue_memory_per_till_after_bytes": round(
-            during["queues"] - before["queues"] / len(tills)
+            (during["queues"] - before["queues"]) / len(tills)
         ),
         "consumer_memory_per_till_bytes": round(
             (during["connections"] - declared["connections"]) / len(tills)
