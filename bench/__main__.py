@@ -24,7 +24,7 @@ BENCHES = (
     "diff",
     "growth",
 )
-ON_REQUEST = ("fleet",)  # 1,000 quorum queues on a shared broker: only when named
+ON_REQUEST = ("fleet", "fanout")  # 1,000 quorum queues on a shared broker: only when named
 QUICK: dict[str, dict[str, Any]] = {
     "write_path": {"count": 200},
     "relay": {"count": 5_000, "naive_count": 500, "rounds": 1},
@@ -36,6 +36,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "diff": {"products": 5_000, "rounds": 1},
     "growth": {"products": 1_000},
     "fleet": {"sizes": (4, 12), "ops": 1_200, "connected": 8, "changes": 10, "rate": 10},
+    "fanout": {"tills": 12, "changes": 5, "rate": 5},
 }
 
 

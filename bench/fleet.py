@@ -57,9 +57,19 @@ WORKERS = 4
 
 
 def _tills(spec: str, start: Any, stop: Any) -> None:
-    """One worker process: its tills' `run_terminal`, one thread (and connection) each."""
+    """One worker process: its tills' `run_terminal`, one thread (and connection) each.
+
+    At the lowest CPU priority (nice 19, inherited by its threads): real tills run on
+    their own machines, and hundreds of simulated ones on this 2-core machine otherwise
+    starve the broker and the server they are measuring (300 tills at nice 0 left the
+    broker's two schedulers runnable but unserved: its listen backlog filled, the
+    management API and rabbitmqctl stopped answering, tills timed out connecting)."""
+    import os
+
     from cajasync.core.settings import load_settings
     from cajasync.processes.terminal import run_terminal
+
+    os.nice(19)
 
     settings = load_settings(broker_url=BROKER_URL)
     engines = [make_engine(path) for path in json.loads(spec)]
@@ -87,6 +97,8 @@ def run(
     fanout_variants: tuple[str, ...] = ("quorum", "classic", "stream"),
     servers: tuple[int, ...] = (1,),
     workers: int = WORKERS,
+    fanout_changes: int = 20,
+    fanout_rate: float = 2.0,
 ) -> Result:
     """`servers`: each size is run once per count of ingest processes (1 and 2: issue 10
     item 4); the growth ratios and the fan-out use the first count."""
@@ -113,7 +125,9 @@ def run(
                     common.RESULTS.mkdir(exist_ok=True)  # a size's row survives a later failure
                     (common.RESULTS / "fleet-sizes.json").write_text(json.dumps(rows, indent=2))
                     if size == max(sizes) and count == servers[0] and fanout_variants:
-                        compared = _compare(url, tills, changes, rate, fanout_variants, baseline)
+                        compared = _compare(
+                            url, tills, fanout_changes, fanout_rate, fanout_variants, baseline
+                        )
                         (common.RESULTS / "fleet-fanout.json").write_text(
                             json.dumps(compared, indent=2)
                         )
