@@ -4,6 +4,7 @@ write bench/results/<name>.json. Exit status 1 when a target is missed."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -24,7 +25,7 @@ BENCHES = (
     "growth",
     "window",
 )
-ON_REQUEST = ("fleet",)  # 1,000 quorum queues on a shared broker: only when named
+ON_REQUEST = ("fleet", "fanout")  # 1,000 quorum queues on a shared broker: only when named
 QUICK: dict[str, dict[str, Any]] = {
     "write_path": {"count": 200},
     "relay": {"count": 5_000, "naive_count": 500, "rounds": 1},
@@ -37,6 +38,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "growth": {"products": 1_000},
     "window": {"products": 5_000, "rounds": 1},
     "fleet": {"sizes": (4, 12), "ops": 1_200, "connected": 8, "changes": 10, "rate": 10},
+    "fanout": {"tills": 12, "changes": 5, "rate": 5},
 }
 
 
@@ -48,7 +50,19 @@ def main() -> int:
     parser.add_argument(
         "--quick", action="store_true", help="small sizes: a smoke run, not the targets"
     )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="a keyword of the bench's run(), e.g. --param sizes=[1000] --param connected=500",
+    )
     args = parser.parse_args()
+    params: dict[str, Any] = {}
+    for item in args.param:
+        key, _, value = item.partition("=")
+        parsed = json.loads(value)
+        params[key] = tuple(parsed) if isinstance(parsed, list) else parsed
     console = Console()
     if not console.is_terminal:
         console = Console(width=180)
@@ -56,7 +70,7 @@ def main() -> int:
     for name in args.names or BENCHES:
         module = __import__(f"bench.{name}", fromlist=["run"])
         console.print(f"[bold]{name}[/bold] running…")
-        result = module.run(**(QUICK[name] if args.quick else {}))
+        result = module.run(**{**(QUICK[name] if args.quick else {}), **params})
         path = common.write(result)
         console.print(f"  → {path}")
         results.append(result)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterable
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
@@ -24,8 +26,11 @@ def seconds(pids: Iterable[int]) -> float:
     return total / TICK
 
 
-def broker_pid() -> int | None:
-    """The RabbitMQ node's OS pid (shared: its CPU includes other users' work)."""
+def broker_pid(url: str | None = None) -> int | None:
+    """The RabbitMQ node's OS pid (shared: its CPU includes other users' work): the process
+    listening on `url`'s port when given (a private node), else the machine's own node."""
+    if url:
+        return listener_pid(urlsplit(url.replace(" ", ",").split(",")[0]).port or 5672)
     try:
         out = subprocess.run(
             ["rabbitmqctl", "eval", "os:getpid()."],
@@ -49,3 +54,26 @@ def database_pids(url: str) -> list[int]:
         found = [int(pid) for pid in pids]
     engine.dispose()
     return found
+
+
+def listener_pid(port: int) -> int | None:
+    """The process listening on TCP `port` (from /proc/net/tcp and the processes' fds)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
+                return int(entry.name)
+        except OSError:
+            continue
+    return None

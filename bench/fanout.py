@@ -9,13 +9,23 @@
 A reader process holds one connection and one channel per till, as many tills as it is
 given; every delivery is timed against the publish time in its `t` header and acked. The
 publisher sends `changes` messages of a change event's size at `rate`/s with confirms.
+
+The rate must stay below what the 4 Python readers can take on this machine (about 5,000
+deliveries/s in all): 20 changes/s to 1,000 tills is 20,000 deliveries/s, and then every
+variant measures the readers' queue (p50 4-6 s for all three), not the broker. Real tills
+each take one delivery per change on their own machine. `python -m bench fanout` runs the
+comparison alone: 1,000 tills' quorum queues declared as `declare_terminal` does, then each
+variant at 2 changes/s.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event
@@ -24,8 +34,8 @@ from typing import Any
 
 import pika
 
-from bench import fleet_broker
-from bench.common import median, percentile
+from bench import common, fleet_broker
+from bench.common import BROKER_URL, Result, median, percentile
 from cajasync.core import topology
 
 BODY = bytes(420)  # a price change event encoded is about this size
@@ -165,9 +175,9 @@ def measure(
         "p50_ms": round(median(samples) * 1000, 1) if samples else None,
         "p99_ms": round(percentile(samples, 0.99) * 1000, 1) if samples else None,
         "declare_ms_per_till": round(declare_s * 1000, 2),
-        "queue_memory_per_till_bytes": round(declared["queues"] - before["queues"] / len(tills)),
+        "queue_memory_per_till_bytes": round((declared["queues"] - before["queues"]) / len(tills)),
         "queue_memory_per_till_after_bytes": round(
-            during["queues"] - before["queues"] / len(tills)
+            (during["queues"] - before["queues"]) / len(tills)
         ),
         "consumer_memory_per_till_bytes": round(
             (during["connections"] - declared["connections"]) / len(tills)
@@ -192,3 +202,56 @@ def _backlog(url: str, vhost: str, variant: Variant, changes: int) -> dict[str, 
         "backlog_queue_bytes_per_message": round(held / copies, 1),
         "backlog_node_bytes_per_message": round(node_held / copies, 1),
     }
+
+
+def run(
+    tills: int = 1_000,
+    changes: int = 20,
+    rate: float = 2.0,
+    variants: tuple[str, ...] = ("quorum", "classic", "stream"),
+) -> Result:
+    """Fan-out alone, in a private vhost: `tills` quorum queues with their bindings (as
+    `declare_terminal` declares them), then each variant read by bench-local consumers."""
+    base = os.environ.get("CAJASYNC_BROKER_URL", BROKER_URL)
+    names = [f"X{uuid.uuid4().hex[:4].upper()}{n:04d}" for n in range(tills)]
+    with fleet_broker.private_vhost(base, f"fanout{tills}") as url:
+        baseline = fleet_broker.memory(url)
+        connection = pika.BlockingConnection(pika.URLParameters(url))
+        channel = connection.channel()
+        topology.declare_server(channel)
+        started = time.perf_counter()
+        for name in names:
+            topology.declare_terminal(channel, name, "L1", "PV1", "retail")
+        declared_s = time.perf_counter() - started
+        connection.close()
+        vhost = url.rsplit("/", 1)[1]
+        rows = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in variants:
+                rows.append(
+                    measure(url, vhost, name, names, changes, rate, Path(tmp), baseline=baseline)
+                )
+                common.RESULTS.mkdir(exist_ok=True)  # a variant's row survives a later failure
+                (common.RESULTS / "fanout-rows.json").write_text(json.dumps(rows, indent=2))
+    by_name = {row["variant"]: row for row in rows}
+    quorum = by_name.get("quorum", {})
+    ratios = {
+        f"{name} p99 / quorum p99": round(row["p99_ms"] / quorum["p99_ms"], 2)
+        for name, row in by_name.items()
+        if name != "quorum" and quorum.get("p99_ms") and row.get("p99_ms")
+    }
+    return Result(
+        name="fanout",
+        metric=f"change propagation p99 to {tills} tills, per-till quorum queues (ms)",
+        value=quorum.get("p99_ms") or 0,
+        ratios=ratios,
+        targets={"delivered": "every change to every till, each variant"},
+        passed=all(row["delivered"] == row["expected"] for row in rows),
+        details={
+            "tills": tills,
+            "changes": changes,
+            "rate": rate,
+            "quorum_declare_ms_per_till": round(declared_s / tills * 1000, 2),
+            "variants": rows,
+        },
+    )

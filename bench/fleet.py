@@ -33,11 +33,12 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pika
 import sqlalchemy as sa
 
-from bench import common, fanout, fleet_broker, procs
+from bench import common, cpu, fanout, fleet_broker, procs
 from bench.common import (
     BROKER_URL,
     Result,
@@ -56,9 +57,19 @@ WORKERS = 4
 
 
 def _tills(spec: str, start: Any, stop: Any) -> None:
-    """One worker process: its tills' `run_terminal`, one thread (and connection) each."""
+    """One worker process: its tills' `run_terminal`, one thread (and connection) each.
+
+    At the lowest CPU priority (nice 19, inherited by its threads): real tills run on
+    their own machines, and hundreds of simulated ones on this 2-core machine otherwise
+    starve the broker and the server they are measuring (300 tills at nice 0 left the
+    broker's two schedulers runnable but unserved: its listen backlog filled, the
+    management API and rabbitmqctl stopped answering, tills timed out connecting)."""
+    import os
+
     from cajasync.core.settings import load_settings
     from cajasync.processes.terminal import run_terminal
+
+    os.nice(19)
 
     settings = load_settings(broker_url=BROKER_URL)
     engines = [make_engine(path) for path in json.loads(spec)]
@@ -84,7 +95,13 @@ def run(
     changes: int = 40,
     rate: float = 20,
     fanout_variants: tuple[str, ...] = ("quorum", "classic", "stream"),
+    servers: tuple[int, ...] = (1,),
+    workers: int = WORKERS,
+    fanout_changes: int = 20,
+    fanout_rate: float = 2.0,
 ) -> Result:
+    """`servers`: each size is run once per count of ingest processes (1 and 2: issue 10
+    item 4); the growth ratios and the fan-out use the first count."""
     import os
 
     base = os.environ.get("CAJASYNC_BROKER_URL", BROKER_URL)
@@ -97,20 +114,26 @@ def run(
             # never again on a shared broker; CAJASYNC_FLEET_FORCE=1 on one of your own
             rows.append({"tills": size, "skipped": f"needs more than {fds // 2} broker fds"})
             continue
-        with fleet_broker.private_vhost(base, str(size)) as url:
-            os.environ["CAJASYNC_BROKER_URL"] = url  # the spawned tills and server read it
-            try:
-                row, tills, baseline = _one_size(
-                    url, size, ops, min(size, connected), changes, rate
-                )
-                rows.append(row)
-                common.RESULTS.mkdir(exist_ok=True)  # a size's row survives a later failure
-                (common.RESULTS / "fleet-sizes.json").write_text(json.dumps(rows, indent=2))
-                if size == max(sizes) and fanout_variants:
-                    compared = _compare(url, tills, changes, rate, fanout_variants, baseline)
-            finally:
-                os.environ["CAJASYNC_BROKER_URL"] = base
-    measured = [row for row in rows if "skipped" not in row]
+        for count in servers:
+            with fleet_broker.private_vhost(base, str(size)) as url:
+                os.environ["CAJASYNC_BROKER_URL"] = url  # the spawned tills and server read it
+                try:
+                    row, tills, baseline = _one_size(
+                        url, size, ops, min(size, connected), changes, rate, count, workers
+                    )
+                    rows.append(row)
+                    common.RESULTS.mkdir(exist_ok=True)  # a size's row survives a later failure
+                    (common.RESULTS / "fleet-sizes.json").write_text(json.dumps(rows, indent=2))
+                    if size == max(sizes) and count == servers[0] and fanout_variants:
+                        compared = _compare(
+                            url, tills, fanout_changes, fanout_rate, fanout_variants, baseline
+                        )
+                        (common.RESULTS / "fleet-fanout.json").write_text(
+                            json.dumps(compared, indent=2)
+                        )
+                finally:
+                    os.environ["CAJASYNC_BROKER_URL"] = base
+    measured = [row for row in rows if "skipped" not in row and row["servers"] == servers[0]]
     first, last = measured[0], measured[-1]
     growth = last["tills"] / first["tills"]
     ratios = {
@@ -124,9 +147,17 @@ def run(
         value=last["ops_per_s"],
         ratios=ratios,
         targets={"ops acked": "== ops relayed", "changes applied": "on every connected till"},
-        passed=all(r["acked"] == r["ops"] and r["propagation_complete"] for r in measured),
+        passed=all(
+            r["acked"] == r["ops"] and r["propagation_complete"] for r in rows if "skipped" not in r
+        ),
         details={
-            "broker": {"sockets_total": allowed, "sockets_used_at_start": used, "fd_total": fds},
+            "broker": {
+                "amqp_port": urlsplit(base).port,
+                "management": fleet_broker.MANAGEMENT,
+                "sockets_total": allowed,
+                "sockets_used_at_start": used,
+                "fd_total": fds,
+            },
             "sizes": rows,
             "fanout": compared,
         },
@@ -134,7 +165,14 @@ def run(
 
 
 def _one_size(
-    url: str, size: int, ops: int, connected: int, changes: int, rate: float
+    url: str,
+    size: int,
+    ops: int,
+    connected: int,
+    changes: int,
+    rate: float,
+    servers: int = 1,
+    workers: int = WORKERS,
 ) -> tuple[dict[str, Any], list[str], dict[str, int]]:
     tag = uuid.uuid4().hex[:4].upper()
     names = [f"F{tag}{n:04d}" for n in range(size)]
@@ -151,13 +189,21 @@ def _one_size(
             fill_outbox(engine, TicketMaker(seed=n).sales(per_till))
             engine.dispose()
         idle = fleet_broker.memory(url)
-        roles = [("ingest", server_url), ("feed", server_url)]
-        roles += [("tills", json.dumps(live[w::WORKERS])) for w in range(WORKERS)]
-        fleet = procs.Fleet(roles, warmup_s=5)
+        roles = [("ingest", server_url)] * servers + [("feed", server_url)]
+        roles += [("tills", json.dumps(live[w::workers])) for w in range(workers)]
+        fleet = procs.Fleet(roles, warmup_s=5 + connected / 100)
+        parts = _parts(fleet, servers, url)
         try:
+            cpu_before = {name: cpu.seconds(pids) for name, pids in parts.items()}
             began = fleet.go()
             elapsed = _wait_acked(live, per_till * len(live), began)
+            parts["postgresql"] = _pg_pids()  # backends opened since count from zero
+            cpu_used = {
+                name: round((cpu.seconds(pids) - cpu_before.get(name, 0)) / elapsed, 2)
+                for name, pids in parts.items()
+            }
             with_connections = fleet_broker.memory(url)
+            connections = fleet_broker.connection_count(url)
             receipts = _receipt_latencies(live)
             committed = _change_prices(server, changes, rate)
             samples = _propagation(live, committed)
@@ -168,6 +214,9 @@ def _one_size(
     row = {
         "tills": size,
         "connected": len(live),
+        "servers": servers,
+        "broker_connections_during_ops": connections,
+        "cpu_s_per_wall_s": cpu_used,
         "ops": total,
         "acked": len(receipts),
         "ops_per_s": round(total / elapsed),
@@ -182,6 +231,31 @@ def _one_size(
         **declared,
     }
     return row, names, baseline
+
+
+def _parts(fleet: procs.Fleet, servers: int, url: str) -> dict[str, list[int]]:
+    """The processes of each part, for CPU seconds per wall second during the ops phase."""
+    pids = [proc.pid or 0 for proc in fleet.procs]
+    broker = cpu.broker_pid(url)
+    return {
+        "ingest": pids[:servers],
+        "feed_relay": pids[servers : servers + 1],
+        "tills": pids[servers + 1 :],
+        "postgresql": _pg_pids(),
+        "broker": [broker] if broker else [],
+    }
+
+
+def _pg_pids() -> list[int]:
+    """Every PostgreSQL process on the machine (shared: other users' queries count too)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == "postgres":
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def _outboxes(directory: Path, names: list[str]) -> list[str]:
@@ -242,7 +316,7 @@ def _count_acked(path: str) -> int:
     return count
 
 
-def _wait_acked(paths: list[str], total: int, began: float, timeout: float = 600) -> float:
+def _wait_acked(paths: list[str], total: int, began: float, timeout: float = 1200) -> float:
     pending = list(paths)
     while time.perf_counter() - began < timeout:
         pending = [path for path in pending if _count_acked(path) < total // len(paths)]
@@ -289,7 +363,7 @@ def _change_prices(server: sa.Engine, changes: int, rate: float) -> dict[str, tu
 
 
 def _propagation(
-    paths: list[str], committed: dict[str, tuple[int, float]], timeout: float = 120
+    paths: list[str], committed: dict[str, tuple[int, float]], timeout: float = 300
 ) -> list[float]:
     deadline = time.monotonic() + timeout
     samples: list[float] = []

@@ -1,12 +1,15 @@
 """The fleet benchmark's broker side: a private vhost per size, memory read from the
-management API, and the broker's socket limit (how many tills can hold a connection)."""
+management API, and the broker's socket limit (how many tills can hold a connection).
+
+Everything goes through the management API at `CAJASYNC_MANAGEMENT_URL` (the first URL of
+a list), i.e. the node under test: a private node (`.ci/cluster start --nodes 1 ...`, see
+docs/design-scale.md), never `rabbitmqctl`, which talks to the machine's own broker."""
 
 from __future__ import annotations
 
 import base64
 import json
 import os
-import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -15,7 +18,8 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-MANAGEMENT = os.environ.get("CAJASYNC_MANAGEMENT_URL", "http://127.0.0.1:15672")
+_MANAGEMENT_URLS = os.environ.get("CAJASYNC_MANAGEMENT_URL", "http://127.0.0.1:15672")
+MANAGEMENT = _MANAGEMENT_URLS.replace(" ", ",").split(",")[0]
 MEMORY_KEYS = ("quorum_queue_procs", "queue_procs", "stream_queue_procs", "quorum_ets", "binary")
 CONNECTION_KEYS = (
     "connection_readers",
@@ -29,20 +33,25 @@ def _get(path: str, url: str) -> Any:
     """GET the management API; with 1,000 quorum queues on a loaded 2-core machine the
     memory breakdown takes tens of seconds, so wait long and ask twice."""
     try:
-        return _get_once(path, url)
+        return _call("GET", path, url)
     except OSError:
         time.sleep(5)
-        return _get_once(path, url)
+        return _call("GET", path, url)
 
 
-def _get_once(path: str, url: str) -> Any:
+def _call(method: str, path: str, url: str, body: Any = None, timeout: float = 180) -> Any:
     parts = urlsplit(url)
     user, password = parts.username or "guest", parts.password or "guest"
-    request = urllib.request.Request(f"{MANAGEMENT}/api/{path}")  # noqa: S310 (local API)
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(  # noqa: S310 (local API)
+        f"{MANAGEMENT}/api/{path}", data=data, method=method
+    )
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     request.add_header("Authorization", f"Basic {token}")
-    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 (local API)
-        return json.loads(response.read())
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (local API)
+        text = response.read()
+    return json.loads(text) if text else None
 
 
 def node(url: str) -> dict[str, Any]:
@@ -79,6 +88,11 @@ def sockets(url: str) -> tuple[int, int, int]:
     return int(info["sockets_total"]), int(info["sockets_used"]), int(info["fd_total"])
 
 
+def connection_count(url: str) -> int:
+    """Client connections open on the node now (every vhost)."""
+    return int(_get("overview", url)["object_totals"]["connections"])
+
+
 def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {key: after[key] - before.get(key, 0) for key in after}
 
@@ -87,11 +101,13 @@ def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
 def private_vhost(base_url: str, tag: str) -> Iterator[str]:
     """A new vhost for one size, deleted (with every queue in it) however the run ends."""
     vhost = f"cajasync-bench-fleet-{tag}-{time.strftime('%H%M%S')}"
-    subprocess.run(["rabbitmqctl", "add_vhost", vhost], check=True, capture_output=True)
+    quoted = urllib.parse.quote(vhost, safe="")
     user = urlsplit(base_url).username or "guest"
-    grant = ["rabbitmqctl", "set_permissions", "-p", vhost, user, ".*", ".*", ".*"]
+    _call("PUT", f"vhosts/{quoted}", base_url, {})
     try:
-        subprocess.run(grant, check=True, capture_output=True)
+        grant = {"configure": ".*", "write": ".*", "read": ".*"}
+        _call("PUT", f"permissions/{quoted}/{urllib.parse.quote(user, safe='')}", base_url, grant)
         yield urlunsplit(urlsplit(base_url)._replace(path="/" + vhost))
     finally:
-        subprocess.run(["rabbitmqctl", "delete_vhost", vhost], check=True, capture_output=True)
+        # 1,000 quorum queues take minutes to delete on a loaded machine: wait for it
+        _call("DELETE", f"vhosts/{quoted}", base_url, timeout=900)

@@ -14,6 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from bench import cpu
 from bench.common import Result, fill_outbox, fresh_pg_database, new_terminal, purge_ops
 from bench.e2e import _applied, _wait_all_acked
 from bench.procs import Fleet
@@ -64,7 +65,7 @@ def _one(terminals: int, per_terminal: int, servers: int) -> tuple[float, dict[s
             "ingest": [p.pid for p in fleet.procs[:servers] if p.pid is not None],
             "terminals": [p.pid for p in fleet.procs[servers:] if p.pid is not None],
             "postgresql": _pids("postgres"),
-            "broker": _pids("beam.smp"),
+            "broker": _broker_pids(),
         }
         before = {name: _cpu(group) for name, group in pids.items()}
         try:
@@ -81,6 +82,14 @@ def _one(terminals: int, per_terminal: int, servers: int) -> tuple[float, dict[s
         for name in pids
     }
     return total / elapsed, cpu, applied
+
+
+def _broker_pids() -> list[int]:
+    """The node under test: the one listening on CAJASYNC_BROKER_URL's port when it is set
+    (a private node), else every RabbitMQ VM on the machine."""
+    url = os.environ.get("CAJASYNC_BROKER_URL")
+    pid = cpu.broker_pid(url) if url else None
+    return [pid] if pid else _pids("beam.smp")
 
 
 def _pids(name: str) -> list[int]:
