@@ -46,6 +46,7 @@ from cajasync.broker.consumer import Batching, Consumer
 from cajasync.broker.ports import Broker, ConsumeSession, Delivery, Outbound
 from cajasync.broker.rabbitmq import RabbitBroker
 from cajasync.core import metrics
+from cajasync.core.counters import counters_text
 from cajasync.core.lease import StoreLease
 from cajasync.core.settings import Settings
 from cajasync.core.store_faults import store_retry
@@ -107,6 +108,9 @@ class IngestStats:
                 case "copy":
                     self.rejected += 1
                     self.copies += 1
+
+    def __str__(self) -> str:
+        return counters_text(self)
 
 
 def run_ingest(

@@ -36,6 +36,7 @@ from sqlalchemy.engine import Engine
 from cajasync.broker.consumer import Batching, Consumer
 from cajasync.broker.ports import Broker, ConsumeSession, Delivery, Outbound, Replies
 from cajasync.broker.rabbitmq import RabbitBroker
+from cajasync.core.counters import counters_text
 from cajasync.core.settings import Settings
 from cajasync.core.store_faults import store_retry
 from cajasync.core.topology import REQUESTS_QUEUE, declare_server
@@ -110,6 +111,9 @@ class RequestStats:
         self.records_sent += tally.records
         self.changes_sent += tally.changes
         self.images_sent += tally.images
+
+    def __str__(self) -> str:
+        return counters_text(self)
 
 
 def run_requests(

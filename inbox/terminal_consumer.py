@@ -19,6 +19,7 @@ from typing import Final, Protocol
 
 import sqlalchemy as sa
 
+from cajasync.core.counters import counters_text
 from cajasync.core.identity import TerminalIdentity
 from cajasync.core.settings import Settings
 from cajasync.errors import InvalidMessage
@@ -63,6 +64,9 @@ class ConsumerStats:
     replays_requested: int = 0
     down: int = 0
     requests: int = 0
+
+    def __str__(self) -> str:
+        return counters_text(self)
 
 
 class TerminalConsumer:

@@ -47,6 +47,7 @@ from sqlalchemy.engine import Engine
 from cajasync.broker.confirms import Window
 from cajasync.broker.links import FeedLink
 from cajasync.broker.ports import Event, FeedSession, FeedSessions
+from cajasync.core.counters import counters_text
 from cajasync.core.lease import StoreLease
 from cajasync.core.server_tables import change_log, stream_heads
 from cajasync.core.settings import Settings
@@ -192,6 +193,9 @@ class FeedStats:
 
     def copy(self) -> FeedStats:
         return replace(self)
+
+    def __str__(self) -> str:
+        return counters_text(self)
 
 
 class ChangeLogSource:

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 
 from cajasync.broker.links import Link
 from cajasync.broker.ports import TerminalSession, TerminalSessions
+from cajasync.core.counters import counters_text
 from cajasync.core.identity import TerminalIdentity, load_identity
 from cajasync.core.settings import Settings
 from cajasync.processes.metrics import TerminalGauges, exposed, terminal_counters
@@ -60,6 +61,9 @@ class RelayStats:
 
     def copy(self) -> RelayStats:
         return replace(self)
+
+    def __str__(self) -> str:
+        return counters_text(self)
 
 
 class TerminalService:
