@@ -33,7 +33,7 @@ test: setup services lint
 	$(BIN)/pytest
 
 test-cluster: setup services
-	CAJASYNC_TEST_CLUSTER=1 $(BIN)/pytest tests/faults/test_cluster.py
+	CAJASYNC_TEST_CLUSTER=1 $(BIN)/pytest -m cluster tests/faults/test_cluster.py
 
 bench: setup services
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -70,7 +70,10 @@ def main() -> int:
     for name in args.names or BENCHES:
         module = __import__(f"bench.{name}", fromlist=["run"])
         console.print(f"[bold]{name}[/bold] running…")
-        result = module.run(**{**(QUICK[name] if args.quick else {}), **params})
+        try:
+            result = module.run(**{**(QUICK[name] if args.quick else {}), **params})
+        finally:
+            common.drop_terminal_queues()
         path = common.write(result)
         console.print(f"  → {path}")
         results.append(result)

@@ -58,8 +58,36 @@ def sales(count: int, seed: int = 7) -> list[Sale]:
     return TicketMaker(seed=seed).sales(count)
 
 
+# Terminal ids a bench made in this process: their queues on the broker are deleted once
+# the bench ended (`drop_terminal_queues`), so benches do not leave hundreds of tills'
+# queues filling with every change on the broker (a later `cajasync queues` peeks them).
+MADE: list[str] = []
+
+
+def made(terminal: str) -> str:
+    """Remember `terminal` for `drop_terminal_queues`."""
+    MADE.append(terminal)
+    return terminal
+
+
+def drop_terminal_queues(broker_url: str = BROKER_URL) -> int:
+    """Delete the queues of the terminals made so far in this process; how many."""
+    if not MADE:
+        return 0
+    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
+    try:
+        channel = connection.channel()
+        for terminal in MADE:
+            channel.queue_delete(topology.terminal_queue(terminal))
+    finally:
+        connection.close()
+    count = len(MADE)
+    MADE.clear()
+    return count
+
+
 def new_terminal(directory: Path, name: str | None = None) -> tuple[Engine, str]:
-    terminal = name or f"B{uuid.uuid4().hex[:6].upper()}"
+    terminal = made(name or f"B{uuid.uuid4().hex[:6].upper()}")
     engine = make_engine(str(directory / f"{terminal}.db"))
     upgrade(engine, "terminal")
     with engine.begin() as connection:

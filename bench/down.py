@@ -6,6 +6,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
+from bench import common
 from bench.common import BROKER_URL
 from cajasync.core.db import make_engine, upgrade
 from cajasync.core.identity import TerminalIdentity
@@ -28,7 +29,7 @@ def terminals(directory: Path, count: int, tag: str) -> list[tuple[str, Engine]]
 
     made = []
     for n in range(1, count + 1):
-        identity = TerminalIdentity(f"B{tag}{n:02d}", "L1", "PV1", "retail")
+        identity = TerminalIdentity(common.made(f"B{tag}{n:02d}"), "L1", "PV1", "retail")
         path = str(directory / f"{identity.terminal}.db")
         made.append((path, init_terminal(path, identity, settings())))
     return made

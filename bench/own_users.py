@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
 
+from bench import common
 from cajasync.broker.management import Management
 from cajasync.core.db import make_engine, upgrade
 from cajasync.core.identity import TerminalIdentity
@@ -47,7 +48,9 @@ def variant(tmp: Path, settings: Settings, own: bool, terminals: int, ops: int) 
     tills: list[tuple[sa.Engine, Settings]] = []
     run = time.strftime("%H%M%S")
     for n in range(terminals):
-        identity = TerminalIdentity(f"B{'O' if own else 'S'}{run}{n}", "L1", "PV1", "retail")
+        identity = TerminalIdentity(
+            common.made(f"B{'O' if own else 'S'}{run}{n}"), "L1", "PV1", "retail"
+        )
         till = settings
         if own:
             url = add_terminal(server, settings, identity).broker_url

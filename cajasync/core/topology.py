@@ -50,8 +50,11 @@ def heads_routing_key(scope: str) -> str | None:
     return None
 
 
+TERMINAL_QUEUE_PREFIX = "cajasync.t."
+
+
 def terminal_queue(terminal: str) -> str:
-    return f"cajasync.t.{terminal}"
+    return f"{TERMINAL_QUEUE_PREFIX}{terminal}"
 
 
 def change_bindings(terminal: str, location: str, pos: str, kind: str) -> list[str]:

@@ -2,8 +2,10 @@
 office changes prices: every connection fails over to the survivors, and nothing is lost or
 applied twice.
 
-Runs by `make test-cluster` (CAJASYNC_TEST_CLUSTER=1: a cluster that cannot start fails the
-run); elsewhere it skips when the cluster cannot start on this machine.
+Marked `cluster`, so `make test` and CI leave it out (it adds 2.2-3.5 minutes to a suite
+that already takes most of CI's 30); `make test-cluster` runs it (CAJASYNC_TEST_CLUSTER=1:
+a cluster that cannot start fails the run); asked for elsewhere (`pytest -m cluster`), it
+skips when the cluster cannot start on this machine.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from tests.faults.harness import (
 )
 from tests.waiting import wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 SCRIPT = Path(__file__).resolve().parents[2] / ".ci" / "cluster"
 TILLS = 5

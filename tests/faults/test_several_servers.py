@@ -279,11 +279,13 @@ def _received_per_terminal(url: str) -> dict[str, int]:
     return {t: int(n) for t, n in rows}
 
 
-def _stopped_count(log: Path, name: str = "replays_requested") -> int:
-    """A counter of the stats a `terminal run` prints when it stops."""
-    found = re.findall(rf"{name}=(\d+)", log.read_text())
-    assert found, log.read_text()[-2000:]
-    return int(found[-1])
+def _stopped_count(log: Path, name: str = "replays requested") -> int:
+    """A counter of the line a `terminal run` prints when it stops ("terminal stopped:
+    published 1,000, ..., replays requested 1, ..."; a counter still at zero is left out)."""
+    lines = [line for line in log.read_text().splitlines() if "terminal stopped:" in line]
+    assert lines, log.read_text()[-2000:]
+    found = re.search(rf"\b{name} ([\d,]+)", lines[-1])
+    return int(found.group(1).replace(",", "")) if found else 0
 
 
 def _assert_streams_in_order(broker_url: str, queue: str) -> None:

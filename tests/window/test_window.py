@@ -262,7 +262,7 @@ def test_sales_are_pending_then_transmitted_and_acknowledged(
 def test_a_cancelled_pull_keeps_what_arrived(
     server: Server, till: Terminal, window_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Each page the till applies takes 0.2 s more, so the 30-page pull is still streaming
+    # Each page the till applies takes 0.1 s more, so the 30-page pull is still streaming
     # when Cancelar is pressed however fast the machine is (not a timing assertion: a slow
     # machine only makes the window wider).
     import inbox.terminal_consumer as consumer
@@ -270,7 +270,7 @@ def test_a_cancelled_pull_keeps_what_arrived(
     applied = consumer.apply_down
 
     def slow_apply(*args: Any, **kwargs: Any) -> Any:
-        time.sleep(0.2)
+        time.sleep(0.1)
         return applied(*args, **kwargs)
 
     monkeypatch.setattr(consumer, "apply_down", slow_apply)
