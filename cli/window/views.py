@@ -513,6 +513,20 @@ class ReplayingView(OptionView):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("r", "replay", "Reenviar")]
     selectable = True
+    state: str | None = None  # the state filter (`#state`), None for every state
+
+    def reload(self) -> None:
+        """Read again, with the period filter's label following ctx.period."""
+        if self.ready:
+            self.query_one("#period", Label).update(period_label(self.ctx.period))
+        super().reload()
+
+    @on(Select.Changed, "#state")
+    def _state_changed(self, event: Select.Changed) -> None:
+        state = None if event.value in (ANY, Select.NULL) else str(event.value)
+        if state != self.state:
+            self.state = state
+            self.reload()
 
     def selected_op_ids(self) -> list[uuid.UUID]:
         ids = [op for row in self.table.selected_rows() for op in row.op_ids]
@@ -568,7 +582,6 @@ class OperationsView(ReplayingView):
     filtered by state, ticket number (ventas, cierres Z) and ctx.period."""
 
     def __init__(self, ctx: WindowContext, topic: str, *, id: str | None = None) -> None:
-        self.state: str | None = None
         self.number: int | None = None
         super().__init__(ctx, topic, id=id)
 
@@ -593,18 +606,6 @@ class OperationsView(ReplayingView):
                 yield Label("Número")
                 yield Input(placeholder="todos", type="integer", id="number")
             yield Label(period_label(self.ctx.period), id="period")
-
-    def reload(self) -> None:
-        if self.ready:
-            self.query_one("#period", Label).update(period_label(self.ctx.period))
-        super().reload()
-
-    @on(Select.Changed, "#state")
-    def _state_changed(self, event: Select.Changed) -> None:
-        state = None if event.value in (ANY, Select.NULL) else str(event.value)
-        if state != self.state:
-            self.state = state
-            self.reload()
 
     @on(Input.Submitted, "#number")
     def _number_changed(self, event: Input.Submitted) -> None:
@@ -665,7 +666,6 @@ class PendingView(ReplayingView):
     sent, sent, rejected), oldest first, filtered by state and ctx.period."""
 
     def __init__(self, ctx: WindowContext, *, id: str | None = None) -> None:
-        self.state: str | None = None
         super().__init__(ctx, PENDING, id=id)
 
     def columns(self) -> list[Column]:
@@ -683,18 +683,6 @@ class PendingView(ReplayingView):
             yield Label("Estado")
             yield Select([("Todos", ANY), *states], value=ANY, allow_blank=False, id="state")
             yield Label(period_label(self.ctx.period), id="period")
-
-    def reload(self) -> None:
-        if self.ready:
-            self.query_one("#period", Label).update(period_label(self.ctx.period))
-        super().reload()
-
-    @on(Select.Changed, "#state")
-    def _state_changed(self, event: Select.Changed) -> None:
-        state = None if event.value in (ANY, Select.NULL) else str(event.value)
-        if state != self.state:
-            self.state = state
-            self.reload()
 
     def topic_for(self, row: TableRow) -> str:
         item = row.item
