@@ -46,9 +46,8 @@ from tests.integration.down_support import (
     make_terminal,
     purge,
     purge_terminal_queue,
-    vhost_for,
 )
-from tests.integration.relay_support import declare_server_topology, rabbitmqctl_missing, sale
+from tests.integration.relay_support import sale
 from tests.waiting import WAIT_S, wait_for
 
 pytestmark = pytest.mark.rabbitmq
@@ -60,21 +59,6 @@ UNREACHABLE = "amqp://guest:guest@127.0.0.1:1/%2F"
 
 
 # -- fixtures --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def window_url(broker_url: str) -> Iterator[str]:
-    with vhost_for(broker_url, "window") as url:
-        if url is None:
-            rabbitmqctl_missing("the window tests")
-            return
-        declare_server_topology(url)
-        yield url
-
-
-@pytest.fixture
-def window_settings(settings: Settings, window_url: str) -> Settings:
-    return settings.with_overrides(broker_url=window_url)
 
 
 @pytest.fixture

@@ -46,9 +46,8 @@ from tests.integration.down_support import (
     make_server,
     make_terminal,
     purge,
-    vhost_for,
 )
-from tests.integration.relay_support import declare_server_topology, rabbitmqctl_missing, sale
+from tests.integration.relay_support import sale
 from tests.integration.test_compare_diff import inject_differences, op_ids
 from tests.integration.views_support import FILE_NAME, SALES, Till, open_till, set_state, stock_till
 from tests.waiting import wait_for
@@ -443,21 +442,6 @@ def test_an_admin_purge_shows_the_plan_then_deletes_only_acknowledged_operations
 
 
 # -- against the server: the server's column, Comparar registros, Depurar -----------------
-
-
-@pytest.fixture(scope="module")
-def window_url(broker_url: str) -> Iterator[str]:
-    with vhost_for(broker_url, "window") as url:
-        if url is None:
-            rabbitmqctl_missing("the window tests")
-            return
-        declare_server_topology(url)
-        yield url
-
-
-@pytest.fixture
-def window_settings(settings: Settings, window_url: str) -> Settings:
-    return settings.with_overrides(broker_url=window_url)
 
 
 @pytest.fixture
