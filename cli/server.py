@@ -43,15 +43,45 @@ server.add_command(terminal_registry)
     is_flag=True,
     help="Declare the topology but set no policy (a broker without the management API).",
 )
-def init(db: str, broker_url: str, no_broker: bool, management_url: str, no_policies: bool) -> None:
-    """Create or migrate the server store, declare the broker topology and set the
-    dead-letter policy of the server's queues through the management API (idempotent)."""
+@click.option(
+    "--migrate-fanout",
+    is_flag=True,
+    help="Unbind the chain's and the locations' change keys from every till's queue: those "
+    "changes come by stream. Run it once every till runs a version that reads the streams.",
+)
+def init(
+    db: str,
+    broker_url: str,
+    no_broker: bool,
+    management_url: str,
+    no_policies: bool,
+    migrate_fanout: bool,
+) -> None:
+    """Create or migrate the server store, declare the broker topology (with the change
+    streams of the chain and of every registered location) and set the dead-letter policy
+    of the server's queues through the management API (idempotent)."""
     from cajasync.processes.server_init import init_server
 
+    if migrate_fanout and no_broker:
+        raise click.UsageError("--migrate-fanout changes the broker: drop --no-broker")
     settings = settings_for(broker_url, management_url=management_url)
-    init_server(db, settings, declare=not no_broker, policies=not no_policies)
-    done = "" if no_broker else "; topology declared" + ("" if no_policies else ", policies set")
-    console.print(f"server store ready at {db}{done}")
+    done = init_server(
+        db,
+        settings,
+        declare=not no_broker,
+        policies=not no_policies,
+        migrate_fanout=migrate_fanout,
+    )
+    said = "" if no_broker else "; topology declared" + ("" if no_policies else ", policies set")
+    console.print(f"server store ready at {db}{said}")
+    if done.streams:
+        console.print(f"change streams: {', '.join(done.streams)}")
+    if migrate_fanout:
+        keys = sum(done.unbound.values())
+        console.print(
+            f"fan-out migrated: {keys:,} shared-scope keys unbound from "
+            f"{len(done.unbound):,} till queues (the tills read the streams)"
+        )
 
 
 @server.command("run")

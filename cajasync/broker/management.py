@@ -8,6 +8,8 @@ against it, so the server knows which till really sent it), allowed to:
 * configure and read only its own queue `cajasync.t.<terminal>` (declare, consume), never
   bind it: binding needs read on `cajasync.down`, which it lacks, so only the server (the
   registry) decides which change scopes reach a till;
+* read the streams of its shared scopes, `cajasync.s.all` and `cajasync.s.loc.<location>`
+  of its registered location (a move grants the new one and takes the old one away);
 * write only to `cajasync.up`, and there (topic permissions) only routing keys
   `op.<terminal>.<topic>` and `req.<terminal>.<kind>`;
 * answers come back by `t.<terminal>` into its queue, or by direct reply-to
@@ -36,7 +38,13 @@ from typing import Any, Final
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from cajasync.core.settings import Settings, first_url, url_list
-from cajasync.core.topology import DEAD_EXCHANGE, DELIVERY_LIMIT, UP_EXCHANGE, terminal_queue
+from cajasync.core.topology import (
+    DEAD_EXCHANGE,
+    DELIVERY_LIMIT,
+    UP_EXCHANGE,
+    terminal_queue,
+    terminal_streams,
+)
 from cajasync.errors import BrokerUnavailable, ConfigError
 
 TIMEOUT_S: Final = 10.0
@@ -63,14 +71,16 @@ class Permissions:
     topic_read: str
 
 
-def terminal_permissions(terminal: str) -> Permissions:
-    """Its own queue, `cajasync.up` with its own routing keys, nothing else."""
+def terminal_permissions(terminal: str, location: str) -> Permissions:
+    """Its own queue, the streams of its location, `cajasync.up` with its own routing keys,
+    nothing else."""
     queue = re.escape(terminal_queue(terminal))
     own = re.escape(terminal)
+    readable = "|".join([queue, *(re.escape(s) for s in terminal_streams(location))])
     return Permissions(
         configure=f"^{queue}$",
         write=f"^{re.escape(UP_EXCHANGE)}$",
-        read=f"^{queue}$",
+        read=f"^({readable})$",
         topic_write=rf"^(op|req)\.{own}\.[^.]+$",
         topic_read="^$",
     )
@@ -151,6 +161,11 @@ class Management:
         )
 
     # -- queues --------------------------------------------------------------------------
+
+    def queue_names(self, prefix: str) -> list[str]:
+        """The names of this vhost's queues that start with `prefix`."""
+        rows = self._call("GET", f"/api/queues/{_q(self.vhost)}?columns=name") or []
+        return sorted(str(row["name"]) for row in rows if str(row["name"]).startswith(prefix))
 
     def bound_keys(self, queue: str, exchange: str) -> list[str]:
         """Routing keys `queue` is bound to `exchange` by (empty when the queue is missing)."""

@@ -25,6 +25,7 @@ from typing import Any, Final, Protocol
 
 from cajasync.core.identity import TerminalIdentity
 from cajasync.core.settings import Settings
+from cajasync.core.topology import StreamStart
 from schemas.questions import Question
 from schemas.unions import Request
 
@@ -186,6 +187,15 @@ class LinkHandler(SessionHandler, Protocol):
 
     def on_message(self, tag: int, routing_key: str, body: bytes) -> None:
         """A message arrived on the terminal's queue; ack or reject it by `tag` later."""
+
+    def stream_starts(self) -> dict[str, StreamStart]:
+        """The streams to read (those of the till's shared scopes), each from where."""
+
+    def on_stream_message(
+        self, tag: int, stream: str, offset: int, routing_key: str, body: bytes
+    ) -> None:
+        """A message arrived from `stream` at `offset`. Its `tag` is negative (the streams
+        have their own channel and tags): ack it by that tag, with the queue's."""
 
 
 class ConfirmSession(Protocol):

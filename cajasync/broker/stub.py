@@ -63,6 +63,7 @@ from cajasync.core.topology import (
     DEAD_EXCHANGE,
     DOWN_EXCHANGE,
     UP_EXCHANGE,
+    StreamStart,
     declare_terminal,
     request_routing_key,
     terminal_queue,
@@ -111,7 +112,11 @@ class Message:
 class Queue:
     name: str
     arguments: dict[str, Any]
-    ready: deque[Message] = field(default_factory=deque)
+    ready: deque[Message] = field(default_factory=deque)  # a stream's: every message, kept
+
+    @property
+    def stream(self) -> bool:
+        return self.arguments.get("x-queue-type") == "stream"
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,20 @@ class StubChannel:
         with self._broker.lock:
             if binding not in self._broker.bindings:
                 self._broker.bindings.append(binding)
+        _done(callback)
+
+    def queue_unbind(
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str | None = None,
+        callback: Any = None,
+        **_: Any,
+    ) -> None:
+        binding = (exchange, queue, routing_key if routing_key is not None else queue)
+        with self._broker.lock:
+            if binding in self._broker.bindings:
+                self._broker.bindings.remove(binding)
         _done(callback)
 
 
@@ -377,6 +396,54 @@ class Consumer:
         messages, self._unacked = list(self._unacked.values()), {}
         if messages:
             self._broker.give_back(self._queue, messages, requeue=True)
+
+
+class StreamReaders:
+    """One session's readers of streams: each from its own offset (the message's index in
+    the stream; a moment reads from the first, the stub keeps no time), nothing removed,
+    one tag sequence and prefetch for all of them, as on one pika channel."""
+
+    def __init__(self, broker: StubBroker, prefetch: int) -> None:
+        self._broker = broker
+        self._prefetch = prefetch
+        self._next: dict[str, int] = {}
+        self._tags = itertools.count(1)
+        self._unacked: set[int] = set()
+        self.reading = False
+
+    def start(self, starts: dict[str, StreamStart]) -> None:
+        """Read the streams that exist (a missing one is left, as pika's link leaves it)."""
+        self.reading = True
+        with self._broker.lock:
+            for stream, start in starts.items():
+                queue = self._broker.queues.get(stream)
+                if queue is not None and queue.stream:
+                    self._next[stream] = _stub_offset(start, len(queue.ready))
+
+    def take(self) -> tuple[int, str, int, Message] | None:
+        """(tag, stream, offset, message) of the next message within the prefetch."""
+        with self._broker.lock:
+            for stream, offset in self._next.items():
+                if self._prefetch and len(self._unacked) >= self._prefetch:
+                    return None
+                kept = self._broker.queues[stream].ready
+                if offset < len(kept):
+                    tag = next(self._tags)
+                    self._unacked.add(tag)
+                    self._next[stream] = offset + 1
+                    return tag, stream, offset, kept[offset]
+        return None
+
+    def settle(self, tag: int, *, multiple: bool) -> None:
+        self._unacked -= {t for t in self._unacked if t <= tag} if multiple else {tag}
+
+
+def _stub_offset(start: StreamStart, length: int) -> int:
+    """An offset as the stub reads it: `next` is the stream's end; a moment its first
+    message (the stub keeps no time: reading more than asked is what a stream's chunks do)."""
+    if isinstance(start, int):
+        return start
+    return length if start == "next" else 0
 
 
 # -- the blocking side -----------------------------------------------------------------
@@ -640,6 +707,7 @@ class StubLink(StubSession):
         self._link_handler = handler
         self._identity = identity
         self._user = username(settings.broker_url)
+        self._streams = StreamReaders(broker, prefetch or 0)
 
     def _declare(self, channel: StubChannel) -> None:
         i = self._identity
@@ -668,13 +736,38 @@ class StubLink(StubSession):
         self._publish(message, mandatory=True)
 
     def ack(self, tag: int, *, multiple: bool) -> None:
-        self._settle(tag, multiple=multiple, ack=True)
+        if tag < 0:
+            self._streams.settle(-tag, multiple=multiple)
+        else:
+            self._settle(tag, multiple=multiple, ack=True)
 
     def reject(self, tag: int) -> None:
-        self._settle(tag, multiple=False, ack=False)
+        if tag < 0:
+            self._streams.settle(-tag, multiple=False)
+        else:
+            self._settle(tag, multiple=False, ack=False)
 
     def _on_delivery(self, delivery: Delivery) -> None:
         self._link_handler.on_message(delivery.delivery_tag, delivery.routing_key, delivery.body)
+
+    def _deliver(self) -> None:
+        """The queue's deliveries, then the streams' (read from the handler's starts once
+        the session is ready, as the pika link does)."""
+        super()._deliver()
+        if self._consumer is None or not self._ready or self._closing:
+            return
+        if not self._streams.reading:
+            self._streams.start(self._link_handler.stream_starts())
+        while not self._closing:
+            taken = self._streams.take()
+            if taken is None:
+                return
+            self._guard(lambda t=taken: self._on_stream_delivery(*t))  # type: ignore[misc]
+
+    def _on_stream_delivery(self, tag: int, stream: str, offset: int, message: Message) -> None:
+        self._link_handler.on_stream_message(
+            -tag, stream, offset, message.routing_key, message.body
+        )
 
 
 class StubAsking:

@@ -80,6 +80,15 @@ streams = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 
+broker_streams = sa.Table(
+    "cajasync_broker_streams",
+    metadata,
+    sa.Column("stream", sa.String(120), primary_key=True),  # cajasync.s.all, cajasync.s.loc.L
+    sa.Column("offset", sa.BigInteger),  # of the last event applied (None: none yet)
+    sa.Column("since", sa.Float, nullable=False),  # first read (from then on while no offset)
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
 images = sa.Table(
     "cajasync_images",
     metadata,

@@ -58,7 +58,7 @@ def add_terminal(
     management = Management(settings)
     if broker_user:
         _check_user_free(management, terminal)
-        url = _new_password(management, settings, terminal)
+        url = _new_password(management, settings, terminal, identity.location)
     try:
         bind_queue(settings, identity)
         added = registry.insert(
@@ -93,6 +93,11 @@ def move_terminal(
     )
     check_identity(moved)
     bind_queue(settings, moved)
+    if current.broker_user and moved.location != current.location:
+        # the streams it may read follow it: the new location's, no longer the old one's
+        Management(settings).grant(
+            current.broker_user, terminal_permissions(terminal, moved.location)
+        )
     return registry.update(
         engine, terminal, location=moved.location, pos=moved.pos, kind=moved.kind
     )
@@ -119,7 +124,7 @@ def rotate_terminal(engine: Engine, settings: Settings, terminal: str) -> Creden
     if current.revoked:
         raise ConfigError(f"terminal {terminal} is revoked: it gets no new password")
     management = Management(settings)
-    url = _new_password(management, settings, terminal)
+    url = _new_password(management, settings, terminal, current.location)
     management.close_connections(terminal, f"terminal {terminal}: password rotated")
     rotated = registry.update(engine, terminal, broker_user=terminal, rotated_at=_now())
     return Credentials(rotated, url)
@@ -156,10 +161,10 @@ def _check_user_free(management: Management, terminal: str) -> None:
         )
 
 
-def _new_password(management: Management, settings: Settings, terminal: str) -> str:
+def _new_password(management: Management, settings: Settings, terminal: str, location: str) -> str:
     password = secrets.token_urlsafe(24)
     management.put_user(terminal, password)
-    management.grant(terminal, terminal_permissions(terminal))
+    management.grant(terminal, terminal_permissions(terminal, location))
     return terminal_url(settings.broker_url, terminal, password)
 
 

@@ -31,8 +31,10 @@ from cajasync.broker.ports import TerminalSession, TerminalSessions
 from cajasync.core.counters import counters_text
 from cajasync.core.identity import TerminalIdentity, load_identity
 from cajasync.core.settings import Settings
+from cajasync.core.topology import StreamStart, terminal_streams
 from cajasync.processes.metrics import TerminalGauges, exposed, terminal_counters
 from cajasync.processes.till_status import StatusReporter
+from inbox.stream_offsets import stream_starts
 from inbox.terminal_consumer import RECEIPT_PREFETCH, ConsumerStats, Taken, TerminalConsumer
 from outbox.claims import OutRow
 from outbox.relay import Counts, Handler, Relay, Until
@@ -82,6 +84,7 @@ class TerminalService:
         connect: TerminalSessions = Link,
     ) -> None:
         self.settings, self.consume, self._connect = settings, consume, connect
+        self.engine = engine
         self.identity = _load_identity(engine)
         self.on_progress = on_progress
         self.source = TerminalSource(
@@ -150,8 +153,20 @@ class TerminalService:
 
     # -- a delivery on the terminal's queue -----------------------------------------------
 
-    def on_message(self, tag: int, routing_key: str, body: bytes) -> None:
-        taken = self.consumer.take(tag, routing_key, body)
+    def stream_starts(self) -> dict[str, StreamStart]:
+        with self.engine.begin() as connection:
+            return stream_starts(connection, terminal_streams(self.identity.location))
+
+    def on_message(
+        self,
+        tag: int,
+        routing_key: str,
+        body: bytes,
+        *,
+        stream: str | None = None,
+        offset: int | None = None,
+    ) -> None:
+        taken = self.consumer.take(tag, routing_key, body, stream=stream, offset=offset)
         if taken is not Taken.PULSE:
             self.relay.last_activity = time.monotonic()
         if taken is Taken.DROPPED:
@@ -181,6 +196,14 @@ class _Events:
 
     def on_message(self, tag: int, routing_key: str, body: bytes) -> None:
         self._service.on_message(tag, routing_key, body)
+
+    def stream_starts(self) -> dict[str, StreamStart]:
+        return self._service.stream_starts()
+
+    def on_stream_message(
+        self, tag: int, stream: str, offset: int, routing_key: str, body: bytes
+    ) -> None:
+        self._service.on_message(tag, routing_key, body, stream=stream, offset=offset)
 
 
 def relay_stats(counts: Counts, resent: int, consumed: ConsumerStats) -> RelayStats:

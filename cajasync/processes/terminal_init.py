@@ -15,8 +15,14 @@ from cajasync.core.identity import (
     save_identity,
 )
 from cajasync.core.settings import Settings
-from cajasync.core.topology import SHARED_USERS, declare_own_queue, rebind_terminal
+from cajasync.core.topology import (
+    SHARED_USERS,
+    declare_own_queue,
+    rebind_terminal,
+    terminal_streams,
+)
 from cajasync.errors import NotInitialised
+from inbox.stream_offsets import stream_starts
 
 
 def init_terminal(
@@ -41,6 +47,8 @@ def init_terminal(
         with engine.begin() as connection:
             was = previous_identity(connection)
             save_identity(connection, identity, last_seq=last_seq, incarnation=incarnation)
+            # the streams of its shared scopes are read from now on, as its queue is
+            stream_starts(connection, terminal_streams(identity.location))
         if declare:
             declare_terminal_queue(identity, settings, was=was)
     except BaseException:

@@ -26,6 +26,7 @@ from cajasync.processes.terminal import RelayStats, run_terminal
 from cajasync.processes.terminal_init import init_terminal
 from inbox.entitlement import Requester, streams_for
 from inbox.replica import positions
+from inbox.stream_offsets import save_offsets, stored_offsets
 from schemas.feed import split_stream
 from schemas.records import Record, for_terminal
 from schemas.topics import DOWN_TOPICS
@@ -72,10 +73,39 @@ def purge(url: str, *queues: str) -> None:
             channel.queue_purge(queue)
 
 
-def purge_terminal_queue(url: str, terminal: str) -> int:
-    """Drop every message waiting in a terminal's queue (as if they were lost); how many."""
+def purge_terminal_queue(url: str, till: Terminal) -> int:
+    """Lose every change waiting for a till: drop its queue's messages and move its offset in
+    each stream it reads past the stream's last event, as a lost segment would; how many
+    messages it misses."""
     with blocking_channel(url) as channel:
-        return int(channel.queue_purge(topology.terminal_queue(terminal)).method.message_count)
+        lost = int(channel.queue_purge(topology.terminal_queue(till.id)).method.message_count)
+        starts = {}
+        with till.engine.connect() as connection:
+            stored = stored_offsets(connection)
+        for stream in topology.terminal_streams(till.identity.location):
+            last = last_offset(url, stream)
+            if last > stored.get(stream, -1):
+                lost += last - stored.get(stream, -1)
+                starts[stream] = last
+    with till.engine.begin() as connection:
+        save_offsets(connection, starts)
+    return lost
+
+
+def last_offset(url: str, stream: str) -> int:
+    """The offset of a stream's last event (-1 when it has none): read from its last chunk,
+    each acked (a stream refuses the nacks a cancel sends for unacked ones)."""
+    found = [-1]
+
+    def seen(channel: Any, method: Any, properties: Any, _body: bytes) -> None:
+        found.append(int(properties.headers["x-stream-offset"]))
+        channel.basic_ack(method.delivery_tag)
+
+    with blocking_channel(url) as channel:
+        channel.basic_qos(prefetch_count=1000)
+        channel.basic_consume(stream, seen, arguments={"x-stream-offset": "last"})
+        channel.connection.process_data_events(time_limit=0.5)
+    return max(found)
 
 
 def delete_terminal_queues(url: str, terminals: Sequence[str]) -> None:
@@ -275,7 +305,12 @@ def live(state: State, topic: str | None = None) -> dict[tuple[str, str], Record
 
 
 def differences(server: State, terminal: State, *, tombstones: bool = True) -> list[str]:
-    """What differs between the catalog and a replica (empty: identical), for messages."""
+    """What differs between the catalog and a replica (empty: identical), for messages.
+
+    A tombstone of a record the terminal never held is no difference: a change the
+    chain's stream carries to every till (a hotel room's, read by a restaurant) leaves one
+    where the server sends this terminal nothing. Neither holds the record."""
+    terminal = {k: e for k, e in terminal.items() if not (e.deleted and k not in server)}
     if not tombstones:
         server = {k: e for k, e in server.items() if not e.deleted}
         terminal = {k: e for k, e in terminal.items() if not e.deleted}

@@ -15,8 +15,10 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 import pytest
@@ -294,10 +296,23 @@ def test_a_snapshot_taken_while_changes_keep_flowing_ends_identical_to_the_serve
 
 
 def test_a_cancelled_pull_keeps_what_arrived_and_the_next_pull_completes_it(
-    server: Server, terminals: Callable[[str, str, str], Terminal]
+    server: Server, terminals: Callable[[str, str, str], Terminal], monkeypatch: Any
 ) -> None:
+    # Each page the server sends takes 0.1 s more, so the 20-page pull is still streaming
+    # when it is cancelled however fast the machine is (a slow machine only widens that).
+    import inbox.answers as answers
+
+    paged = answers._page
+
+    def slow_page(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.1)
+        return paged(*args, **kwargs)
+
+    monkeypatch.setattr(answers, "_page", slow_page)
     seed_catalog(server.engine, products=SNAPSHOT_PRODUCTS, locations=())  # 20 pages
     serving = server.start()
+    # the seed's changes out before the till exists: only the snapshot's pages bring products
+    wait_for(lambda: server.unpublished() == 0, "the seed's changes published", serving)
     till = terminals("L1", "PV1", "retail")
     cancel = threading.Event()
 
@@ -384,7 +399,7 @@ def test_a_lost_stream_segment_is_detected_and_recovered_by_a_catch_up(
 
     churn(server.engine, keys, 60, seed=6, batch=20)
     wait_for(lambda: server.unpublished() == 0, "the first changes in the queue", serving)
-    lost = purge_terminal_queue(down_url, till.id)
+    lost = purge_terminal_queue(down_url, till)
     assert lost > 0
     churn(server.engine, keys[50:], 10, seed=7, batch=5)
     wait_for(lambda: server.unpublished() == 0, "the later changes in the queue", serving)
@@ -423,7 +438,7 @@ def test_a_lost_last_change_is_caught_up_from_the_heads_with_no_later_change(
     with server.engine.begin() as connection:  # the stream's last change: nothing follows it
         last = catalog.upsert(connection, product("000007", Decimal("777.77")))
     wait_for(lambda: server.unpublished() == 0, "the last change in the queue", serving)
-    assert purge_terminal_queue(down_url, till.id) >= 1
+    assert purge_terminal_queue(down_url, till) >= 1
     assert not identical(server, till)
 
     running = till.run()

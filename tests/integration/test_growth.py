@@ -167,7 +167,7 @@ def test_a_till_behind_the_compacted_log_is_refreshed_by_itself_and_ends_equal_t
         catalog.upsert_many(connection, [product(n, "99.50") for n in range(1, 21)])
         catalog.delete(connection, PRODUCTS, "000030")
     wait_for(lambda: server.unpublished() == 0, "the changes in the queue", serving)
-    assert purge_terminal_queue(down_url, till.id) > 0  # the till missed them all
+    assert purge_terminal_queue(down_url, till) > 0  # the till missed them all
     compacted = compact(server.engine, Retention(keep_changes=0, keep_s=0, hold_s=0))
     assert [s.floor for s in compacted.streams if s.stream == STREAM] == [server.heads()[STREAM]]
     with server.engine.begin() as connection:  # one more change: the till sees the gap

@@ -64,13 +64,17 @@ def test_a_registered_tills_request_takes_the_registrys_location_pos_and_kind() 
 def test_a_tills_broker_user_writes_only_its_own_routing_keys() -> None:
     import re
 
-    allowed = terminal_permissions("T001")
+    allowed = terminal_permissions("T001", "L1")
     assert re.match(allowed.topic_write, "op.T001.ventas")
     assert re.match(allowed.topic_write, "req.T001.snapshot")
     assert not re.match(allowed.topic_write, "op.T002.ventas")
     assert not re.match(allowed.topic_write, "op.T001.ventas.x")
     assert re.match(allowed.read, "cajasync.t.T001")
     assert not re.match(allowed.read, "cajasync.t.T0011")
+    assert re.match(allowed.read, "cajasync.s.all")
+    assert re.match(allowed.read, "cajasync.s.loc.L1")
+    assert not re.match(allowed.read, "cajasync.s.loc.L2")
+    assert not re.match(allowed.read, "cajasync.s.loc.L1x")
 
 
 def test_a_tills_broker_url_keeps_the_servers_host_vhost_and_tls() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from cajasync.broker.stub import Message, StubBroker
 from cajasync.core import topology
 from cajasync.core.topology import heads_routing_key
 from outbox.feed_relay import heads_messages
@@ -15,19 +16,26 @@ from schemas.topics import TERMINAL_KINDS
 
 @pytest.mark.parametrize("kind", TERMINAL_KINDS)
 @pytest.mark.parametrize("scope", ["all", "loc.L1", "pos.PV1", "term.T1"])
-def test_every_terminal_of_a_scope_is_bound_to_the_routing_key_of_its_heads(
+def test_every_terminal_of_a_scope_reads_the_routing_key_of_its_heads(
     kind: str, scope: str
 ) -> None:
-    bindings = topology.change_bindings("T1", "L1", "PV1", kind)
-
-    assert heads_routing_key(scope) in bindings
+    assert _reaches("T1", "L1", "PV1", kind, heads_routing_key(scope))
 
 
-def test_a_terminal_elsewhere_is_not_bound_to_another_scopes_heads() -> None:
-    bindings = topology.change_bindings("T2", "L2", "PV2", "retail")
-
+def test_a_terminal_elsewhere_does_not_read_another_scopes_heads() -> None:
     for scope in ("loc.L1", "pos.PV1", "term.T1"):
-        assert heads_routing_key(scope) not in bindings
+        assert not _reaches("T2", "L2", "PV2", "retail", heads_routing_key(scope))
+
+
+def _reaches(terminal: str, location: str, pos: str, kind: str, key: str | None) -> bool:
+    """Whether a message published with `key` reaches the till: by its queue's bindings or
+    by one of the streams it reads."""
+    broker = StubBroker()
+    queue = topology.declare_terminal(broker.channel(), terminal, location, pos, kind)
+    assert key is not None
+    broker.publish(Message(topology.DOWN_EXCHANGE, key, b"heads"))
+    read = [queue, *topology.terminal_streams(location)]
+    return any(broker.messages(name) for name in read)
 
 
 def test_heads_go_out_one_message_per_scope_holding_that_scopes_streams() -> None:

@@ -12,6 +12,7 @@ from cajasync.broker.stub import Message, StubBroker, StubLink, topic_matches
 from cajasync.core import topology
 from cajasync.core.identity import TerminalIdentity
 from cajasync.core.settings import Settings
+from cajasync.core.topology import StreamStart
 from cajasync.errors import BrokerUnavailable
 
 OPS = topology.OPS_QUEUE
@@ -74,12 +75,34 @@ def test_an_operation_is_routed_to_the_ops_queue_and_a_request_to_the_requests_q
     assert [m.body for m in broker.messages(topology.REQUESTS_QUEUE)] == [b"req"]
 
 
-def test_a_terminal_queue_gets_its_replies_and_the_changes_of_its_scopes_only() -> None:
+def test_a_terminal_queue_gets_its_replies_and_its_own_changes_the_streams_the_shared_ones() -> (
+    None
+):
     broker = StubBroker()
     queue = topology.declare_terminal(broker.channel(), "T1", "L1", "PV1", "retail")
-    for key in ["t.T1", "t.T2", "chg.productos.all", "chg.existencias.loc.L2", "chg.mesas.all"]:
+    keys = [
+        "t.T1",
+        "t.T2",
+        "chg.productos.all",
+        "chg.stock.loc.L1",
+        "chg.stock.loc.L2",
+        "chg.mesas.all",
+        "chg.formas-de-pago.pos.PV1",
+        "chg.formas-de-pago.pos.PV2",
+    ]
+    for key in keys:
         broker.publish(Message(topology.DOWN_EXCHANGE, key, key.encode()))
-    assert [m.routing_key for m in broker.messages(queue)] == ["t.T1", "chg.productos.all"]
+    assert [m.routing_key for m in broker.messages(queue)] == [
+        "t.T1",
+        "chg.formas-de-pago.pos.PV1",
+    ]
+    everyone, here = topology.terminal_streams("L1")
+    # a stream holds every kind's changes: the till's consumer skips the tables
+    assert [m.routing_key for m in broker.messages(everyone)] == [
+        "chg.productos.all",
+        "chg.mesas.all",
+    ]
+    assert [m.routing_key for m in broker.messages(here)] == ["chg.stock.loc.L1"]
 
 
 def test_a_mandatory_publish_nothing_is_bound_to_is_returned_and_still_acked(
@@ -193,6 +216,14 @@ class Recorder:
         assert self.link is not None
         self.events.append(("message", routing_key, body))
         self.link.ack(tag, multiple=True)
+
+    def stream_starts(self) -> dict[str, StreamStart]:
+        return {}  # reads its queue alone
+
+    def on_stream_message(
+        self, tag: int, stream: str, offset: int, routing_key: str, body: bytes
+    ) -> None:
+        raise AssertionError("reads no stream")
         self._close_when_done()
 
     def _close_when_done(self) -> None:

@@ -261,7 +261,7 @@ def test_a_cancelled_pull_keeps_what_arrived(
     seed_catalog(server.engine, products=BIG_CATALOG, locations=())
     serving = server.start()
     wait_for(lambda: server.unpublished() == 0, "the seed's changes published", serving)
-    purge_terminal_queue(window_url, till.id)  # the pull alone brings the products
+    purge_terminal_queue(window_url, till)  # the pull alone brings the products
     app = window(context(till))
 
     def held() -> int:
