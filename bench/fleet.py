@@ -1,11 +1,13 @@
 """Fleet: N simulated tills (10, 100, 1,000), each a real AMQP identity with its own quorum
-queue and bindings and its own outbox (SQLite file), against one ingest process on
-PostgreSQL and the feed relay. Reports how each figure grows with N.
+queue and bindings, reading the chain's change stream from its own offset, and its own
+outbox (SQLite file), against one ingest process on PostgreSQL and the feed relay. Reports
+how each figure grows with N.
 
 Per size, in a private vhost deleted at the end (every queue with it):
 
-* declare: every till's topology (`declare_terminal`: its queue, `t.<till>` and the ~28
-  change bindings) on one connection, timed per till; the broker's memory before and after;
+* declare: every till's topology (`declare_terminal`: its queue, `t.<till>` and the 14
+  change bindings of its pos and itself; the streams of its scopes once) on one connection,
+  timed per till; the broker's memory before and after;
 * ops: the connected tills, each running the real `run_terminal` (its own connection,
   relay, receipts, change events: no shortcut a real till would not take), many per
   process as threads in 4 processes, relay `ops` sales in all (outboxes filled before the
@@ -17,8 +19,8 @@ Per size, in a private vhost deleted at the end (every queue with it):
 A real till has its own connection, so the benchmark keeps that. The broker here allows
 `sockets_total` connections (about 0.8 x its fd limit of 1,024), shared with whoever else
 uses it: at most `connected` tills are connected at once (200 by default). The others are
-offline tills: their queues exist, are bound and fill with every change, as a till's does
-while it is switched off. At the largest size, `bench.fanout` then compares the current
+offline tills: their queues exist and are bound (the chain's changes no longer fill them:
+the stream holds one copy for every till). At the largest size, `bench.fanout` then compares the current
 fan-out with per-till classic queues and a stream per scope (delivery to every till).
 """
 

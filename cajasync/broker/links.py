@@ -279,8 +279,23 @@ class Link(PikaSession[LinkHandler]):
             log.warning("a message of stream %s came without its offset: skipped", stream)
             self._guard(lambda: self.reject(tag))
             return
+        if self._before_start(stream, properties):
+            self._guard(lambda: self.reject(tag))  # published before the till read from
+            return
         routing_key = method.routing_key or ""
         self._guard(lambda: self._handler.on_stream_message(tag, stream, offset, routing_key, body))
+
+    def _before_start(self, stream: str, properties: pika.spec.BasicProperties) -> bool:
+        """Whether a delivery of a stream read from a moment was published before it (the
+        stream starts at the chunk of that whole second); the first one after ends that."""
+        moment = self._not_before.get(stream)
+        if moment is None:
+            return False
+        published = (properties.headers or {}).get(PUBLISHED_AT)
+        if isinstance(published, int) and published < moment * 1000:
+            return True
+        del self._not_before[stream]
+        return False
 
     def _on_deliver(
         self,

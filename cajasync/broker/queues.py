@@ -116,7 +116,11 @@ def _with_ages(settings: Settings, queues: list[QueueInfo]) -> list[QueueInfo]:
     the deepest tills' queues, `PEEKS` in all."""
     if not _local(settings) or not shutil.which("rabbitmq-queues"):
         return queues
-    unknown = [q for q in queues if q.age_s is None and q.ready > 0]
+    unknown = [
+        q
+        for q in queues
+        if q.age_s is None and q.ready > 0 and not q.name.startswith(topology.STREAM_PREFIX)
+    ]  # a stream is no backlog: it keeps every change for its tills to read at their offsets
     unknown.sort(key=lambda q: (q.name.startswith(topology.TERMINAL_QUEUE_PREFIX), -q.ready))
     chosen = [q.name for q in unknown[:PEEKS]]
     if not chosen:

@@ -228,6 +228,17 @@ def test_losing_the_node_that_leads_each_queue_loses_nothing_and_applies_nothing
             "ingest going on after the second loss",
             timeout=120,
         )
+        cluster.start_node(second)
+
+        # 3. the node leading the chain's change stream goes, price changes flowing: every
+        # till reads on from its stored offset on a survivor
+        everyone = topology.scope_stream("all")
+        wait_for(lambda: cluster.online(everyone) == 3, "the chain's stream whole", timeout=90)
+        third = cluster.leader(everyone)
+        assert third, f"{everyone} has a leader"
+        made = changes.made
+        cluster.stop_node(third)
+        wait_for(lambda: changes.made >= made + 10, "10 more price changes", timeout=60)
 
         for thread in recorders:
             thread.join(timeout=RECORD_S * 3)
@@ -258,7 +269,8 @@ def test_losing_the_node_that_leads_each_queue_loses_nothing_and_applies_nothing
     assert changes.made >= 20
     print(  # the figures for the README and the issue (pytest -s)
         f"cluster: stopped c{first} (leading cajasync.ops), then c{second} (leading "
-        f"{terminal_queue}); {TILLS} tills x {OPERATIONS} acked, server held "
+        f"{terminal_queue}), then c{third} (leading {everyone}); {TILLS} tills x "
+        f"{OPERATIONS} acked, server held "
         f"{_held(pg_url, tills)} once each, {changes.made} price changes, replicas equal"
     )
     assert _replica_gaps(server_engine, tills) == {}
