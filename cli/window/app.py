@@ -62,7 +62,6 @@ from cli.window.actions import (
     transmit_message,
 )
 from cli.window.context import CONFIG, PENDING, WindowContext
-from cli.window.help import HelpScreen
 from cli.window.menu import (
     Counts,
     header,
@@ -73,8 +72,6 @@ from cli.window.menu import (
     number,
     options_of,
 )
-from cli.window.records import DiffScreen
-from cli.window.tools import PruneScreen, PurgeScreen
 from cli.window.views import OptionView, make_view
 
 if TYPE_CHECKING:  # compare, the pull and the relay load in threads, after the first paint
@@ -589,6 +586,9 @@ class SyncWindow(App[None]):
         return action == "cancel" or not isinstance(self.focused, Input)
 
     def action_help(self) -> None:
+        # imported when first opened: kept out of the window's start
+        from cli.window.help import HelpScreen
+
         self.push_screen(HelpScreen())
 
     def action_filter(self) -> None:
@@ -603,6 +603,9 @@ class SyncWindow(App[None]):
         if not is_topic(self.option):
             self.say("Comparar registros es por tema: elegí Ventas, Productos u otro", "warning")
             return
+        # imported when first opened: kept out of the window's start
+        from cli.window.records import DiffScreen
+
         self.push_screen(DiffScreen(self.ctx, self.option))
 
     def action_tools(self) -> None:
@@ -614,6 +617,9 @@ class SyncWindow(App[None]):
     def _tool_chosen(self, choice: str | None) -> None:
         if choice is None:
             return
+        # imported when first opened: kept out of the window's start
+        from cli.window.tools import PruneScreen, PurgeScreen
+
         if choice == "purge":
             self.push_screen(PurgeScreen(self.ctx), self._purged)
         else:

@@ -35,7 +35,6 @@ from cajasync.errors import ConfigError
 from cajasync.processes.questions import held_lookup
 from cli.sales import business_cells
 from cli.window.context import CONFIG, PENDING, WindowContext
-from cli.window.records import RecordScreen
 from cli.window.table import (
     Column,
     Confirm,
@@ -397,6 +396,9 @@ class RecordView(OptionView):
 
     @on(VirtualTable.Chosen)
     def _open(self, event: VirtualTable.Chosen) -> None:
+        # imported when first opened: kept out of the window's start
+        from cli.window.records import RecordScreen
+
         self.app.push_screen(RecordScreen(self.ctx, self.option, event.row.key))
 
 
@@ -566,6 +568,9 @@ class ReplayingView(OptionView):
 
     def open_row(self, row: TableRow) -> None:
         if row.op_ids:
+            # imported when first opened: kept out of the window's start
+            from cli.window.records import RecordScreen
+
             self.app.push_screen(RecordScreen(self.ctx, self.topic_for(row), row.op_ids[-1]))
 
     def topic_for(self, row: TableRow) -> str:
