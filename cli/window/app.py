@@ -29,7 +29,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Container, Horizontal, Vertical
 from textual.css.query import NoMatches
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
 from textual.widgets import (
     Button,
@@ -130,6 +130,33 @@ class ToolsMenu(ModalScreen[str | None]):
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+
+class KeysFooter(Footer):
+    """Textual's footer (the keys), redrawn when the keys it shows change. Textual's redraws
+    it on every change of focus or of the bindings, and the window's start brought three
+    redraws of the same keys: 0.1 s spent before the till's counts were shown."""
+
+    _redraw_pending = False
+    _drawn: tuple[object, ...] | None = None
+
+    def bindings_changed(self, screen: Screen[object]) -> None:
+        self._bindings_ready = True
+        if not screen.app.app_focus or not self.is_attached or screen is not self.screen:
+            return
+        if not self._redraw_pending:
+            self._redraw_pending = True
+            self.call_after_refresh(self._redraw)
+
+    async def _redraw(self) -> None:
+        self._redraw_pending = False
+        keys = tuple(
+            (binding, self.app.get_key_display(binding), enabled, tooltip)
+            for _node, binding, enabled, tooltip in self.screen.active_bindings.values()
+        )
+        if keys != self._drawn:
+            self._drawn = keys
+            await self.recompose()
 
 
 class SyncWindow(App[None]):
@@ -257,7 +284,7 @@ class SyncWindow(App[None]):
                     yield Static(id="hint")
                     yield Static(id="message")
         yield Static(status.render(None, 0, None, self.ctx.tz), id="statusbar")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.call_after_refresh(self._painted)
