@@ -271,7 +271,8 @@ class SyncWindow(App[None]):
                     yield ProgressBar(id="bar", show_eta=False)
                     yield Static(id="progress-text")
                     yield Button("Cancelar", id="cancel", variant="error")
-                yield Container(id="main")
+                with Container(id="main"):
+                    yield self._new_view(CONFIG)
                 with Vertical(id="compare"):
                     with Horizontal(id="filters"):
                         yield Label("Desde")
@@ -288,7 +289,7 @@ class SyncWindow(App[None]):
 
     def on_mount(self) -> None:
         self.call_after_refresh(self._painted)
-        self._select(CONFIG)
+        self._show_option()
         self.frame("#options", OptionList).focus()
         self.set_interval(self.local_every, self.refresh_local)
         self.set_interval(self.compare_every, self.refresh_compare)
@@ -537,6 +538,10 @@ class SyncWindow(App[None]):
     def _select(self, option: str) -> None:
         self.option = option
         self._show_view(option)
+        self._show_option()
+
+    def _show_option(self) -> None:
+        """The buttons, the pull options and the bottom panel of the selected option."""
         self._enable()
         self._show_pull_options()
         self._show_panel()
@@ -547,10 +552,14 @@ class SyncWindow(App[None]):
             other.display = shown == option
         view = self.views.get(option)
         if view is None:
-            self.views[option] = view = make_view(self.ctx, option)
-            main.mount(view)
+            main.mount(self._new_view(option))
         else:
             view.reload()
+
+    def _new_view(self, option: str) -> OptionView:
+        """The view of `option`, kept for when it is selected again (it reads on mount)."""
+        self.views[option] = view = make_view(self.ctx, option)
+        return view
 
     def _enable(self) -> None:
         busy = self._busy is not None
