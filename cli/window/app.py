@@ -133,15 +133,20 @@ class ToolsMenu(ModalScreen[str | None]):
 
 
 class KeysFooter(Footer):
-    """Textual's footer (the keys), redrawn when the keys it shows change. Textual's redraws
-    it on every change of focus or of the bindings, and the window's start brought three
-    redraws of the same keys: 0.1 s spent before the till's counts were shown."""
+    """Textual's footer (the keys), drawn with the frame and redrawn only when the keys it
+    shows change. Textual's composes it empty, then again on every change of focus or of the
+    bindings: the window's start drew the same keys three times after the first paint, 0.1 s
+    spent before the till's counts were shown."""
 
     _redraw_pending = False
-    _drawn: tuple[object, ...] | None = None
+    _drawn: tuple[object, ...] = ()
+
+    def compose(self) -> ComposeResult:
+        self._bindings_ready = True  # the frame's bindings are there when it is mounted
+        self._drawn = self._keys()
+        yield from super().compose()
 
     def bindings_changed(self, screen: Screen[object]) -> None:
-        self._bindings_ready = True
         if not screen.app.app_focus or not self.is_attached or screen is not self.screen:
             return
         if not self._redraw_pending:
@@ -150,13 +155,17 @@ class KeysFooter(Footer):
 
     async def _redraw(self) -> None:
         self._redraw_pending = False
-        keys = tuple(
-            (binding, self.app.get_key_display(binding), enabled, tooltip)
-            for _node, binding, enabled, tooltip in self.screen.active_bindings.values()
-        )
-        if keys != self._drawn:
-            self._drawn = keys
+        if self._keys() != self._drawn:
             await self.recompose()
+
+    def _keys(self) -> tuple[object, ...]:
+        """What `compose` draws: the keys shown, and the command palette's."""
+        palette = self.app.COMMAND_PALETTE_BINDING
+        return tuple(
+            (key, binding, self.app.get_key_display(binding), enabled, tooltip)
+            for key, (_node, binding, enabled, tooltip) in self.screen.active_bindings.items()
+            if binding.show or key == palette
+        )
 
 
 class SyncWindow(App[None]):
