@@ -2,31 +2,54 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
+from typing import Final
 
 import click
 
 from cajasync import __version__
 from cajasync.broker.rabbitmq import quiet_driver_logs
 from cajasync.errors import CajasyncError
-from cli.catalog import catalog
-from cli.compare import compare
-from cli.dead import dead
-from cli.demo import demo
-from cli.diff import diff
-from cli.pending import pending
-from cli.pull import pull
-from cli.queues import queues
-from cli.replica import replica
-from cli.sales import server_ventas, ventas
-from cli.server import server
-from cli.terminal import terminal
-from cli.tools import tools
-from cli.window.command import window
+
+# Each command's module, imported when the command runs (or `--help` lists it): a command
+# loads its own libraries only, and `cajasync window` starts without every other command's.
+COMMANDS: Final = {
+    "catalog": "cli.catalog:catalog",
+    "compare": "cli.compare:compare",
+    "dead": "cli.dead:dead",
+    "demo": "cli.demo:demo",
+    "diff": "cli.diff:diff",
+    "pending": "cli.pending:pending",
+    "pull": "cli.pull:pull",
+    "queues": "cli.queues:queues",
+    "replica": "cli.replica:replica",
+    "server": "cli.server:server",
+    "terminal": "cli.terminal:terminal",
+    "tools": "cli.tools:tools",
+    "ventas": "cli.sales:ventas",
+    "window": "cli.window.command:window",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """The `cajasync` group: its commands (COMMANDS) are imported when first asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        where = COMMANDS.get(cmd_name)
+        if where is None:
+            return None
+        module, name = where.split(":")
+        command = getattr(importlib.import_module(module), name)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cajasync")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 def cli(verbose: int) -> None:
@@ -35,23 +58,6 @@ def cli(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if verbose < 2:
         quiet_driver_logs()
-
-
-cli.add_command(server)
-cli.add_command(terminal)
-cli.add_command(pending)
-cli.add_command(queues)
-cli.add_command(demo)
-cli.add_command(pull)
-cli.add_command(replica)
-cli.add_command(catalog)
-cli.add_command(compare)
-cli.add_command(diff)
-cli.add_command(tools)
-cli.add_command(ventas)
-server.add_command(server_ventas)
-cli.add_command(dead)
-cli.add_command(window)
 
 
 def main() -> None:

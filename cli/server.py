@@ -22,6 +22,7 @@ from cli.options import (
 )
 from cli.output import console, emit_json, table
 from cli.progress import live_stats, stop_on_signals
+from cli.sales import server_ventas
 from cli.server_terminals import terminals as terminal_registry
 
 
@@ -31,6 +32,7 @@ def server() -> None:
 
 
 server.add_command(terminal_registry)
+server.add_command(server_ventas)
 
 
 @server.command("init")

@@ -10,10 +10,9 @@ import datetime as dt
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 from cajasync.core.identity import NO_IDENTITY, NO_TABLES
 from cajasync.core.store_faults import kind_of, store_error
@@ -23,6 +22,9 @@ from schemas.codec import encode
 from schemas.envelope import OpEnvelope
 from schemas.ops import Operation, WeeklyFileChunk, topic_of
 from schemas.validation import check_envelope, check_size, file_sha256, validate_operation
+
+if TYPE_CHECKING:  # a caller passing a Session loaded the ORM; everyone else never needs it
+    from sqlalchemy.orm import Session
 
 WEEKLY_CHUNK_SIZE = 256 * 1024
 
@@ -156,9 +158,11 @@ def record_weekly_file(
 
 
 def _connection(target: sa.Connection | Session) -> sa.Connection:
-    if isinstance(target, Session):
-        return target.connection()
-    return target
+    """The connection to write on: `target` itself, or the Session's (told apart without
+    importing the ORM, which costs a window or a CLI command 0.1 s to start)."""
+    if isinstance(target, sa.Connection):
+        return target
+    return target.connection()
 
 
 @contextmanager

@@ -16,12 +16,12 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
 import msgspec
 from sqlalchemy.engine import Engine
 
-from cajasync.broker.asking import pika_asking
-from cajasync.broker.ports import Askers, Asking
 from cajasync.core.db import reading
 from cajasync.core.identity import TerminalIdentity, load_identity
 from cajasync.core.periods import Period
@@ -57,6 +57,9 @@ from schemas.topics import (
     up_topic,
 )
 
+if TYPE_CHECKING:
+    from cajasync.broker.ports import Askers, Asking
+
 DEFAULT_TIMEOUT_S = 10.0
 STOCK = "stock"
 
@@ -87,6 +90,14 @@ class Comparison(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def equal(self) -> bool:
         return all(topic.equal for topic in self.topics)
+
+
+def pika_asking(settings: Settings, identity: TerminalIdentity) -> AbstractContextManager[Asking]:
+    """The questions' channel to the server (cajasync/broker/asking.py), imported at the
+    first question: `local_counts` asks none, and the window shows them before pika loads."""
+    from cajasync.broker.asking import pika_asking as asking
+
+    return asking(settings, identity)
 
 
 def compare(

@@ -29,7 +29,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Container, Horizontal, Vertical
 from textual.css.query import NoMatches
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
 from textual.widgets import (
     Button,
@@ -62,7 +62,6 @@ from cli.window.actions import (
     transmit_message,
 )
 from cli.window.context import CONFIG, PENDING, WindowContext
-from cli.window.help import HelpScreen
 from cli.window.menu import (
     Counts,
     header,
@@ -73,8 +72,6 @@ from cli.window.menu import (
     number,
     options_of,
 )
-from cli.window.records import DiffScreen
-from cli.window.tools import PruneScreen, PurgeScreen
 from cli.window.views import OptionView, make_view
 
 if TYPE_CHECKING:  # compare, the pull and the relay load in threads, after the first paint
@@ -133,6 +130,42 @@ class ToolsMenu(ModalScreen[str | None]):
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+
+class KeysFooter(Footer):
+    """Textual's footer (the keys), drawn with the frame and redrawn only when the keys it
+    shows change. Textual's composes it empty, then again on every change of focus or of the
+    bindings: the window's start drew the same keys three times after the first paint, 0.1 s
+    spent before the till's counts were shown."""
+
+    _redraw_pending = False
+    _drawn: tuple[object, ...] = ()
+
+    def compose(self) -> ComposeResult:
+        self._bindings_ready = True  # the frame's bindings are there when it is mounted
+        self._drawn = self._keys()
+        yield from super().compose()
+
+    def bindings_changed(self, screen: Screen[object]) -> None:
+        if not screen.app.app_focus or not self.is_attached or screen is not self.screen:
+            return
+        if not self._redraw_pending:
+            self._redraw_pending = True
+            self.call_after_refresh(self._redraw)
+
+    async def _redraw(self) -> None:
+        self._redraw_pending = False
+        if self._keys() != self._drawn:
+            await self.recompose()
+
+    def _keys(self) -> tuple[object, ...]:
+        """What `compose` draws: the keys shown, and the command palette's."""
+        palette = self.app.COMMAND_PALETTE_BINDING
+        return tuple(
+            (key, binding, self.app.get_key_display(binding), enabled, tooltip)
+            for key, (_node, binding, enabled, tooltip) in self.screen.active_bindings.items()
+            if binding.show or key == palette
+        )
 
 
 class SyncWindow(App[None]):
@@ -247,7 +280,8 @@ class SyncWindow(App[None]):
                     yield ProgressBar(id="bar", show_eta=False)
                     yield Static(id="progress-text")
                     yield Button("Cancelar", id="cancel", variant="error")
-                yield Container(id="main")
+                with Container(id="main"):
+                    yield self._new_view(CONFIG)
                 with Vertical(id="compare"):
                     with Horizontal(id="filters"):
                         yield Label("Desde")
@@ -260,11 +294,11 @@ class SyncWindow(App[None]):
                     yield Static(id="hint")
                     yield Static(id="message")
         yield Static(status.render(None, 0, None, self.ctx.tz), id="statusbar")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.call_after_refresh(self._painted)
-        self._select(CONFIG)
+        self._show_option()
         self.frame("#options", OptionList).focus()
         self.set_interval(self.local_every, self.refresh_local)
         self.set_interval(self.compare_every, self.refresh_compare)
@@ -513,6 +547,10 @@ class SyncWindow(App[None]):
     def _select(self, option: str) -> None:
         self.option = option
         self._show_view(option)
+        self._show_option()
+
+    def _show_option(self) -> None:
+        """The buttons, the pull options and the bottom panel of the selected option."""
         self._enable()
         self._show_pull_options()
         self._show_panel()
@@ -523,10 +561,14 @@ class SyncWindow(App[None]):
             other.display = shown == option
         view = self.views.get(option)
         if view is None:
-            self.views[option] = view = make_view(self.ctx, option)
-            main.mount(view)
+            main.mount(self._new_view(option))
         else:
             view.reload()
+
+    def _new_view(self, option: str) -> OptionView:
+        """The view of `option`, kept for when it is selected again (it reads on mount)."""
+        self.views[option] = view = make_view(self.ctx, option)
+        return view
 
     def _enable(self) -> None:
         busy = self._busy is not None
@@ -589,6 +631,9 @@ class SyncWindow(App[None]):
         return action == "cancel" or not isinstance(self.focused, Input)
 
     def action_help(self) -> None:
+        # imported when first opened: kept out of the window's start
+        from cli.window.help import HelpScreen
+
         self.push_screen(HelpScreen())
 
     def action_filter(self) -> None:
@@ -603,6 +648,9 @@ class SyncWindow(App[None]):
         if not is_topic(self.option):
             self.say("Comparar registros es por tema: elegí Ventas, Productos u otro", "warning")
             return
+        # imported when first opened: kept out of the window's start
+        from cli.window.records import DiffScreen
+
         self.push_screen(DiffScreen(self.ctx, self.option))
 
     def action_tools(self) -> None:
@@ -614,6 +662,9 @@ class SyncWindow(App[None]):
     def _tool_chosen(self, choice: str | None) -> None:
         if choice is None:
             return
+        # imported when first opened: kept out of the window's start
+        from cli.window.tools import PruneScreen, PurgeScreen
+
         if choice == "purge":
             self.push_screen(PurgeScreen(self.ctx), self._purged)
         else:

@@ -24,6 +24,7 @@ from cajasync.core.settings import Settings
 from cajasync.core.terminal_tables import ACKED, outbox, purges
 from cajasync.samples.seed import Sample
 from cli.window.context import CONFIG, PENDING
+from cli.window.operations import OperationsView, PendingView
 from cli.window.records import (
     MISSING_ON_SERVER,
     MISSING_ON_TERMINAL,
@@ -33,7 +34,7 @@ from cli.window.records import (
 )
 from cli.window.table import Confirm, VirtualTable
 from cli.window.tools import PruneScreen, PurgeScreen
-from cli.window.views import OperationsView, PendingView, RecordSource, RecordView, make_view
+from cli.window.views import RecordSource, RecordView, make_view
 from inbox.replica_store.sql import SqlReplicaStore
 from outbox import catalog
 from outbox.purge import purge_log
