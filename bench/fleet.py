@@ -20,8 +20,9 @@ A real till has its own connection, so the benchmark keeps that. The broker here
 `sockets_total` connections (about 0.8 x its fd limit of 1,024), shared with whoever else
 uses it: at most `connected` tills are connected at once (200 by default). The others are
 offline tills: their queues exist and are bound (the chain's changes no longer fill them:
-the stream holds one copy for every till). At the largest size, `bench.fanout` then compares the current
-fan-out with per-till classic queues and a stream per scope (delivery to every till).
+the stream holds one copy for every till). At the largest size, `bench.fanout` then
+compares per-till quorum and classic queues with a stream per scope (delivery to every
+till).
 """
 
 from __future__ import annotations
