@@ -197,7 +197,9 @@ def test_changes_go_to_their_routing_keys_in_stream_order_and_are_marked_publish
 def test_a_terminal_bound_to_its_scopes_gets_only_those_streams(
     engine: Engine, feed_settings: Settings, tap: Callable[..., Tap]
 ) -> None:
-    till = tap(*topology.change_bindings("T9", "L2", "PV7", "retail"))
+    # what reaches the till: its queue's bindings and those of the two streams it reads
+    shared = [topology.change_routing_key("*", scope) for scope in ("all", "loc.L2")]
+    till = tap(*topology.change_bindings("T9", "L2", "PV7", "retail"), *shared)
     write_changes(engine, 10)
 
     run_feed_relay(engine, feed_settings, until_idle=0.3)

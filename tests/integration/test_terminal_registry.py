@@ -176,24 +176,38 @@ def test_a_revoked_till_is_refused_by_the_broker_and_the_registry(
     assert registration.revoked
 
 
-def test_a_moved_till_receives_only_its_new_locations_stock(
+def test_a_moved_till_reads_only_its_new_locations_stream(
     server: Engine, strict: Settings, new_till: Callable[[], str]
 ) -> None:
     terminal = new_till()
-    add(server, strict, terminal, location="L1")
+    url = add(server, strict, terminal, location="L1")
+    assert _can_read(url, topology.scope_stream("loc.L1"))
     fleet.move_terminal(server, strict, terminal, location="L2")
+
+    assert _can_read(url, topology.scope_stream("loc.L2"))
+    assert not _can_read(url, topology.scope_stream("loc.L1"))
+    assert _can_read(url, topology.scope_stream("all"))
     queue = topology.terminal_queue(terminal)
-    with blocking_channel(strict.broker_url) as channel:
-        channel.confirm_delivery()
-        for location in ("L1", "L2"):
-            key = topology.change_routing_key("stock", f"loc.{location}")
-            channel.basic_publish(topology.DOWN_EXCHANGE, key, location.encode())
-        bodies = []
-        while (got := channel.basic_get(queue, auto_ack=True))[0] is not None:
-            bodies.append(got[2])
-    assert bodies == [b"L2"]
     bound = Management(strict).bound_keys(queue, topology.DOWN_EXCHANGE)
-    assert not [key for key in bound if key.endswith("loc.L1")]
+    assert not [key for key in bound if ".loc." in key]  # a location's changes come by stream
+
+
+def _can_read(url: str, stream: str) -> bool:
+    """Whether the till's broker user may consume `stream` (403 ACCESS_REFUSED otherwise)."""
+    connection = connect(url)
+    try:
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=1)
+        try:
+            channel.basic_consume(stream, lambda *_: None, arguments={"x-stream-offset": "next"})
+        except pika.exceptions.ChannelClosedByBroker as refused:
+            if refused.reply_code != 403:
+                raise
+            return False
+        return True
+    finally:
+        if connection.is_open:
+            connection.close()
 
 
 def test_rotating_a_password_refuses_the_old_one(
@@ -233,7 +247,8 @@ def test_init_again_elsewhere_leaves_no_stale_binding(
     init_terminal(db, TerminalIdentity(terminal, "L2", "PV1", "retail"), shared).dispose()
     bound = Management(strict).bound_keys(topology.terminal_queue(terminal), "cajasync.down")
     assert not [key for key in bound if "loc.L1" in key or key.startswith("chg.mesas.")]
-    assert topology.change_routing_key("stock", "loc.L2") in bound
+    assert not [key for key in bound if key.endswith(".all") or ".loc." in key]  # by stream
+    assert set(topology.change_bindings(terminal, "L2", "PV1", "retail")) <= set(bound)
 
 
 def connect_or_raise(url: str) -> None:
