@@ -83,8 +83,14 @@ class Cluster:
         self._call("DELETE", f"/api/vhosts/{self.vhost}")
 
     def leader(self, queue: str) -> int:
-        """The node number (1..3) leading a quorum queue; 0 while it has none (an election)."""
-        leader = str(self._queue(queue).get("leader") or "")
+        """The node number (1..3) leading a quorum queue or a stream (its writer: the API's
+        `node`); 0 while it has none (an election)."""
+        found = self._queue(queue)
+        leader = str(
+            found.get("leader")
+            or (found.get("node") if found.get("type") == "stream" else "")
+            or ""
+        )
         if not leader.startswith("cajasync-c"):
             return 0
         return int(leader.split("@")[0].removeprefix("cajasync-c"))
