@@ -1,10 +1,11 @@
 """Fan-out of a change (scope all) to N tills, three ways, read by bench-local consumers.
 
-* `quorum`: today's design, one quorum queue per till with its ~28 bindings on
-  `cajasync.down` (the queues `declare_terminal` made);
+* `quorum`: the design before the streams, one quorum queue per till (the queues
+  `declare_terminal` makes) bound also to the shared scopes' keys (`shared_scope_keys`,
+  what `server init --migrate-fanout` unbinds): 28 bindings for a retail till;
 * `classic`: the same queues and bindings, classic (single node, not replicated);
 * `stream`: one stream per change scope (here the `all` scope's), every till a consumer of
-  it with its own offset (`x-stream-offset`), over AMQP 0-9-1.
+  it with its own offset (`x-stream-offset`), over AMQP 0-9-1: cajasync's design now.
 
 A reader process holds one connection and one channel per till, as many tills as it is
 given; every delivery is timed against the publish time in its `t` header and acked. The
@@ -53,11 +54,14 @@ class Variant:
 def declare(channel: Any, name: str, tills: list[str]) -> tuple[Variant, float]:
     """Declare a variant's queues for `tills`; (the variant, seconds per till)."""
     started = time.perf_counter()
-    if name == "quorum":  # already declared by the fleet (declare_terminal): only purge
+    if name == "quorum":  # declared by the fleet (declare_terminal): bind the shared scopes
         queues = [topology.terminal_queue(t) for t in tills]
         for queue in queues:
             channel.queue_purge(queue)
-        return Variant(name, topology.DOWN_EXCHANGE, queues), 0.0
+            for key in topology.shared_scope_keys("L1"):
+                channel.queue_bind(queue, topology.DOWN_EXCHANGE, routing_key=key)
+        seconds = (time.perf_counter() - started) / len(tills)
+        return Variant(name, topology.DOWN_EXCHANGE, queues), seconds
     exchange = f"cajasync.bench.down.{name}"
     channel.exchange_declare(exchange, "topic", durable=True)
     if name == "stream":
@@ -70,6 +74,8 @@ def declare(channel: Any, name: str, tills: list[str]) -> tuple[Variant, float]:
         channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "classic"})
         channel.queue_bind(queue, exchange, routing_key=topology.terminal_routing_key(till))
         for key in topology.change_bindings(till, "L1", "PV1", "retail"):
+            channel.queue_bind(queue, exchange, routing_key=key)
+        for key in topology.shared_scope_keys("L1"):
             channel.queue_bind(queue, exchange, routing_key=key)
         queues.append(queue)
     return Variant(name, exchange, queues), (time.perf_counter() - started) / len(tills)

@@ -149,10 +149,15 @@ def run(
         metric=f"ops/s into PostgreSQL with {last['tills']} tills ({last['connected']} connected)",
         value=last["ops_per_s"],
         ratios=ratios,
-        targets={"ops acked": "== ops relayed", "changes applied": "on every connected till"},
+        targets={
+            "ops acked": "== ops relayed",
+            "changes applied": "on every connected till",
+            "fan-out": "every change to every till, each variant",
+        },
         passed=all(
             r["acked"] == r["ops"] and r["propagation_complete"] for r in rows if "skipped" not in r
-        ),
+        )
+        and all(row["delivered"] == row["expected"] for row in compared),
         details={
             "broker": {
                 "amqp_port": urlsplit(base).port,
