@@ -2,7 +2,7 @@
 
 * `quorum`: the design before the streams, one quorum queue per till (the queues
   `declare_terminal` makes) bound also to the shared scopes' keys (`shared_scope_keys`,
-  what `server init --migrate-fanout` unbinds): 28 bindings for a retail till;
+  what `server init --migrate-fanout` unbinds): 16 + 12 bindings per till;
 * `classic`: the same queues and bindings, classic (single node, not replicated);
 * `stream`: one stream per change scope (here the `all` scope's), every till a consumer of
   it with its own offset (`x-stream-offset`), over AMQP 0-9-1: cajasync's design now.
