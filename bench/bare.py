@@ -23,7 +23,7 @@ from cajasync.core.settings import load_settings
 from cajasync.core.terminal_tables import outbox
 
 if TYPE_CHECKING:
-    from bench.procs import Start
+    from bench.procs import Gate
 
 TABLE = "bench_bare_ops"
 
@@ -45,7 +45,7 @@ def count(url: str) -> int:
     return held
 
 
-def publisher(path: str, start: Start, stop: Event) -> None:
+def publisher(path: str, start: Gate, stop: Event) -> None:
     """One till's outbox, published as its relay would (no database writes)."""
     engine = make_engine(path)
     with engine.connect() as connection:
@@ -61,7 +61,7 @@ def publisher(path: str, start: Start, stop: Event) -> None:
     raw_pipelined(BROKER_URL, terminal, items, load_settings().publish_window)
 
 
-def consumer(url: str, start: Start, stop: Event) -> None:
+def consumer(url: str, start: Gate, stop: Event) -> None:
     """Consume the ops queue in batches; one INSERT ... unnest per batch, then ack it."""
     settings = load_settings()
     engine = make_engine(url)

@@ -59,7 +59,7 @@ from cajasync.samples.simulate import TicketMaker
 WORKERS = 4
 
 
-def _tills(spec: str, start: procs.Start, stop: Any) -> None:
+def _tills(spec: str, start: procs.Gate, stop: Any) -> None:
     """One worker process: its tills' `run_terminal`, one thread (and connection) each.
 
     At the lowest CPU priority (nice 19, inherited by its threads): real tills run on

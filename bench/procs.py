@@ -13,23 +13,15 @@ import threading
 import time
 from multiprocessing.context import SpawnContext, SpawnProcess
 from multiprocessing.synchronize import Event
-from typing import Protocol
 
 from bench.common import BROKER_URL
 from cajasync.core.db import make_engine
 from cajasync.core.settings import load_settings
 
 
-class Start(Protocol):
-    """What a role is given to wait on: `ready()` once set up, `wait()` for the clock."""
-
-    def ready(self) -> None: ...
-
-    def wait(self) -> None: ...
-
-
 class Gate:
-    """Counts the processes that are ready; releases them all at once."""
+    """What every role is given: it says `ready()` once set up and `wait()`s for the clock;
+    the fleet counts the ready ones and releases them all at once."""
 
     def __init__(self, ctx: SpawnContext) -> None:
         self._ready = ctx.Semaphore(0)
@@ -64,7 +56,7 @@ def _local(stop: Event) -> threading.Event:
     return local
 
 
-def _ingest(url: str, start: Start, stop: Event) -> None:
+def _ingest(url: str, start: Gate, stop: Event) -> None:
     from inbox.ingest import run_ingest
 
     engine, settings = make_engine(url), load_settings(broker_url=BROKER_URL)
@@ -72,7 +64,7 @@ def _ingest(url: str, start: Start, stop: Event) -> None:
     run_ingest(engine, settings, stop=_local(stop))
 
 
-def _requests(url: str, start: Start, stop: Event) -> None:
+def _requests(url: str, start: Gate, stop: Event) -> None:
     """Connected before the clock, as a running server is when a till asks."""
     from inbox.requests import run_requests
 
@@ -80,7 +72,7 @@ def _requests(url: str, start: Start, stop: Event) -> None:
     run_requests(make_engine(url), load_settings(broker_url=BROKER_URL), stop=_local(stop))
 
 
-def _feed(url: str, start: Start, stop: Event) -> None:
+def _feed(url: str, start: Gate, stop: Event) -> None:
     from outbox.feed_relay import run_feed_relay
 
     engine, settings = make_engine(url), load_settings(broker_url=BROKER_URL)
@@ -88,7 +80,7 @@ def _feed(url: str, start: Start, stop: Event) -> None:
     run_feed_relay(engine, settings, stop=_local(stop))
 
 
-def _terminal(path: str, start: Start, stop: Event) -> None:
+def _terminal(path: str, start: Gate, stop: Event) -> None:
     from cajasync.processes.terminal import run_terminal
 
     engine, settings = make_engine(path), load_settings(broker_url=BROKER_URL)
@@ -96,13 +88,13 @@ def _terminal(path: str, start: Start, stop: Event) -> None:
     run_terminal(engine, settings, stop=_local(stop))
 
 
-def _bare_consumer(url: str, start: Start, stop: Event) -> None:
+def _bare_consumer(url: str, start: Gate, stop: Event) -> None:
     from bench.bare import consumer
 
     consumer(url, start, stop)
 
 
-def _bare_publisher(path: str, start: Start, stop: Event) -> None:
+def _bare_publisher(path: str, start: Gate, stop: Event) -> None:
     from bench.bare import publisher
 
     publisher(path, start, stop)
